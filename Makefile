@@ -1,0 +1,56 @@
+# microseg: make demo · make test · make lab · make lock
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := containers/requirements.lock
+ND ?= 2
+RUN_DIR ?= runs/demo
+
+.PHONY: help demo test test-fast lab lock lint clean-venv
+
+help:
+	@echo "make demo   run the notebook chain headless on built-in synthetic data (ND=3 for 3D) into $(RUN_DIR)"
+	@echo "make test   run the whole test suite (unit tests and every notebook in quick mode)"
+	@echo "make lab    open JupyterLab on notebooks/"
+	@echo "make lock   regenerate $(LOCK) from pyproject.toml"
+
+# The environment: every pinned dependency from the lock, then the library, editable.
+$(BIN)/.installed: $(LOCK) pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m microseg.demo --run-dir $(RUN_DIR) --ndim $(ND)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not slow and not browser"
+
+lab: $(BIN)/.installed
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check lib tests benchmarks
+
+# Resolve pyproject.toml's ranges afresh in a scratch environment and write exact pins.
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet --upgrade "pip>=24"
+	build/lock-venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[all]"
+	head -n 3 $(LOCK) > $(LOCK).new
+	build/lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' \
+		| sed -E 's/^torch==([0-9.]+)\+[a-z0-9]+$$/torch==\1/' >> $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf build/lock-venv
+	@echo "wrote $(LOCK); run 'make test' to check that environment.yml, binder/ and containers/ agree"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,226 @@
+"""The run folder: where notebooks pass work to each other, and how files land in it safely.
+
+Layout (``runs/<experiment>/``)::
+
+    data/                 split manifest, normalization statistics, dataset summary
+    models/<name>/        config.json, best.pt, latest.pt, history.csv, environment.json, figures
+    eval/<name>/          per-image metrics, summary.json, overlays, QC report
+    diagnostics/<name>/   summary.json, figures
+    predictions/<name>/   outputs, exported packages
+
+Writes are atomic (write to a temporary file in the same folder, then rename), so a crash never
+leaves a half-written checkpoint or summary behind, and new outputs never replace earlier ones
+unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from microseg.errors import OutputExistsError, RunOrderError
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one experiment's run folder. Creating the object creates nothing on disk.
+
+    Example
+    -------
+    >>> run = RunFolder("runs/demo")
+    >>> run.model_dir("unet").as_posix()
+    'runs/demo/models/unet'
+    """
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def split_manifest(self) -> Path:
+        return self.data_dir / "split.json"
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def eval_dir(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+    def diagnostics_dir(self, name: str) -> Path:
+        return self.root / "diagnostics" / name
+
+    def predictions_dir(self, name: str) -> Path:
+        return self.root / "predictions" / name
+
+    def model_names(self) -> list[str]:
+        """Names of the model folders that hold a finished model (a ``best.pt``), sorted."""
+        models = self.root / "models"
+        if not models.is_dir():
+            return []
+        return sorted(p.name for p in models.iterdir() if (p / "best.pt").is_file())
+
+    def require_split(self) -> Path:
+        """The split manifest path; :class:`RunOrderError` naming notebook 01 if it is missing."""
+        if not self.split_manifest.is_file():
+            raise RunOrderError(
+                f"{self.split_manifest} does not exist: run notebooks/01_prepare_data.ipynb "
+                f"with run_dir={str(self.root)!r} first"
+            )
+        return self.split_manifest
+
+    def require_model(self, name: str) -> Path:
+        """A model folder holding ``best.pt``; :class:`RunOrderError` naming notebook 02 if not."""
+        folder = self.model_dir(name)
+        if not (folder / "best.pt").is_file():
+            found = ", ".join(self.model_names()) or "none"
+            raise RunOrderError(
+                f"no trained model in {folder} (models found in this run folder: {found}): "
+                f"run notebooks/02_train_from_scratch.ipynb with model_name={name!r} first"
+            )
+        return folder
+
+
+def create_output_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Create a fresh output folder and return it.
+
+    An existing empty folder is reused. A folder that already holds files raises
+    :class:`OutputExistsError` unless ``overwrite`` is true (then its files are kept and
+    overwritten one by one as the new run writes them; nothing is deleted).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is a file, expected a folder for results")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"{path} already holds results from an earlier run; choose another name "
+            f"or pass overwrite=True to write over them"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def unique_name(parent: str | Path, name: str) -> str:
+    """``name`` if ``parent/name`` is free or empty, else ``name-2``, ``name-3``, ..."""
+    parent = Path(parent)
+    candidate, k = name, 1
+    while (parent / candidate).exists() and any((parent / candidate).iterdir()):
+        k += 1
+        candidate = f"{name}-{k}"
+    return candidate
+
+
+def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    return _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically. NumPy scalars and arrays are converted."""
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves a broken checkpoint."""
+    import torch
+
+    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_summary(out_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Write ``out_dir/summary.json``, the machine-readable result every notebook ends with."""
+    return atomic_write_json(Path(out_dir) / "summary.json", summary)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, with an error that names the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def environment_record() -> dict[str, Any]:
+    """What a run ran on: Python and package versions, torch/CUDA/cuDNN, device, git, container.
+
+    Written as ``environment.json`` beside every model and result so a run can be reproduced.
+    """
+    from importlib import metadata
+
+    packages = {}
+    for name in ("microseg", "torch", "monai", "numpy", "scipy", "scikit-image", "tifffile",
+                 "zarr", "dask", "matplotlib", "papermill", "onnx", "onnxruntime",
+                 "bioimageio.core", "optuna"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    record: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": packages,
+        "git_commit": _git_commit(),
+        "container_image": os.environ.get("MICROSEG_IMAGE") or None,
+        "container_digest": os.environ.get("MICROSEG_IMAGE_DIGEST") or None,
+    }
+    if "torch" in sys.modules or packages["torch"]:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        record.update(
+            torch=torch.__version__,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version() if cuda else None,
+            device=torch.cuda.get_device_name(0) if cuda else "cpu",
+            gpu_count=torch.cuda.device_count(),
+        )
+    return record
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
