@@ -1,0 +1,98 @@
+"""The notebooks as users get them: committed clean, and executed headless in order."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from microseg.chain import list_notebooks, run_chain, run_notebook, write_index
+
+NOTEBOOKS = list_notebooks()
+
+# Where each notebook writes its summary.json, and the keys it must hold.
+EXPECTED_SUMMARIES = {
+    "01_prepare_data": ("data/summary.json",
+                        {"n_images", "n_train", "n_val", "n_test", "ndim", "task", "axes",
+                         "split_manifest"}),
+    "02_train_from_scratch": ("models/*/summary.json",
+                              {"best_val_loss", "best_val_dice", "epochs_run", "stopped_early",
+                               "fit_diagnosis", "model_dir", "device", "seconds"}),
+    "03_transfer_learning": ("transfer/*/summary.json",
+                             {"zero_shot_dice", "adapted_dice", "scratch_dice",
+                              "trainable_params", "total_params"}),
+    "04_fine_tune": ("finetune/*/summary.json",
+                     {"zero_shot_dice", "adapted_dice", "scratch_dice", "trainable_params",
+                      "total_params", "rounds"}),
+    "05_evaluate": ("eval/summary.json", set()),
+    "06_normalization_diagnostics": ("diagnostics/*/summary.json",
+                                     {"trf", "recommended_halo", "tile_mismatch", "max_abs_diff",
+                                      "train_eval_disparity", "tile_sweep", "norm_comparison"}),
+    "07_deploy": ("predictions/*/summary.json",
+                  {"n_inputs", "outputs", "voxels_per_second", "peak_memory_mb", "exports"}),
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean_and_parametrised(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit without outputs"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert "run_dir" in tagged[0].source and "quick" in tagged[0].source
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "start_notebook(" in "".join(c.source for c in code)
+
+
+@pytest.fixture(scope="module")
+def quick_chain(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("chain") / "run"
+    results = run_chain(run_dir, quick=True, html_export=False, log=lambda _: None)
+    return run_dir, results
+
+
+@pytest.mark.slow
+def test_whole_chain_runs_headless_in_quick_mode(quick_chain):
+    run_dir, results = quick_chain
+    assert [r.name for r in results] == [p.stem for p in NOTEBOOKS]
+    for r in results:
+        assert r.output.is_file()
+        params = json.loads((run_dir / "notebooks" / f"{r.name}.params.json").read_text())
+        assert params["parameters"]["quick"] is True
+    assert (run_dir / "environment.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_writes_its_summary(quick_chain, path):
+    run_dir, _ = quick_chain
+    pattern, keys = EXPECTED_SUMMARIES[path.stem]
+    found = sorted(run_dir.glob(pattern))
+    assert found, f"{path.name} wrote no {pattern}"
+    summary = json.loads(found[0].read_text())
+    assert keys <= set(summary), f"missing keys {sorted(keys - set(summary))}"
+
+
+@pytest.mark.slow
+def test_index_links_every_notebook(quick_chain):
+    run_dir, results = quick_chain
+    page = write_index(run_dir, results).read_text()
+    for r in results:
+        assert f">{r.name}<" in page
+    assert "data/summary.json" in page
+
+
+@pytest.mark.slow
+def test_prepare_notebook_runs_with_no_parameters(tmp_path):
+    """The default (non-quick) data preparation: the built-in synthetic 2D data set."""
+    first = NOTEBOOKS[0]
+    assert first.stem == "01_prepare_data"
+    run_dir = tmp_path / "run"
+    run_notebook(first, tmp_path / "out.ipynb", {"run_dir": str(run_dir)}, cwd=first.parent)
+    summary = json.loads((run_dir / "data" / "summary.json").read_text())
+    assert summary["n_images"] == summary["n_train"] + summary["n_val"] + summary["n_test"]
+    assert summary["ndim"] == 2 and summary["task"] == "instance"
