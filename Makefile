@@ -6,22 +6,20 @@ LOCK := containers/requirements.lock
 ND ?= 2
 RUN_DIR ?= runs/demo
 
-.PHONY: help demo test test-fast lab lock lint clean-venv
+.PHONY: help demo test test-fast lab lock lint image container clean-venv
 
 help:
 	@echo "make demo   run the notebook chain headless on built-in synthetic data (ND=3 for 3D) into $(RUN_DIR)"
 	@echo "make test   run the whole test suite (unit tests and every notebook in quick mode)"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make lock   regenerate $(LOCK) from pyproject.toml"
+	@echo "make image  build the container image (Docker); make container runs it"
 
 # The environment: every pinned dependency from the lock, then the library, editable.
 $(BIN)/.installed: $(LOCK) pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	PYTHON=$(PYTHON) sh containers/install.sh dependencies $(VENV) $(LOCK)
+	sh containers/install.sh library $(VENV) .
 	touch $@
 
 demo: $(BIN)/.installed
@@ -51,6 +49,13 @@ lock:
 	mv $(LOCK).new $(LOCK)
 	rm -rf build/lock-venv
 	@echo "wrote $(LOCK); run 'make test' to check that environment.yml, binder/ and containers/ agree"
+
+# The CUDA-capable container (needs Docker); see containers/README.md.
+image:
+	docker build -t microseg:0.1.0 -f containers/Dockerfile .
+
+container:
+	containers/run.sh
 
 clean-venv:
 	rm -rf $(VENV)
