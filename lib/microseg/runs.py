@@ -121,7 +121,11 @@ def unique_name(parent: str | Path, name: str) -> str:
     return candidate
 
 
-def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary path in the target folder, then rename it to ``path``.
+
+    Readers see the old file or the new one, never half of one; on error nothing is left behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -135,9 +139,12 @@ def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+_atomic_write = atomic_write  # kept until every caller uses the public name
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
-    return _atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
@@ -149,7 +156,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file, then rename: a crash never leaves a broken checkpoint."""
     import torch
 
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_summary(out_dir: str | Path, summary: dict[str, Any]) -> Path:

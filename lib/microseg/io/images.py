@@ -1,0 +1,636 @@
+"""Read and write images and label images, with explicit axes.
+
+In memory, every image is a NumPy array in canonical channel-first axes: ``"CYX"`` (2D) or
+``"CZYX"`` (3D), with the channel axis present even for one channel; the dtype of the file is kept.
+Label images are int32 ``"YX"`` or ``"ZYX"``: 0 is background, objects are 1, 2, ... (gaps allowed).
+
+Files may be TIFF (also BigTIFF, ImageJ hyperstacks and OME-TIFF), PNG, JPEG, NumPy ``.npy``, or
+Zarr (a plain array or an OME-Zarr image). Axes come from, in this order: the ``axes`` argument,
+the file's own metadata (ImageJ, OME, tifffile's shaped TIFF, OME-Zarr, our Zarr ``axes``
+attribute), a documented guess from the shape (:func:`guess_axes`).
+
+Example
+-------
+>>> image = read_image("images/cell_01.tif")              # doctest: +SKIP
+>>> image.shape, image.dtype                               # doctest: +SKIP
+((1, 512, 512), dtype('uint16'))
+>>> write_image("out/cell_01.tif", image, axes="CYX")      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microseg.errors import DataError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr", ".ome.zarr")
+WRITABLE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy", ".zarr", ".ome.zarr")
+_DOUBLE_EXTENSIONS = (".ome.tiff", ".ome.tif", ".ome.zarr")
+_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg",
+            ".npy": "npy", ".zarr": "zarr"}
+_FORMAT_NAMES = {"tiff": "TIFF", "png": "PNG", "jpeg": "JPEG", "npy": "NumPy .npy", "zarr": "Zarr"}
+
+_BASE_AXES = ("YX", "CYX", "YXC", "ZYX", "CZYX", "ZCYX", "ZYXC")
+VALID_AXES = _BASE_AXES + tuple("T" + axes for axes in _BASE_AXES)
+_BIGTIFF_BYTES = 2**31
+_OME_AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+_ASK_FOR_AXES = "pass axes=... with one letter per dimension, e.g. 'CYX', 'ZYX' or 'CZYX'"
+
+
+def image_stem(path: str | Path) -> str:
+    """The file name without its image extension, double extensions included.
+
+    >>> image_stem("images/cell_01.ome.tif"), image_stem("cell_01.TIF"), image_stem("v.ome.zarr")
+    ('cell_01', 'cell_01', 'v')
+    """
+    name = Path(path).name
+    for extension in _DOUBLE_EXTENSIONS + SUPPORTED_EXTENSIONS:
+        if name.lower().endswith(extension):
+            return name[: -len(extension)]
+    return Path(name).stem
+
+
+def is_supported(path: str | Path) -> bool:
+    """Whether ``path`` has one of :data:`SUPPORTED_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in _FORMATS
+
+
+def guess_axes(shape: Sequence[int], ndim: int | None = None) -> str:
+    """Guess the axes of an array read from a file without axes metadata.
+
+    Rules, by number of dimensions (``ndim`` is the number of spatial dimensions, 2 or 3, if known):
+
+    - 2 dims: ``"YX"`` (``ndim=3`` is an error).
+    - 3 dims: ``"ZYX"`` if ``ndim=3``; else ``"YXC"`` if the last dim is 3 or 4 and both others
+      are larger (an RGB/RGBA image); else ``"CYX"`` if the first dim is at most 4; else ``"ZYX"``,
+      unless ``ndim=2`` (then no axis looks like channels: error).
+    - 4 dims (never 2D): ``"ZYXC"`` if the last dim is 3 or 4 and the middle two are larger;
+      ``"CZYX"`` if the first dim is at most 8 and the second larger; ``"ZCYX"`` if the second is at
+      most 8; else error.
+    - 5 dims with a leading singleton (a single time point): ``"T"`` + the 4-dims guess.
+
+    Raises ``ValueError`` asking for explicit axes when no rule applies.
+
+    >>> guess_axes((512, 512)), guess_axes((512, 512, 3)), guess_axes((2, 512, 512))
+    ('YX', 'YXC', 'CYX')
+    >>> guess_axes((40, 256, 256)), guess_axes((2, 40, 256, 256)), guess_axes((40, 2, 256, 256))
+    ('ZYX', 'CZYX', 'ZCYX')
+    """
+    shape = tuple(int(size) for size in shape)
+    if ndim not in (None, 2, 3):
+        raise ValueError(f"ndim must be 2, 3 or None, got {ndim!r}")
+    if len(shape) == 5 and shape[0] == 1:
+        return "T" + guess_axes(shape[1:], ndim)
+    guessers = {2: _guess_two_dims, 3: _guess_three_dims, 4: _guess_four_dims}
+    if len(shape) not in guessers:
+        raise ValueError(f"cannot guess the axes of an array of shape {shape}: {_ASK_FOR_AXES}")
+    return guessers[len(shape)](shape, ndim)
+
+
+def _guess_two_dims(shape: tuple[int, ...], ndim: int | None) -> str:
+    if ndim == 3:
+        raise ValueError(f"an array of shape {shape} has only 2 dimensions, it cannot be 3D: "
+                         f"check the file, or pass ndim=2")
+    return "YX"
+
+
+def _guess_three_dims(shape: tuple[int, ...], ndim: int | None) -> str:
+    if ndim == 3:
+        return "ZYX"
+    if shape[2] in (3, 4) and min(shape[:2]) > shape[2]:
+        return "YXC"
+    if shape[0] <= 4:
+        return "CYX"
+    if ndim == 2:
+        raise ValueError(
+            f"shape {shape} has 3 dimensions but none small enough (at most 4) to be channels of a "
+            f"2D image: {_ASK_FOR_AXES}"
+        )
+    return "ZYX"
+
+
+def _guess_four_dims(shape: tuple[int, ...], ndim: int | None) -> str:
+    if ndim == 2:
+        raise ValueError(f"an array of shape {shape} has 4 dimensions, it cannot be 2D: "
+                         f"{_ASK_FOR_AXES}")
+    if shape[3] in (3, 4) and min(shape[1:3]) > shape[3]:
+        return "ZYXC"
+    if shape[0] <= 8 and shape[1] > shape[0]:
+        return "CZYX"
+    if shape[1] <= 8:
+        return "ZCYX"
+    raise ValueError(f"cannot tell channels from z-slices in shape {shape}: {_ASK_FOR_AXES}")
+
+
+def validate_axes(axes: str, shape: Sequence[int]) -> str:
+    """Check that ``axes`` describes an array of ``shape``; return it normalized (upper case).
+
+    Valid axes strings are those in :data:`VALID_AXES`: ``"YX"``, ``"CYX"``, ``"YXC"``, ``"ZYX"``,
+    ``"CZYX"``, ``"ZCYX"``, ``"ZYXC"``, each optionally with a leading ``"T"`` of size 1. An ``"S"``
+    (samples, as tifffile names RGB components) is read as ``"C"``. Raises ``ValueError`` naming the
+    valid strings and the shape, or, for more than one time point, how to proceed.
+
+    >>> validate_axes("yxs", (64, 64, 3))
+    'YXC'
+    """
+    shape = tuple(int(size) for size in shape)
+    normalized = _normalize_letters(axes)
+    if normalized not in VALID_AXES or len(normalized) != len(shape):
+        raise ValueError(
+            f"axes {axes!r} do not fit an array of shape {shape}: give one letter per dimension, "
+            f"one of {', '.join(VALID_AXES)} (a leading T must have size 1)"
+        )
+    if normalized[0] == "T" and shape[0] != 1:
+        raise ValueError(_time_points_message(normalized, shape))
+    return normalized
+
+
+def _normalize_letters(axes: Any) -> str:
+    if not isinstance(axes, str):
+        raise ValueError(f"axes must be a string such as 'CYX', got {axes!r}")
+    normalized = axes.upper()
+    if "S" in normalized and "C" not in normalized:
+        normalized = normalized.replace("S", "C")
+    return normalized
+
+
+def _time_points_message(axes: str, shape: tuple[int, ...]) -> str:
+    message = (f"axes {axes!r} with shape {shape} hold {shape[0]} time points; microseg segments "
+               f"one time point at a time: save each time point as its own file")
+    if "Z" not in axes:
+        message += (f", or, if the frames are really z-slices (a common mix-up, fixed in Fiji with "
+                    f"Image > Properties), pass axes={axes.replace('T', 'Z')!r}")
+    return message
+
+
+def canonical_shape(shape: Sequence[int], axes: str) -> tuple[int, tuple[int, ...]]:
+    """``(n_channels, spatial_shape)`` of an array of ``shape`` in ``axes``, without reading data.
+
+    >>> canonical_shape((40, 2, 256, 256), "ZCYX")
+    (2, (40, 256, 256))
+    """
+    axes = validate_axes(axes, shape)
+    sizes = dict(zip(axes, (int(size) for size in shape), strict=True))
+    return sizes.get("C", 1), tuple(sizes[axis] for axis in "ZYX" if axis in sizes)
+
+
+def to_canonical(array: Any, axes: str) -> Any:
+    """Reorder ``array`` from ``axes`` to channel-first ``"CYX"`` / ``"CZYX"``.
+
+    Adds a channel axis of size 1 when ``axes`` has none and drops a singleton time axis; more
+    than one time point raises ``ValueError`` (see :func:`validate_axes`). NumPy arrays come back as
+    views (no copy), Dask arrays stay lazy; other array-likes (e.g. Zarr) are read into NumPy.
+
+    >>> to_canonical(np.zeros((64, 48, 3)), "YXC").shape
+    (3, 64, 48)
+    """
+    axes = validate_axes(axes, array.shape)
+    if not hasattr(array, "transpose"):
+        array = np.asarray(array)
+    if axes[0] == "T":
+        array, axes = array[0], axes[1:]
+    if "C" not in axes:
+        array, axes = array[None], "C" + axes
+    return array.transpose([axes.index(axis) for axis in "CZYX" if axis in axes])
+
+
+def canonical_axes(array: Any) -> str:
+    """``"CYX"`` for a 3-dim canonical image, ``"CZYX"`` for a 4-dim one."""
+    return {3: "CYX", 4: "CZYX"}[len(array.shape)]
+
+
+def is_grey_rgb(array: Any, axes: str) -> bool:
+    """Whether an RGB(A) image is really grey: red, green and blue identical (alpha constant).
+
+    Only images with 3 or 4 channels can be grey RGB.
+
+    >>> grey = np.repeat(np.arange(12, dtype=np.uint8).reshape(3, 4, 1), 3, axis=2)
+    >>> is_grey_rgb(grey, "YXC")
+    True
+    """
+    axes = validate_axes(axes, array.shape)
+    if "C" not in axes or array.shape[axes.index("C")] not in (3, 4):
+        return False
+    channels = np.moveaxis(np.asarray(array), axes.index("C"), 0)
+    grey = np.array_equal(channels[0], channels[1]) and np.array_equal(channels[0], channels[2])
+    if len(channels) == 4:
+        grey = grey and bool(np.all(channels[3] == channels[3].flat[0]))
+    return bool(grey)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file holds, read without loading the pixels: stored ``shape``, ``axes``, ``dtype``."""
+
+    path: Path
+    shape: tuple[int, ...]
+    axes: str
+    dtype: str
+
+    @property
+    def n_channels(self) -> int:
+        """Channels as stored (an RGB image that is really grey still counts 3 here)."""
+        return canonical_shape(self.shape, self.axes)[0]
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """``(Y, X)`` or ``(Z, Y, X)``."""
+        return canonical_shape(self.shape, self.axes)[1]
+
+
+def read_header(path: str | Path, axes: str | None = None, ndim: int | None = None) -> ImageHeader:
+    """Shape, axes and dtype of an image file, reading only its header where the format allows.
+
+    TIFF, NumPy and Zarr are not loaded; PNG and JPEG are decoded (they are small). ``axes`` and
+    ``ndim`` as for :func:`read_image`. Raises :class:`DataError` naming the file on any problem.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    reader = _tiff_header if fmt == "tiff" else _LAZY_READERS[fmt]
+    array, stored = _read_guarded(path, fmt, reader)
+    resolved = _resolve_axes(path, array.shape, stored, axes, ndim)
+    return ImageHeader(path, tuple(int(s) for s in array.shape), resolved, str(array.dtype))
+
+
+def read_image(path: str | Path, axes: str | None = None, ndim: int | None = None,
+               collapse_grey_rgb: bool = True) -> np.ndarray:
+    """Read an image file into canonical axes ``"CYX"`` or ``"CZYX"``, keeping its dtype.
+
+    Parameters
+    ----------
+    path: a TIFF, PNG, JPEG, ``.npy`` or Zarr/OME-Zarr file (see :data:`SUPPORTED_EXTENSIONS`).
+    axes: axes of the array as stored in the file (as :func:`open_image` returns it), e.g.
+        ``"ZCYX"``; overrides the file's metadata. If None: metadata, else :func:`guess_axes`.
+    ndim: 2 or 3 spatial dimensions if known: guides the guess, and a file of the other kind raises.
+    collapse_grey_rgb: an RGB image whose three channels are identical becomes one channel.
+
+    A TIFF holding several series (e.g. an OME-TIFF with several images) gives its first series.
+    Palette PNGs give their index values (how label editors store labels). Raises
+    :class:`DataError` naming the file for a missing, unsupported, damaged or mismatched file.
+
+    >>> read_image("images/cell_01.png").shape                # doctest: +SKIP
+    (1, 512, 512)
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    array, stored = _read_guarded(path, fmt, _EAGER_READERS[fmt])
+    resolved = _resolve_axes(path, array.shape, stored, axes, ndim)
+    image = np.ascontiguousarray(to_canonical(array, resolved))
+    if collapse_grey_rgb and is_grey_rgb(image, canonical_axes(image)):
+        log.info("%s: its %d colour channels are identical (RGB that is really grey); "
+                 "keeping one channel", path, image.shape[0])
+        image = np.ascontiguousarray(image[:1])
+    return image
+
+
+def open_image(path: str | Path, axes: str | None = None,
+               ndim: int | None = None) -> tuple[Any, str]:
+    """Open an image without loading it, for images larger than memory.
+
+    Returns ``(array, axes)``: the array as stored (not reordered) and its axes string. TIFF: a
+    read-only ``numpy.memmap`` when the pixels are stored contiguously and uncompressed, else a
+    read-only Zarr array over the TIFF (tifffile's ``aszarr``); ``.npy``: a read-only memmap;
+    Zarr: the array itself (OME-Zarr: the full-resolution level 0); PNG/JPEG are decoded (small).
+    Slicing any of them reads only that region. ``to_canonical(array[...], axes)`` equals
+    :func:`read_image` (without the grey-RGB collapse). Raises :class:`DataError` as read_image.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    array, stored = _read_guarded(path, fmt, _LAZY_READERS[fmt])
+    return array, _resolve_axes(path, array.shape, stored, axes, ndim)
+
+
+def read_label(path: str | Path, ndim: int | None = None) -> np.ndarray:
+    """Read a label image as int32 ``"YX"`` or ``"ZYX"`` (0 background, objects 1, 2, ...).
+
+    Accepts any integer dtype, booleans, and floats holding whole numbers. Raises
+    :class:`DataError` naming the file for values that are not whole numbers, negative values,
+    values beyond the int32 range, or more than one channel (RGB labels whose channels are
+    identical are accepted). Pass ``ndim=3`` for a volume with few slices (else it may be read as
+    channels).
+
+    >>> read_label("labels/cell_01.tif").dtype                 # doctest: +SKIP
+    dtype('int32')
+    """
+    path = Path(path)
+    image = read_image(path, ndim=ndim)
+    if image.shape[0] != 1:
+        hint = " If it is a 3D volume with few slices, pass ndim=3." if ndim is None else ""
+        raise DataError(
+            f"{path}: a label image must have one channel, found {image.shape[0]} channels "
+            f"(shape {image.shape} in axes {canonical_axes(image)!r}). Save the labels as a "
+            f"single-channel integer image (in Fiji: Image > Type > 16-bit).{hint}"
+        )
+    return _labels_as_int32(path, image[0])
+
+
+def _labels_as_int32(path: Path, values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        not_whole = ~np.isfinite(values) | (values != np.floor(values))
+        if np.any(not_whole):
+            raise DataError(f"{path}: label values must be whole numbers ≥ 0; found float values "
+                            f"such as {_examples(values[not_whole])}")
+    if values.size and values.dtype.kind != "b":
+        if values.min() < 0:
+            raise DataError(f"{path}: label values must be whole numbers ≥ 0 (0 is background); "
+                            f"found negative values such as {_examples(values[values < 0])}")
+        if values.max() > np.iinfo(np.int32).max:
+            raise DataError(f"{path}: label values must fit in int32; found values up to "
+                            f"{values.max()}. Renumber the objects 1, 2, ...")
+    return values.astype(np.int32, copy=False)
+
+
+def _examples(values: np.ndarray, count: int = 3) -> str:
+    return ", ".join(f"{value:g}" for value in np.unique(values)[:count])
+
+
+def write_image(path: str | Path, array: Any, axes: str | None = None,
+                compression: str | None = None, overwrite: bool = False) -> Path:
+    """Write an image or label array; the format follows the extension. Returns the path.
+
+    - ``.tif``/``.tiff``: tifffile, with ``metadata={'axes': axes}`` so the axes read back;
+      BigTIFF when the data exceed 2 GB; ``compression`` is a tifffile codec name (e.g.
+      ``"zlib"``). Channel-last arrays other than RGB(A) uint8/uint16 are stored channel-first.
+    - ``.png``: 2D uint8/uint16, one channel or RGB(A); anything else raises ``ValueError``.
+    - ``.npy``: the array as is (``.npy`` keeps no axes: pass them again when reading).
+    - ``.zarr``: a Zarr array with an ``axes`` attribute; ``.ome.zarr``: a single-level OME-Zarr
+      0.4 image in canonical axes (``axes`` required for more than 2 dims).
+
+    Parent folders are created. An existing ``path`` raises :class:`OutputExistsError` unless
+    ``overwrite`` is true. ``compression`` other than None raises ``ValueError`` except for TIFF.
+    """
+    path = Path(path)
+    kind = _writable_kind(path)
+    array = np.asarray(array)
+    axes = validate_axes(axes, array.shape) if axes is not None else None
+    if compression is not None and kind != "tiff":
+        raise ValueError(f"{path}: compression={compression!r} applies to TIFF files only")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another name or pass "
+                                f"overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _WRITERS[kind](path, array, axes, compression)
+    return path
+
+
+def _writable_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".ome.zarr"):
+        return "ome-zarr"
+    if path.suffix.lower() in WRITABLE_EXTENSIONS:
+        return _FORMATS[path.suffix.lower()]
+    raise ValueError(f"{path}: cannot write {path.suffix or 'files without extension'!r}; "
+                     f"writable: {', '.join(WRITABLE_EXTENSIONS)}")
+
+
+def _write_tiff(path: Path, array: np.ndarray, axes: str | None, compression: str | None) -> None:
+    import tifffile
+
+    rgb = bool(axes and axes.endswith("C") and array.shape[-1] in (3, 4)
+               and array.dtype in (np.uint8, np.uint16))
+    if axes and axes.endswith("C") and not rgb:
+        array = to_canonical(array, axes)
+        axes = canonical_axes(array)
+    tifffile.imwrite(path, array, photometric="rgb" if rgb else "minisblack",
+                     metadata={"axes": axes} if axes else {}, compression=compression,
+                     bigtiff=array.nbytes > _BIGTIFF_BYTES)
+
+
+def _write_png(path: Path, array: np.ndarray, axes: str | None, compression: str | None) -> None:
+    import imagecodecs
+
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: PNG holds 8- or 16-bit unsigned integers only, found "
+                         f"{array.dtype}; write a .tif instead")
+    path.write_bytes(imagecodecs.png_encode(_png_layout(path, array, axes)))
+
+
+def _png_layout(path: Path, array: np.ndarray, axes: str | None) -> np.ndarray:
+    if axes is None:
+        axes = {2: "YX", 3: "YXC"}.get(array.ndim, "")
+        if axes == "YXC" and array.shape[2] not in (3, 4):
+            axes = ""
+    if not axes:
+        raise ValueError(f"{path}: PNG holds a 2D image (YX, or YXC with 3/4 channels); found "
+                         f"shape {array.shape}; pass axes=..., or write a .tif instead")
+    image = to_canonical(array, axes)
+    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+        raise ValueError(f"{path}: PNG holds 2D images with 1, 3 or 4 channels; found "
+                         f"shape {array.shape} in axes {axes!r}; write a .tif instead")
+    return np.ascontiguousarray(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1))
+
+
+def _write_npy(path: Path, array: np.ndarray, axes: str | None, compression: str | None) -> None:
+    np.save(path, array, allow_pickle=False)
+
+
+def _write_zarr(path: Path, array: np.ndarray, axes: str | None, compression: str | None) -> None:
+    import zarr
+
+    zarr.create_array(str(path), data=array, overwrite=True,
+                      attributes={"axes": axes} if axes else None)
+
+
+def _write_ome_zarr(path: Path, array: np.ndarray, axes: str | None,
+                    compression: str | None) -> None:
+    import zarr
+
+    if axes is None and array.ndim > 2:
+        raise ValueError(f"{path}: pass axes=... to write a {array.ndim}-dim array as OME-Zarr")
+    image = to_canonical(array, axes or "YX")
+    names = canonical_axes(image)
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", data=np.ascontiguousarray(image))
+    group.attrs["multiscales"] = [{
+        "version": "0.4",
+        "axes": [{"name": axis.lower(), "type": _OME_AXIS_TYPES[axis]} for axis in names],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0] * len(names)}]}],
+    }]
+
+
+_WRITERS: dict[str, Callable[[Path, np.ndarray, str | None, str | None], None]] = {
+    "tiff": _write_tiff, "png": _write_png, "npy": _write_npy, "zarr": _write_zarr,
+    "ome-zarr": _write_ome_zarr,
+}
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in _FORMATS:
+        raise DataError(
+            f"{path}: unsupported file type {suffix or '(no extension)'!r}; supported: "
+            f"{', '.join(SUPPORTED_EXTENSIONS)}. Convert it, e.g. in Fiji with File > Save As > "
+            f"Tiff..."
+        )
+    if not path.exists():
+        raise DataError(f"{path} does not exist; check the folder and the file name")
+    return _FORMATS[suffix]
+
+
+def _read_guarded(path: Path, fmt: str,
+                  reader: Callable[[Path], tuple[Any, str | None]]) -> tuple[Any, str | None]:
+    try:
+        array, stored = reader(path)
+    except DataError:
+        raise
+    # Decoders and stores raise many unrelated exception types for one cause, a damaged file.
+    except Exception as err:
+        raise DataError(
+            f"{path}: cannot be read as {_FORMAT_NAMES[fmt]} ({type(err).__name__}: {err}). The "
+            f"file may be damaged or not really a {_FORMAT_NAMES[fmt]} file; supported: "
+            f"{', '.join(SUPPORTED_EXTENSIONS)}"
+        ) from err
+    if np.dtype(array.dtype).kind not in "biuf":
+        raise DataError(f"{path}: holds {array.dtype} values; images and labels must hold "
+                        f"integer or floating-point numbers")
+    return array, stored
+
+
+def _resolve_axes(path: Path, shape: tuple[int, ...], stored: str | None, axes: str | None,
+                  ndim: int | None) -> str:
+    shape = tuple(int(size) for size in shape)
+    source = "given" if axes is not None else "from the file" if stored else "guessed"
+    try:
+        if axes is not None:
+            resolved = validate_axes(axes, shape)
+        else:
+            resolved = validate_axes(stored, shape) if stored else guess_axes(shape, ndim)
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from None
+    spatial = len(canonical_shape(shape, resolved)[1])
+    if ndim is not None and spatial != ndim:
+        raise DataError(
+            f"{path}: expected a {ndim}D image, found a {spatial}D one (shape {shape}, axes "
+            f"{resolved!r} {source}); pass ndim={spatial}, or the right axes, e.g. "
+            f"axes={'ZYX' if ndim == 3 else 'CYX'!r}"
+        )
+    return resolved
+
+
+def _known_axes(axes: str | None) -> str | None:
+    """Axes from file metadata if they are a layout microseg understands, else None (guess)."""
+    if not axes:
+        return None
+    normalized = _normalize_letters(axes)
+    return normalized if normalized in VALID_AXES else None
+
+
+@dataclass(frozen=True)
+class _ShapeOnly:
+    """Shape and dtype of an array that is not read."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _tiff_header(path: Path) -> tuple[_ShapeOnly, str | None]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        return _ShapeOnly(tuple(series.shape), np.dtype(series.dtype)), _known_axes(series.axes)
+
+
+def _load_tiff(path: Path) -> tuple[np.ndarray, str | None]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        return series.asarray(), _known_axes(series.axes)
+
+
+def _open_tiff(path: Path) -> tuple[Any, str | None]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        contiguous, axes = series.dataoffset is not None, _known_axes(series.axes)
+    if contiguous:
+        return tifffile.memmap(path, series=0, mode="r"), axes
+    import zarr
+
+    node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    return (node if isinstance(node, zarr.Array) else node["0"]), axes
+
+
+def _load_png(path: Path) -> tuple[np.ndarray, str | None]:
+    import imagecodecs
+    from PIL import Image
+
+    with Image.open(path) as image:
+        pixels = np.asarray(image) if image.mode == "P" else None
+    if pixels is None:
+        pixels = imagecodecs.png_decode(path.read_bytes())
+    return pixels, "YX" if pixels.ndim == 2 else "YXC"
+
+
+def _load_jpeg(path: Path) -> tuple[np.ndarray, str | None]:
+    import imagecodecs
+
+    pixels = imagecodecs.jpeg8_decode(path.read_bytes())
+    return pixels, "YX" if pixels.ndim == 2 else "YXC"
+
+
+def _load_npy(path: Path) -> tuple[np.ndarray, str | None]:
+    return np.load(path, allow_pickle=False), None
+
+
+def _open_npy(path: Path) -> tuple[np.ndarray, str | None]:
+    return np.load(path, mmap_mode="r", allow_pickle=False), None
+
+
+def _load_zarr(path: Path) -> tuple[np.ndarray, str | None]:
+    array, axes = _open_zarr(path)
+    return np.asarray(array[...]), axes
+
+
+def _open_zarr(path: Path) -> tuple[Any, str | None]:
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        axes = node.attrs.get("axes")
+        return node, _known_axes(axes) if isinstance(axes, str) else None
+    return _ome_zarr_level0(path, node)
+
+
+def _ome_zarr_level0(path: Path, group: Any) -> tuple[Any, str | None]:
+    attrs = dict(group.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        inside = ", ".join(sorted(group.array_keys())) or "none"
+        raise DataError(
+            f"{path}: a Zarr group without OME-Zarr 'multiscales' metadata (arrays inside: "
+            f"{inside}); save the image as a single Zarr array or as OME-Zarr"
+        )
+    level0 = group[multiscales[0]["datasets"][0]["path"]]
+    return level0, _ome_axes(multiscales[0].get("axes"))
+
+
+def _ome_axes(entries: list[Any] | None) -> str | None:
+    if not entries:
+        return None
+    names = [entry["name"] if isinstance(entry, dict) else entry for entry in entries]
+    if not all(isinstance(name, str) and name.lower() in ("t", "c", "z", "y", "x")
+               for name in names):
+        return None
+    return _known_axes("".join(names))
+
+
+_EAGER_READERS: dict[str, Callable[[Path], tuple[Any, str | None]]] = {
+    "tiff": _load_tiff, "png": _load_png, "jpeg": _load_jpeg, "npy": _load_npy,
+    "zarr": _load_zarr,
+}
+_LAZY_READERS: dict[str, Callable[[Path], tuple[Any, str | None]]] = {
+    "tiff": _open_tiff, "png": _load_png, "jpeg": _load_jpeg, "npy": _open_npy,
+    "zarr": _open_zarr,
+}
