@@ -1,0 +1,48 @@
+"""Segmentation networks and our Batch Renormalization layer.
+
+Importing this package imports torch and MONAI and registers ``"batchrenorm"``, ``"none"``/
+``"identity"`` and ``"fittedgroup"`` in MONAI's ``Norm`` factory (:mod:`microseg.models.norms`),
+so any MONAI network accepts ``norm="batchrenorm"``.
+
+>>> from microseg.models import ModelConfig, build_model, model_preset    # doctest: +SKIP
+>>> from microseg.models.batchrenorm import RenormSchedule, fold_batchrenorm  # doctest: +SKIP
+"""
+
+from microseg.models.batchrenorm import (
+    BatchRenorm1d,
+    BatchRenorm2d,
+    BatchRenorm3d,
+    RenormSchedule,
+    fold_batchrenorm,
+    set_renorm_limits,
+)
+from microseg.models.factory import (
+    ModelConfig,
+    build_model,
+    count_parameters,
+    model_preset,
+    model_summary,
+    preset_names,
+    required_input_shape,
+    size_divisor,
+)
+from microseg.models.norms import register_monai_norms
+
+register_monai_norms()
+
+__all__ = [
+    "BatchRenorm1d",
+    "BatchRenorm2d",
+    "BatchRenorm3d",
+    "ModelConfig",
+    "RenormSchedule",
+    "build_model",
+    "count_parameters",
+    "fold_batchrenorm",
+    "model_preset",
+    "model_summary",
+    "preset_names",
+    "required_input_shape",
+    "set_renorm_limits",
+    "size_divisor",
+]
