@@ -1,0 +1,65 @@
+"""Load one subset of a split manifest: read, crop to the region, normalize, build targets.
+
+Example
+-------
+>>> from microseg.data.split import load_manifest                   # doctest: +SKIP
+>>> train = load_subset(load_manifest("runs/demo"), "train")         # doctest: +SKIP
+>>> train[0].image.shape, train[0].image.dtype, train[0].target.dtype  # doctest: +SKIP
+((1, 256, 256), dtype('float32'), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from microseg.data.split import SplitManifest, region_slices
+
+
+@dataclass
+class Sample:
+    """One image of a subset, ready for training or evaluation.
+
+    stem: the image's name.
+    image: float32 (C, Y, X) or (C, Z, Y, X), normalized with the image's stored statistics.
+    label: int32 (Y, X) or (Z, Y, X) instance or class ids, None for unlabelled images.
+    target: the class map for the manifest's task (see
+        :func:`microseg.transforms.targets.labels_to_target`), None without labels.
+    """
+
+    stem: str
+    image: np.ndarray
+    label: np.ndarray | None
+    target: np.ndarray | None
+
+
+def load_subset(manifest: SplitManifest, subset: str) -> list[Sample]:
+    """Every image of ``"train"``, ``"val"`` or ``"test"``, in manifest order.
+
+    Each image is read with :func:`microseg.io.read_image` (axes as recorded in the manifest),
+    cropped to its region, normalized with its stored per-channel percentiles (global
+    normalization: the same numbers for every patch of the image), and paired with its label
+    and target. Raises :class:`~microseg.errors.DataError` naming the file when an image or
+    label is missing or unreadable, and :class:`~microseg.errors.ConfigError` for an unknown
+    subset.
+    """
+    clip = manifest.normalization_config().clip
+    return [load_entry(entry, manifest, clip) for entry in manifest.entries(subset)]
+
+
+def load_entry(entry: dict[str, Any], manifest: SplitManifest, clip: bool = False) -> Sample:
+    """One manifest entry as a :class:`Sample` (see :func:`load_subset`)."""
+    from microseg.io import read_image, read_label
+    from microseg.transforms.normalization import normalize
+    from microseg.transforms.targets import labels_to_target
+
+    region = region_slices(entry["region"]) or ()
+    image = read_image(entry["image"], axes=manifest.input_axes, ndim=manifest.ndim)
+    image = normalize(image[(slice(None), *region)], entry["norm_low"], entry["norm_high"], clip)
+    label = target = None
+    if entry["label"] is not None:
+        label = np.ascontiguousarray(read_label(entry["label"], ndim=manifest.ndim)[region])
+        target = labels_to_target(label, manifest.task)
+    return Sample(entry["stem"], image, label, target)

@@ -1,0 +1,421 @@
+"""Stage 01, prepare the data: what ``notebooks/01_prepare_data.ipynb`` calls.
+
+:func:`prepare_data` pairs ``images/`` with ``labels/``, splits per image, computes the
+normalization statistics of every image, and writes ``run_dir/data/split.json`` and
+``run_dir/data/summary.json``. Without a data folder it first writes the built-in synthetic
+data into ``run_dir/data/synthetic/``. The user's data folder is only read.
+
+Running it again with the same parameters on unchanged files reuses the existing split (so
+re-running a notebook, or a later notebook calling it, is harmless); anything else that would
+replace an existing split raises :class:`~microseg.errors.OutputExistsError` unless
+``overwrite=True``, because models trained on the old split would silently stop matching it.
+
+Example
+-------
+>>> summary = prepare_data("runs/demo", quick=True)        # doctest: +SKIP
+>>> summary["n_images"], summary["n_train"]               # doctest: +SKIP
+(8, 6)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microseg.errors import ConfigError, DataError, OutputExistsError
+from microseg.runs import RunFolder, read_json, write_summary
+
+log = logging.getLogger(__name__)
+
+SPLIT_BY = ("image", "region")
+
+
+def default_synthetic_size(ndim: int, quick: bool = False) -> tuple[int, tuple[int, ...]]:
+    """(number of images, spatial shape) of the built-in synthetic data.
+
+    2D: 24 images of 256² (quick: 8 of 128²). 3D: 8 volumes of 48×96×96 (quick: 6 of 32×64×64).
+    """
+    if ndim not in (2, 3):
+        raise ConfigError(f"ndim = {ndim}: choose 2 (images) or 3 (volumes)")
+    if ndim == 2:
+        return (8, (128, 128)) if quick else (24, (256, 256))
+    return (6, (32, 64, 64)) if quick else (8, (48, 96, 96))
+
+
+def synthetic_data_folder(run_dir: str | Path, ndim: int = 2, quick: bool = False,
+                          n_synthetic: int | None = None,
+                          synthetic_shape: Sequence[int] | None = None,
+                          domain: str = "source", seed: int = 0) -> Path:
+    """The run's built-in synthetic data folder, written if no identical one exists yet.
+
+    Looks in ``run_dir/data/`` for a ``synthetic*`` folder made with the same parameters (its
+    ``synthetic.json``) and returns it; otherwise writes a new one: ``synthetic``, or
+    ``synthetic-2``, ... when that name holds other data (nothing is overwritten). Sizes default
+    to :func:`default_synthetic_size`. Raises :class:`ConfigError` when ``synthetic_shape`` does
+    not have ``ndim`` axes.
+    """
+    from microseg.data.synthetic import synthetic_record, write_synthetic_dataset
+
+    n_default, shape_default = default_synthetic_size(ndim, quick)
+    n_images = n_synthetic or n_default
+    shape = tuple(int(s) for s in (synthetic_shape or shape_default))
+    if len(shape) != ndim:
+        raise ConfigError(f"synthetic_shape {shape} has {len(shape)} axes but ndim = {ndim}; "
+                          f"give (Y, X) for 2D or (Z, Y, X) for 3D")
+    record = synthetic_record(n_images, shape, domain, seed)
+    folder, made_before = reusable_folder(RunFolder(run_dir).data_dir, "synthetic",
+                                          "synthetic.json", record)
+    if made_before:
+        return folder
+    return write_synthetic_dataset(folder, n_images, shape, domain=domain, seed=seed)
+
+
+def reusable_folder(parent: Path, name: str, record_file: str,
+                    record: dict[str, Any]) -> tuple[Path, bool]:
+    """A folder ``parent/name*`` whose ``record_file`` equals ``record``, to reuse: (path, True).
+
+    Otherwise a free folder name for new results: ``name``, else ``name-2``, ``name-3``, ...
+    (path, False); nothing existing is ever overwritten. Whoever fills a new folder writes its
+    record file last, so a half-written folder is never reused.
+    """
+    from microseg.runs import unique_name
+
+    for folder in sorted(parent.glob(f"{name}*")):
+        path = folder / record_file
+        if path.is_file() and read_json(path) == record:
+            log.info("reusing %s (made earlier with the same parameters)", folder)
+            return folder, True
+    return parent / unique_name(parent, name), False
+
+
+def import_roi_labels(run_dir: str | Path, roi_dir: str | Path, images_dir: str | Path,
+                      ndim: int | None = None, axes: str | None = None) -> Path:
+    """Turn Fiji ROI files into label images inside the run folder; returns the label folder.
+
+    Writes ``run_dir/data/roi_import/labels/<stem>.tif`` with
+    :func:`microseg.io.import_roi_folder` (one ``<stem>.zip``/``<stem>.roi`` per image) and
+    records the source in ``roi_import/source.json``; unchanged ROI files reuse earlier labels,
+    changed ones go to ``roi_import-2``, ... The ROI and image folders are only read.
+    """
+    from microseg.io import import_roi_folder
+    from microseg.runs import atomic_write_json
+
+    record = {"roi_dir": str(Path(roi_dir).resolve()), "images_dir": str(Path(images_dir).resolve()),
+              "ndim": ndim, "axes": axes, "roi_files": data_fingerprint(Path(roi_dir))}
+    folder, made_before = reusable_folder(RunFolder(run_dir).data_dir, "roi_import",
+                                          "source.json", record)
+    if not made_before:
+        import_roi_folder(roi_dir, images_dir, folder / "labels", ndim=ndim, axes=axes)
+        atomic_write_json(folder / "source.json", record)
+    return folder / "labels"
+
+
+def initial_labels_for_run(run_dir: str | Path, images_dir: str | Path, ndim: int | None = None,
+                           axes: str | None = None,
+                           labels_dir: str | Path | None = None) -> dict[str, Any]:
+    """Automatic initial labels of every image, written into the run folder to correct by hand.
+
+    Writes ``run_dir/data/initial_labels/labels/<stem>.tif`` with
+    :func:`microseg.data.initial_labels.write_initial_labels` (reused while the images are
+    unchanged; else ``initial_labels-2``, ...). When ``labels_dir`` holds annotations for the
+    same stems, reports how well the initial labels cover them.
+
+    Returns ``{"folder", "n_images", "reused", "foreground_dice"}``: the label folder, the
+    number of label images, whether they were made earlier, and the mean foreground Dice
+    against ``labels_dir`` (None without annotations).
+    """
+    from microseg.data.initial_labels import write_initial_labels
+    from microseg.runs import atomic_write_json
+
+    record = {"images_dir": str(Path(images_dir).resolve()), "ndim": ndim, "axes": axes,
+              "images": data_fingerprint(Path(images_dir))}
+    folder, made_before = reusable_folder(RunFolder(run_dir).data_dir, "initial_labels",
+                                          "source.json", record)
+    if not made_before:
+        write_initial_labels(images_dir, folder / "labels", ndim=ndim, axes=axes)
+        atomic_write_json(folder / "source.json", record)
+    written = sorted((folder / "labels").glob("*.tif"))
+    return {"folder": str(folder / "labels"), "n_images": len(written), "reused": made_before,
+            "foreground_dice": _mean_foreground_dice(written, labels_dir, ndim)}
+
+
+def _mean_foreground_dice(initial: list[Path], labels_dir: str | Path | None,
+                          ndim: int | None) -> float | None:
+    from microseg.io import image_stem, list_images, read_label
+    from microseg.metrics import pixel_metrics
+
+    if labels_dir is None or not Path(labels_dir).is_dir():
+        return None
+    truth = {image_stem(p): p for p in list_images(labels_dir)}
+    scores = []
+    for path in (p for p in initial if image_stem(p) in truth):
+        found = read_label(path, ndim=ndim) > 0
+        wanted = read_label(truth[image_stem(path)], ndim=ndim) > 0
+        dice = pixel_metrics(found.astype(np.uint8), wanted.astype(np.uint8), 2)[1].dice
+        scores.append(1.0 if dice is None else dice)
+    return round(float(np.mean(scores)), 4) if scores else None
+
+
+def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: int = 2,
+                 task: str = "instance", axes: str | None = None,
+                 fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
+                 quick: bool = False, normalization: Any = None, n_synthetic: int | None = None,
+                 synthetic_shape: Sequence[int] | None = None, domain: str = "source",
+                 overwrite: bool = False, labels_dir: str | Path | None = None,
+                 split_by: str = "image") -> dict[str, Any]:
+    """Pair, split and normalize a dataset; write the split manifest and the data summary.
+
+    Parameters
+    ----------
+    run_dir: the experiment's run folder; writes ``data/split.json`` and ``data/summary.json``.
+    data_dir: folder with ``images/`` and ``labels/`` (same file names); None: built-in
+        synthetic data (see :func:`synthetic_data_folder`), written into the run folder.
+    ndim: 2 (images) or 3 (volumes).
+    task: ``"instance"``, ``"binary"`` or ``"semantic"`` (label values are class ids).
+    axes: axes of the image files as stored, e.g. ``"YXC"``; None: metadata or a guess.
+    fractions: (train, val, test) shares, summing to 1.
+    seed: seeds the split and the synthetic data.
+    quick: smaller synthetic data (a smoke run); no effect on user data.
+    normalization: a :class:`~microseg.transforms.normalization.PercentileNormalization` (or
+        its dict); None: defaults (1st and 99.8th percentile of each whole image).
+    n_synthetic, synthetic_shape, domain: size and appearance (``"source"``/``"target"``) of
+        the synthetic data.
+    overwrite: replace an existing split made with other parameters or from changed files.
+    labels_dir: the label folder if not ``data_dir/labels`` (e.g. labels imported from ROIs).
+    split_by: ``"image"`` (whole images to each set) or ``"region"`` (every image cut into
+        training, validation and test regions along its longest axis; for 1–2 large images).
+
+    Returns the summary (also in ``run_dir/data/summary.json``): ``n_images``, ``n_train``,
+    ``n_val``, ``n_test`` (entries), ``ndim``, ``task``, ``axes``, ``n_channels``,
+    ``split_manifest``, ``n_classes``, ``class_names``, ``class_frequencies`` (pixel share of
+    each class over all labels), ``data_dir``, ``labels_dir``, ``synthetic``, ``split_by``,
+    ``spatial_shapes``, ``empty_label_images``, ``normalization``, ``parameters``,
+    ``data_fingerprint``, ``seconds``, and ``reused`` (True when an identical earlier split was
+    kept).
+
+    Raises
+    ------
+    OutputExistsError: a split exists that was made with other parameters or other files, and
+        ``overwrite`` is false. ConfigError: invalid parameters, or ``run_dir`` inside the data
+        folder. DataError: problems with the data (every problem listed).
+    """
+    parameters = _parameters(locals())
+    start = time.perf_counter()
+    run = RunFolder(run_dir)
+    previous = _previous_summary(run, parameters, overwrite)
+    if data_dir is None:
+        folder = synthetic_data_folder(run_dir, ndim, quick, n_synthetic, synthetic_shape,
+                                       domain, seed)
+    else:
+        folder = Path(data_dir)
+    labels = Path(labels_dir) if labels_dir is not None else folder / "labels"
+    fingerprint = data_fingerprint(folder / "images", labels)
+    if previous is not None and previous.get("data_fingerprint") == fingerprint:
+        log.info("%s already holds this split; reusing it", run.split_manifest)
+        return {**previous, "reused": True}
+    if previous is not None and not overwrite:
+        raise OutputExistsError(f"{run.split_manifest} was made from files that have changed "
+                                f"since in {folder}; pass overwrite=True to split again")
+    summary = _split_and_save(run, folder, labels, parameters)
+    summary.update(data_fingerprint=fingerprint, seconds=round(time.perf_counter() - start, 3))
+    write_summary(run.data_dir, summary)
+    return {**summary, "reused": False}
+
+
+def _parameters(given: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of :func:`prepare_data`, checked and JSON-ready (paths resolved)."""
+    from microseg.data.split import check_fractions
+    from microseg.transforms.targets import check_task
+
+    run = RunFolder(given["run_dir"])
+    check_task(given["task"])
+    default_synthetic_size(given["ndim"], given["quick"])
+    if given["split_by"] not in SPLIT_BY:
+        raise ConfigError(f"split_by = {given['split_by']!r}; choose one of {SPLIT_BY}")
+    folders = {key: None if given[key] is None else str(Path(given[key]).resolve())
+               for key in ("data_dir", "labels_dir")}
+    for folder in folders.values():
+        if folder is not None:
+            _refuse_run_inside(run, Path(folder))
+    shape = given["synthetic_shape"]
+    return {**folders, "ndim": given["ndim"], "task": given["task"], "axes": given["axes"],
+            "fractions": list(check_fractions(given["fractions"])), "seed": given["seed"],
+            "quick": given["quick"], "normalization": _normalization(given["normalization"]),
+            "n_synthetic": given["n_synthetic"], "domain": given["domain"],
+            "synthetic_shape": None if shape is None else [int(s) for s in shape],
+            "split_by": given["split_by"]}
+
+
+def _normalization(value: Any) -> dict[str, Any]:
+    from microseg.transforms.normalization import PercentileNormalization
+
+    if value is None:
+        value = PercentileNormalization()
+    elif isinstance(value, dict):
+        value = PercentileNormalization.from_dict(value)
+    if not isinstance(value, PercentileNormalization):
+        raise ConfigError(f"normalization: expected a PercentileNormalization, a dict or None, "
+                          f"found {type(value).__name__}")
+    return value.to_dict()
+
+
+def _refuse_run_inside(run: RunFolder, folder: Path) -> None:
+    root = run.root.resolve()
+    if root == folder or folder in root.parents:
+        raise ConfigError(f"run folder {run.root} is inside the data folder {folder}, which is "
+                          f"never written to; choose a run folder elsewhere, e.g. runs/<name>")
+
+
+def _previous_summary(run: RunFolder, parameters: dict[str, Any],
+                      overwrite: bool) -> dict[str, Any] | None:
+    """The summary of an existing split made with the same parameters; None if there is none.
+
+    Raises OutputExistsError, listing what differs, for a split made with other parameters
+    (unless ``overwrite``).
+    """
+    if not run.split_manifest.is_file():
+        return None
+    summary_path = run.data_dir / "summary.json"
+    previous = read_json(summary_path) if summary_path.is_file() else {}
+    old = previous.get("parameters", {})
+    if old == parameters:
+        return previous
+    if not overwrite:
+        changed = sorted(k for k in set(old) | set(parameters) if old.get(k) != parameters.get(k))
+        details = ", ".join(f"{k}: {old.get(k)!r} → {parameters.get(k)!r}" for k in changed)
+        raise OutputExistsError(
+            f"{run.split_manifest} already holds a split made with other parameters "
+            f"({details or 'unknown parameters'}); models trained on it would no longer match. "
+            f"Use another run_dir, or pass overwrite=True to replace the split")
+    return None
+
+
+def data_fingerprint(*folders: Path) -> str:
+    """A hash of the names, sizes and modification times of every file under ``folders``.
+
+    Changes when a file is added, removed, replaced or edited; reading pixels is not needed.
+    """
+    digest = hashlib.sha256()
+    for folder in folders:
+        files = sorted(p for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else []
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _split_and_save(run: RunFolder, folder: Path, labels: Path,
+                    parameters: dict[str, Any]) -> dict[str, Any]:
+    from microseg.transforms.targets import class_names
+
+    ndim, task = parameters["ndim"], parameters["task"]
+    pairs = check_data(folder, ndim=ndim, axes=parameters["axes"], labels_dir=labels)
+    statistics = _image_statistics(pairs, parameters)
+    manifest = _manifest(folder, pairs, statistics, parameters)
+    manifest.save(run.split_manifest)
+    counts = statistics["class_counts"]
+    names = class_names(task, manifest.n_classes)
+    return {
+        "n_images": len(pairs), "n_train": len(manifest.train), "n_val": len(manifest.val),
+        "n_test": len(manifest.test), "ndim": ndim, "task": task, "axes": manifest.axes,
+        "n_channels": manifest.n_channels, "split_manifest": str(run.split_manifest.resolve()),
+        "n_classes": manifest.n_classes, "class_names": names,
+        "class_frequencies": {n: round(float(c) / max(1.0, float(counts.sum())), 6)
+                              for n, c in zip(names, counts, strict=True)},
+        "data_dir": str(folder.resolve()), "labels_dir": str(labels.resolve()),
+        "synthetic": parameters["data_dir"] is None, "split_by": parameters["split_by"],
+        "spatial_shapes": sorted({tuple(p.spatial_shape) for p in pairs}),
+        "empty_label_images": statistics["empty"],
+        "normalization": parameters["normalization"], "parameters": parameters,
+    }
+
+
+def _image_statistics(pairs: list[Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    """Per image: normalization statistics; over all: class pixel counts, empty label images."""
+    from microseg.io import read_image, read_label
+    from microseg.transforms.normalization import PercentileNormalization, percentile_statistics
+    from microseg.transforms.targets import class_counts, labels_to_target, n_classes_for
+
+    config = PercentileNormalization.from_dict(parameters["normalization"])
+    low_high, maxima, counts, empty = {}, [], [], []
+    for pair in pairs:
+        image = read_image(pair.image, axes=parameters["axes"], ndim=parameters["ndim"])
+        low_high[pair.stem] = percentile_statistics(image, config)
+        label = read_label(pair.label, ndim=parameters["ndim"])
+        maxima.append(int(label.max()) if label.size else 0)
+        target = labels_to_target(label, parameters["task"])
+        counts.append(class_counts(target, int(target.max()) + 1 if target.size else 1))
+        if maxima[-1] == 0:
+            empty.append(pair.stem)
+    if empty:
+        log.warning("%d label image(s) hold no object: %s", len(empty), ", ".join(empty))
+    n_classes = n_classes_for(parameters["task"], [np.array(maxima)])
+    total = np.zeros(n_classes, np.int64)
+    for c in counts:
+        total[: c.size] += c
+    return {"low_high": low_high, "n_classes": n_classes, "class_counts": total, "empty": empty}
+
+
+def _manifest(folder: Path, pairs: list[Any], statistics: dict[str, Any],
+              parameters: dict[str, Any]) -> Any:
+    from microseg.data.split import SplitManifest, manifest_entry
+
+    by_stem = {pair.stem: pair for pair in pairs}
+    entries = {subset: [manifest_entry(stem, by_stem[stem].image, by_stem[stem].label,
+                                       *statistics["low_high"][stem], region)
+                        for stem, region in chosen]
+               for subset, chosen in _subsets(pairs, parameters).items()}
+    ndim = parameters["ndim"]
+    return SplitManifest(
+        data_dir=str(folder.resolve()), ndim=ndim, axes="CZYX" if ndim == 3 else "CYX",
+        n_channels=pairs[0].n_channels, task=parameters["task"],
+        n_classes=statistics["n_classes"], normalization=parameters["normalization"],
+        input_axes=parameters["axes"], **entries)
+
+
+def _subsets(pairs: list[Any], parameters: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:
+    """(stem, region) per subset: whole images (region None), or regions of every image."""
+    from microseg.data.split import SUBSETS, split_pairs, split_regions
+
+    fractions = parameters["fractions"]
+    if parameters["split_by"] == "image":
+        sets = split_pairs([pair.stem for pair in pairs], fractions, parameters["seed"])
+        return {subset: [(stem, None) for stem in sets[subset]] for subset in SUBSETS}
+    chosen: dict[str, list[tuple[str, Any]]] = {subset: [] for subset in SUBSETS}
+    for pair in pairs:
+        for subset, regions in split_regions(pair.spatial_shape, fractions).items():
+            chosen[subset] += [(pair.stem, region) for region in regions]
+    return chosen
+
+
+def pairs_table(pairs: Sequence[Any]) -> Any:
+    """A ``pandas.DataFrame`` of image/label pairs: stem, files, spatial shape, channels, dtype."""
+    import pandas as pd
+
+    return pd.DataFrame([{"stem": p.stem, "image": p.image.name,
+                          "label": p.label.name if p.label is not None else None,
+                          "spatial_shape": tuple(p.spatial_shape), "n_channels": p.n_channels,
+                          "dtype": p.dtype} for p in pairs])
+
+
+def check_data(data_dir: str | Path, ndim: int | None = None, axes: str | None = None,
+               labels_dir: str | Path | None = None) -> list[Any]:
+    """Pair ``data_dir/images`` with its labels and check every pair (nothing is written).
+
+    Returns the :class:`~microseg.io.ImagePair` list; raises one
+    :class:`~microseg.errors.DataError` listing every problem (see
+    :func:`microseg.io.pair_folder`).
+    """
+    from microseg.io import pair_folder
+
+    labels = Path(labels_dir if labels_dir is not None else Path(data_dir) / "labels").resolve()
+    pairs = pair_folder(data_dir, ndim=ndim, axes=axes, labels=str(labels))
+    if not pairs:
+        raise DataError(f"{data_dir}: no image/label pairs found")
+    return pairs

@@ -1,0 +1,151 @@
+import json
+
+import numpy as np
+import pytest
+
+from microseg.data.split import SUBSETS, load_manifest, region_slices
+from microseg.data.synthetic import write_synthetic_dataset
+from microseg.errors import ConfigError, DataError, OutputExistsError
+from microseg.io import read_image, read_label, write_image
+from microseg.recipes.prepare import (
+    check_data,
+    import_roi_labels,
+    initial_labels_for_run,
+    pairs_table,
+    prepare_data,
+)
+from microseg.transforms.targets import labels_to_target
+
+SUMMARY_KEYS = {"n_images", "n_train", "n_val", "n_test", "ndim", "task", "axes",
+                "split_manifest", "n_classes", "class_frequencies", "data_dir"}
+
+
+def _listing(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def user_data(tmp_path):
+    return write_synthetic_dataset(tmp_path / "user", n_images=5, shape=(48, 48), seed=9)
+
+
+def test_quick_synthetic_run_writes_manifest_and_summary(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    summary = prepare_data("run", quick=True)
+    on_disk = json.loads((run / "data" / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(on_disk) and summary["reused"] is False
+    assert (summary["n_images"], summary["n_train"], summary["n_val"], summary["n_test"]) == (8, 6, 1, 1)
+    assert summary["synthetic"] and summary["axes"] == "CYX" and summary["n_classes"] == 3
+    manifest = load_manifest(run)
+    assert manifest.data_dir == str((run / "data" / "synthetic").resolve())
+    stems = [s for subset in SUBSETS for s in manifest.stems(subset)]
+    assert len(stems) == len(set(stems)) == 8
+    counts = np.zeros(3)
+    for entry in manifest.entries("train") + manifest.entries("val") + manifest.entries("test"):
+        image = read_image(entry["image"])
+        expected = np.percentile(image[0].astype(np.float64), [1.0, 99.8])
+        assert [entry["norm_low"][0], entry["norm_high"][0]] == expected.tolist()
+        counts += np.bincount(labels_to_target(read_label(entry["label"]), "instance").ravel(),
+                              minlength=3)
+    frequencies = list(summary["class_frequencies"].values())
+    np.testing.assert_allclose(frequencies, counts / counts.sum(), atol=1e-6)
+
+
+def test_same_parameters_reuse_the_split_and_others_are_refused(tmp_path):
+    run = tmp_path / "run"
+    prepare_data(run, quick=True, n_synthetic=4, synthetic_shape=(32, 32))
+    manifest = run / "data" / "split.json"
+    stamp = manifest.stat().st_mtime_ns
+    again = prepare_data(run, quick=True, n_synthetic=4, synthetic_shape=(32, 32))
+    assert again["reused"] is True and manifest.stat().st_mtime_ns == stamp
+    with pytest.raises(OutputExistsError, match="split.json") as caught:
+        prepare_data(run, quick=True, n_synthetic=5, synthetic_shape=(32, 32))
+    assert "n_synthetic: 4 → 5" in str(caught.value)
+    assert manifest.stat().st_mtime_ns == stamp
+    replaced = prepare_data(run, quick=True, n_synthetic=5, synthetic_shape=(32, 32),
+                            overwrite=True)
+    assert replaced["n_images"] == 5 and replaced["reused"] is False
+    folders = sorted(p.name for p in (run / "data").glob("synthetic*"))
+    assert folders == ["synthetic", "synthetic-2"], "earlier synthetic data are kept"
+    assert len(list((run / "data" / "synthetic" / "images").iterdir())) == 4
+
+
+def test_user_data_folder_is_only_read(tmp_path, user_data):
+    before = _listing(user_data)
+    summary = prepare_data(tmp_path / "run", data_dir=user_data, fractions=(0.6, 0.2, 0.2))
+    assert _listing(user_data) == before
+    assert summary["data_dir"] == str(user_data.resolve()) and not summary["synthetic"]
+    assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (3, 1, 1)
+    with pytest.raises(ConfigError, match="never written"):
+        prepare_data(user_data / "run", data_dir=user_data)
+    assert _listing(user_data) == before
+
+
+def test_changed_files_are_noticed(tmp_path, user_data):
+    run = tmp_path / "run"
+    prepare_data(run, data_dir=user_data)
+    label = user_data / "labels" / "synthetic_000.tif"
+    write_image(label, read_label(label) * 0, axes="YX", overwrite=True)
+    with pytest.raises(OutputExistsError, match="changed"):
+        prepare_data(run, data_dir=user_data)
+    summary = prepare_data(run, data_dir=user_data, overwrite=True)
+    assert summary["empty_label_images"] == ["synthetic_000"]
+
+
+def test_one_image_needs_a_region_split(tmp_path):
+    data = write_synthetic_dataset(tmp_path / "one", n_images=1, shape=(40, 100))
+    with pytest.raises(DataError, match="split_by='region'"):
+        prepare_data(tmp_path / "run", data_dir=data)
+    summary = prepare_data(tmp_path / "run", data_dir=data, split_by="region")
+    assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (1, 1, 1)
+    manifest = load_manifest(tmp_path / "run")
+    boxes = [region_slices(manifest.entries(s)[0]["region"]) for s in SUBSETS]
+    assert [(b[1].start, b[1].stop) for b in boxes] == [(0, 70), (70, 85), (85, 100)]
+    assert all(b[0] == slice(0, 40) for b in boxes)
+
+
+def test_3d_and_semantic_data(tmp_path):
+    summary = prepare_data(tmp_path / "run3d", ndim=3, quick=True, n_synthetic=3,
+                           synthetic_shape=(12, 24, 24))
+    assert summary["axes"] == "CZYX" and summary["ndim"] == 3 and summary["n_images"] == 3
+    semantic = tmp_path / "semantic"
+    for i in range(3):
+        label = np.zeros((16, 16), np.uint8)
+        label[2:6, 2:6], label[8:12, 8:12] = 1, 4
+        write_image(semantic / "images" / f"s{i}.tif", (label * 50 + i)[None], axes="CYX")
+        write_image(semantic / "labels" / f"s{i}.tif", label, axes="YX")
+    summary = prepare_data(tmp_path / "run_sem", data_dir=semantic, task="semantic")
+    assert summary["n_classes"] == 5
+    assert summary["class_names"] == ["background", "class_1", "class_2", "class_3", "class_4"]
+
+
+def test_invalid_parameters_are_refused_before_writing(tmp_path):
+    for bad in [dict(task="panoptic"), dict(ndim=4), dict(fractions=(0.5, 0.5, 0.5)),
+                dict(split_by="patch")]:
+        with pytest.raises(ConfigError):
+            prepare_data(tmp_path / "run", **bad)
+    assert not (tmp_path / "run").exists()
+
+
+def test_pairs_table_initial_labels_and_roi_import(tmp_path, user_data):
+    from roifile import ImagejRoi
+
+    pairs = check_data(user_data)
+    assert list(pairs_table(pairs)["stem"]) == [f"synthetic_{i:03d}" for i in range(5)]
+    run = tmp_path / "run"
+    before = _listing(user_data)
+    initial = initial_labels_for_run(run, user_data / "images", labels_dir=user_data / "labels")
+    assert initial["n_images"] == 5 and initial["foreground_dice"] > 0.8
+    assert initial_labels_for_run(run, user_data / "images")["reused"] is True
+
+    rois = tmp_path / "rois"
+    rois.mkdir()
+    square = ImagejRoi.frompoints(np.array([[5, 5], [15, 5], [15, 15], [5, 15]]), name="sq")
+    square.tofile(rois / "synthetic_001.roi")
+    labels_dir = import_roi_labels(run, rois, user_data / "images")
+    assert import_roi_labels(run, rois, user_data / "images") == labels_dir
+    assert [p.name for p in labels_dir.iterdir()] == ["synthetic_001.tif"]
+    assert read_label(labels_dir / "synthetic_001.tif").max() == 1
+    assert _listing(user_data) == before
