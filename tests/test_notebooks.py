@@ -48,6 +48,18 @@ def test_committed_notebook_is_clean_and_parametrised(path):
     assert "start_notebook(" in "".join(c.source for c in code)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_opens_with_the_current_colab_cells(path, tmp_path):
+    from microseg.colab import COLAB_CELL, refresh_colab_cells
+
+    nb = nbformat.read(path, as_version=4)
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert first_code.source == COLAB_CELL
+    copy = tmp_path / path.name
+    copy.write_text(path.read_text())
+    assert refresh_colab_cells(copy) is False, "run refresh_colab_cells on the notebook"
+
+
 @pytest.fixture(scope="module")
 def quick_chain(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("chain") / "run"

@@ -134,3 +134,23 @@ def colab_cells(notebook_path: str | PurePath) -> list[Any]:
     for cell in cells:
         cell.metadata["tags"] = ["colab"]
     return cells
+
+
+def refresh_colab_cells(notebook_path: str | PurePath) -> bool:
+    """Put the current :func:`colab_cells` right after the title cell of a notebook file.
+
+    Cells tagged ``colab`` are replaced, so running it again changes nothing. Returns True when
+    the file changed. Run it after editing this module:
+    ``python -c "from microseg.colab import refresh_colab_cells as r; import glob;
+    [r(p) for p in glob.glob('notebooks/*.ipynb')]"``.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    kept = [c for c in nb.cells if "colab" not in c.metadata.get("tags", [])]
+    cells = kept[:1] + colab_cells(notebook_path) + kept[1:]
+    if [(c.cell_type, c.source) for c in cells] == [(c.cell_type, c.source) for c in nb.cells]:
+        return False
+    nb.cells = cells
+    nbformat.write(nb, str(notebook_path))
+    return True
