@@ -139,9 +139,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-_atomic_write = atomic_write  # kept until every caller uses the public name
-
-
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
     return atomic_write(path, lambda tmp: tmp.write_text(text))
