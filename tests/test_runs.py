@@ -45,6 +45,8 @@ def test_output_dir_refuses_to_overwrite(tmp_path):
     assert (out / "result.txt").read_text() == "x"
     assert unique_name(tmp_path, "out") == "out-2"
     assert unique_name(tmp_path, "fresh") == "fresh"
+    (tmp_path / "file").write_text("x")
+    assert unique_name(tmp_path, "file") == "file-2"
 
 
 def test_run_folder_says_which_notebook_to_run_first(tmp_path):

@@ -112,10 +112,15 @@ def create_output_dir(path: str | Path, overwrite: bool = False) -> Path:
 
 
 def unique_name(parent: str | Path, name: str) -> str:
-    """``name`` if ``parent/name`` is free or empty, else ``name-2``, ``name-3``, ..."""
+    """``name`` if ``parent/name`` is free or an empty folder, else ``name-2``, ``name-3``, ...
+
+    A plain file at ``parent/name`` counts as taken.
+    """
     parent = Path(parent)
     candidate, k = name, 1
-    while (parent / candidate).exists() and any((parent / candidate).iterdir()):
+    while (parent / candidate).exists() and (
+        not (parent / candidate).is_dir() or any((parent / candidate).iterdir())
+    ):
         k += 1
         candidate = f"{name}-{k}"
     return candidate
