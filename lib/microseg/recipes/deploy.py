@@ -1,0 +1,754 @@
+"""Deploy a trained model: predict new images and volumes larger than memory, export the model.
+
+What notebook 07 calls. :func:`deploy` runs the four steps below in one call; the notebook calls
+them one by one to show each result.
+
+1. :func:`plan_deployment` — the model folder (notebook 02's model by default), the halo (given;
+   else notebook 06's recommendation; else measured from the model's receptive field; else
+   :data:`DEFAULT_HALO`) and the tile (given; else :data:`DEFAULT_TILE`, at least twice the
+   halo);
+2. :func:`prepare_input` — the user's folder or file, or, without one, a large synthetic volume
+   (3D model) or image (2D model) written chunk by chunk (:mod:`microseg.data.synthetic_volume`);
+3. :func:`predict_input` — a folder image by image (:func:`microseg.inference.folder.
+   predict_folder`); one image or volume of any size out of core, block by block into Zarr with
+   Dask (:func:`microseg.inference.ooc.predict_volume_to_zarr`), normalized with statistics of
+   the whole input computed once;
+4. :func:`export_model` — TorchScript, ONNX and bioimage.io, each loaded back and compared with
+   the PyTorch model; then :func:`deployment_summary` and ``summary.json``.
+
+Everything lands in ``run_dir/predictions/<model name>/``, never next to the inputs::
+
+    deploy_config.json    the settings of this deployment
+    input.zarr            the synthetic input (and input_labels.zarr, its true objects), if made
+    prediction/           the prediction (unless output_path is given)
+    export/               model.torchscript.pt, model.onnx, model.bioimageio.zip
+    summary.json          n_inputs, outputs, voxels_per_second, peak_memory_mb, exports, ...
+
+An interrupted deployment resumes when called again with the same settings (finished blocks are
+kept); a finished one is refused unless ``overwrite=True``.
+
+Example
+-------
+>>> summary = deploy("runs/demo", quick=True)                        # doctest: +SKIP
+>>> summary["n_inputs"], summary["exports"]["onnx"]["max_abs_diff"] < 1e-4  # doctest: +SKIP
+(1, True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+
+from microseg.config import StageConfig
+from microseg.errors import ConfigError, DataError, MicrosegError, OutputExistsError
+from microseg.runs import RunFolder, read_json, write_summary
+
+__all__ = [
+    "DEFAULT_HALO",
+    "DEFAULT_TILE",
+    "EXPORT_FORMATS",
+    "DeployConfig",
+    "DeployInput",
+    "DeploymentPlan",
+    "choose_halo",
+    "choose_tile",
+    "dask_scheduler",
+    "deploy",
+    "deployment_summary",
+    "export_model",
+    "input_preview",
+    "plan_deployment",
+    "predict_input",
+    "prepare_input",
+    "result_preview",
+]
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("torchscript", "onnx", "bioimageio")
+DEFAULT_TILE = MappingProxyType({2: 512, 3: 96})
+"""Inner tile side per spatial dimensionality; large tiles waste less work on halos."""
+QUICK_TILE = MappingProxyType({2: 128, 3: 32})
+DEFAULT_HALO = MappingProxyType({2: 32, 3: 16})
+"""Halo used only when neither a halo is given nor the receptive-field diagnostics are
+installed: enough for the default 2D U-Net (radius 23) and the tiny 3D one (radius 13)."""
+SYNTHETIC_SHAPE = MappingProxyType({2: (4096, 4096), 3: (128, 256, 256)})
+QUICK_SYNTHETIC_SHAPE = MappingProxyType({2: (384, 384), 3: (32, 96, 96)})
+SYNTHETIC_CHUNKS = MappingProxyType({2: (1024, 1024), 3: (64, 128, 128)})
+LOCAL_CLUSTER = "local-cluster"
+_LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
+_MIN_EXPORT_SIDE = MappingProxyType({2: 64, 3: 32})
+
+
+@dataclass
+class DeployConfig(StageConfig):
+    """Settings of one deployment, saved as ``deploy_config.json`` beside its results.
+
+    model_name : model folder name under ``run_dir/models/`` or a path to a model folder;
+        None: the model notebook 02 trained.
+    input_path : a folder of images, or one image/volume file (TIFF, Zarr, OME-Zarr, .npy, ...);
+        None: a large synthetic input made on the fly.
+    output_path : where predictions go; None: ``predictions/<model>/prediction/``.
+    tile_shape : inner tile (one side or one per spatial axis); None: :data:`DEFAULT_TILE`
+        (:data:`QUICK_TILE` when quick), at least twice the halo.
+    halo : context per side (one value or one per axis); None: notebook 06's recommended halo,
+        else the measured receptive-field radius rounded up to the model's size divisor.
+    scheduler : None (Dask's local threads), ``"synchronous"``, ``"processes"``,
+        ``"local-cluster"`` (a dask.distributed LocalCluster of single-threaded processes made
+        for this call) or the address of a running scheduler (``"tcp://host:8786"``).
+    export_formats : any of ``"torchscript"``, ``"onnx"``, ``"bioimageio"``.
+    output : ``"labels"`` (instances for instance models, classes otherwise),
+        ``"probabilities"`` or ``"both"``.
+    synthetic_shape : spatial shape of the synthetic input; None: :data:`SYNTHETIC_SHAPE`
+        (:data:`QUICK_SYNTHETIC_SHAPE` when quick).
+    quick : a smoke run: small synthetic input, small tiles, a quicker receptive-field estimate.
+    """
+
+    model_name: str | None = None
+    input_path: str | None = None
+    output_path: str | None = None
+    tile_shape: int | tuple[int, ...] | None = None
+    halo: int | tuple[int, ...] | None = None
+    scheduler: str | None = None
+    export_formats: tuple[str, ...] = EXPORT_FORMATS
+    output: Literal["labels", "probabilities", "both"] = "labels"
+    synthetic_shape: tuple[int, ...] | None = None
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [f for f in self.export_formats if f not in EXPORT_FORMATS]
+        if unknown:
+            raise ConfigError(f"unknown export format(s) {unknown}; choose from {EXPORT_FORMATS}")
+        known = (None, *_LOCAL_SCHEDULERS, LOCAL_CLUSTER)
+        if self.scheduler not in known and "://" not in self.scheduler:
+            raise ConfigError(
+                f"scheduler {self.scheduler!r} is not known; use None (local threads), "
+                f"{', '.join(map(repr, _LOCAL_SCHEDULERS))}, {LOCAL_CLUSTER!r} or a scheduler "
+                f"address such as 'tcp://127.0.0.1:8786'")
+
+
+@dataclass(frozen=True)
+class DeployModel:
+    """The model to deploy: its folder and name, the network with its prediction settings
+    (:class:`microseg.inference.folder.PredictionModel`) and its ModelConfig."""
+
+    folder: Path
+    name: str
+    settings: Any
+    config: Any
+
+    @property
+    def divisor(self) -> int:
+        """Every network input side must be a multiple of this."""
+        return int(getattr(self.settings.network, "size_divisor", 1))
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    """What :func:`plan_deployment` decided: model, halo, tile, where results go."""
+
+    config: DeployConfig
+    model: DeployModel
+    results: Path
+    halo: tuple[int, ...]
+    halo_source: str
+    tile: tuple[int, ...]
+    overwrite: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def prediction_path(self) -> Path:
+        """The user's ``output_path``, else ``results/prediction``."""
+        if self.config.output_path:
+            return Path(self.config.output_path)
+        return self.results / "prediction"
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as a small table (name → value) for a notebook."""
+        config = self.model.config
+        return {"model": self.model.name, "model folder": str(self.model.folder),
+                "dimensions": config.ndim, "input channels": config.in_channels,
+                "output classes": config.out_classes, "normalization layers": config.norm,
+                "size divisor": self.model.divisor, "halo": list(self.halo),
+                "halo from": self.halo_source, "tile": list(self.tile),
+                "results": str(self.results)}
+
+
+@dataclass(frozen=True)
+class DeployInput:
+    """The input of a deployment: ``path`` and ``kind`` ("synthetic", "file" or "folder")."""
+
+    path: Path
+    kind: str
+
+    def describe(self) -> dict[str, Any]:
+        """Path, kind, number of images, and shape and size of the first image."""
+        volume = _open_first(self)
+        return {"input": str(self.path), "kind": self.kind, "images": len(_input_files(self)),
+                "shape (C, *spatial)": list(volume.shape), "dtype": str(volume.dtype),
+                "size (MB)": round(math.prod(volume.shape) * volume.dtype.itemsize / 1e6, 1)}
+
+
+def deploy(run_dir: str | Path, model_name: str | None = None,
+           input_path: str | Path | None = None, output_path: str | Path | None = None,
+           tile_shape: int | Sequence[int] | None = None, halo: int | Sequence[int] | None = None,
+           scheduler: str | None = None, export_formats: Sequence[str] = EXPORT_FORMATS,
+           output: str = "labels", quick: bool = False, overwrite: bool = False, *,
+           synthetic_shape: Sequence[int] | None = None, batch_size: int = 4,
+           device: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Predict new data with a trained model, out of core where needed, and export the model.
+
+    Parameters are those of :class:`DeployConfig`, plus ``run_dir`` (the experiment's run
+    folder), ``overwrite`` (replace a finished deployment of this model), ``batch_size`` (tiles
+    per forward pass), ``device`` (None: CUDA if available, else CPU) and ``progress`` (a
+    progress bar over blocks on local schedulers).
+
+    Returns
+    -------
+    The summary of :func:`deployment_summary`, also written to
+    ``predictions/<model>/summary.json``.
+
+    Raises
+    ------
+    RunOrderError if the model folder holds no trained model (naming notebook 02);
+    OutputExistsError if this model was deployed before (pass ``overwrite=True``) or an output
+    would land in an input folder; ConfigError for bad settings (tile smaller than twice the
+    halo, unknown scheduler or export format); DataError for an input that does not fit the
+    model (dimensionality, channels) or cannot be read.
+    """
+    config = DeployConfig(
+        model_name=model_name, input_path=_as_str(input_path), output_path=_as_str(output_path),
+        tile_shape=_as_shape(tile_shape), halo=_as_shape(halo), scheduler=scheduler,
+        export_formats=tuple(export_formats), output=output,
+        synthetic_shape=_as_shape(synthetic_shape), quick=quick)
+    plan = plan_deployment(run_dir, config, overwrite)
+    source = prepare_input(plan)
+    prediction = predict_input(plan, source, batch_size, device, progress)
+    exports = export_model(plan, prediction["example"])
+    summary = deployment_summary(plan, source, prediction, exports)
+    write_summary(plan.results, summary)
+    return summary
+
+
+def _as_str(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _as_shape(value: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
+    if value is None or isinstance(value, (int, np.integer)):
+        return None if value is None else int(value)
+    return tuple(int(v) for v in value)
+
+
+def plan_deployment(run_dir: str | Path, config: DeployConfig | None = None,
+                    overwrite: bool = False) -> DeploymentPlan:
+    """Load the model, choose halo and tile, and claim ``predictions/<model>/``.
+
+    Writes ``deploy_config.json`` there. Nothing else is written, and bad settings fail here,
+    before any input is made or predicted.
+
+    Raises
+    ------
+    RunOrderError if the model folder holds no trained model (naming notebook 02);
+    OutputExistsError for a finished deployment of this model without ``overwrite``;
+    ConfigError for a halo or tile that does not fit the model (see :func:`choose_tile`).
+    """
+    config = config or DeployConfig()
+    run = RunFolder(run_dir)
+    model = _load_deploy_model(run, config.model_name)
+    results = _results_dir(run, model.name, overwrite)
+    halo, source = choose_halo(model.settings.network, model.config, config.halo,
+                               run.diagnostics_dir(model.name), config.quick)
+    tile = choose_tile(config.tile_shape, halo, model.config.ndim, model.divisor, config.quick)
+    results.mkdir(parents=True, exist_ok=True)
+    config.save(results / "deploy_config.json")
+    return DeploymentPlan(config, model, results, halo, source, tile, overwrite)
+
+
+def _load_deploy_model(run: RunFolder, model_name: str | None) -> DeployModel:
+    """The model folder (default: notebook 02's model) and its network, ready to predict."""
+    from microseg.inference.folder import prediction_model
+    from microseg.models import ModelConfig
+
+    folder = _model_folder(run, model_name)
+    settings = prediction_model(folder)
+    return DeployModel(folder, folder.name, settings, ModelConfig.load(folder / "config.json"))
+
+
+def _model_folder(run: RunFolder, model_name: str | None) -> Path:
+    """``run/models/<name>``, a path to a model folder, or notebook 02's model by default.
+
+    Raises :class:`RunOrderError` (naming notebook 02) when the folder holds no trained model.
+    """
+    from microseg.notebook import saved_parameters
+
+    if model_name is not None and ("/" in model_name or os.sep in model_name):
+        folder = Path(model_name)
+        return folder if (folder / "best.pt").is_file() else run.require_model(model_name)
+    if model_name is None:
+        trained = saved_parameters("02_train_from_scratch", run.root) or {}
+        model_name = trained.get("model_name") or "unet"
+    return run.require_model(model_name)
+
+
+def _results_dir(run: RunFolder, name: str, overwrite: bool) -> Path:
+    """``predictions/<name>/``; refuses a finished deployment unless ``overwrite``."""
+    results = run.predictions_dir(name)
+    if (results / "summary.json").is_file() and not overwrite:
+        raise OutputExistsError(
+            f"{results} already holds a finished deployment of model {name!r}; pass "
+            f"overwrite=True to predict and export again, or copy the results elsewhere first")
+    return results
+
+
+def choose_halo(network: Any, model_config: Any, halo: int | Sequence[int] | None,
+                diagnostics_dir: str | Path | None = None, quick: bool = False
+                ) -> tuple[tuple[int, ...], str]:
+    """The halo per spatial axis and where it came from.
+
+    In order: ``halo`` if given ("given"); the ``recommended_halo`` of notebook 06's
+    ``diagnostics_dir/summary.json`` ("notebook 06"); the theoretical receptive-field radius of
+    ``network`` rounded up to its size divisor ("receptive field"; one random input instead of
+    four when ``quick``); :data:`DEFAULT_HALO` if the diagnostics module is not installed
+    ("default"). A network whose outputs depend on the whole tile (InstanceNorm) gets a
+    warning: no halo stitches it seamlessly.
+
+    Raises :class:`ConfigError` for a halo of the wrong length or a negative one.
+    """
+    ndim = model_config.ndim
+    if halo is not None:
+        return _per_axis(halo, ndim, "halo"), "given"
+    saved = Path(diagnostics_dir) / "summary.json" if diagnostics_dir is not None else None
+    if saved is not None and saved.is_file():
+        recommended = read_json(saved).get("recommended_halo")
+        if recommended is not None:
+            return _per_axis(recommended, ndim, "recommended_halo"), "notebook 06"
+    try:
+        from microseg.diagnostics.receptive_field import (
+            recommended_halo,
+            theoretical_receptive_field,
+        )
+    except ImportError:
+        log.info("receptive-field diagnostics not installed: using the default halo %s",
+                 DEFAULT_HALO[ndim])
+        return (DEFAULT_HALO[ndim],) * ndim, "default"
+    log.info("measuring the receptive field of the model to choose the halo (pass halo=... "
+             "to skip; 3D models take a minute or more)")
+    receptive = theoretical_receptive_field(network, ndim, model_config.in_channels,
+                                          n_trials=1 if quick else 4)
+    if receptive.whole_input:
+        log.warning("every output of this model depends on the whole tile (tile-wise "
+                    "normalization): tiled predictions will show seams whatever the halo; "
+                    "deploy a model trained with norm='batchrenorm' for seamless results")
+    divisor = int(getattr(network, "size_divisor", 1))
+    return tuple(int(h) for h in recommended_halo(receptive, divisor)), "receptive field"
+
+
+def choose_tile(tile_shape: int | Sequence[int] | None, halo: Sequence[int], ndim: int,
+                divisor: int = 1, quick: bool = False) -> tuple[int, ...]:
+    """The inner tile per spatial axis.
+
+    A given ``tile_shape`` is used as is (rounded to the divisor later by the prediction); None
+    gives :data:`DEFAULT_TILE` (:data:`QUICK_TILE` when quick), enlarged to twice the halo
+    and rounded up to ``divisor``.
+
+    Raises :class:`ConfigError` when a given tile is smaller than twice the halo on some axis
+    (every tile would read several times its own size).
+
+    Example
+    -------
+    >>> choose_tile(None, (24, 24), ndim=2, divisor=4, quick=True)
+    (128, 128)
+    >>> choose_tile(None, (100, 100), ndim=2, divisor=8, quick=True)
+    (200, 200)
+    """
+    halo = tuple(int(h) for h in halo)
+    if tile_shape is None:
+        base = (QUICK_TILE if quick else DEFAULT_TILE)[ndim]
+        return tuple(math.ceil(max(base, 2 * h) / divisor) * divisor for h in halo)
+    tile = _per_axis(tile_shape, ndim, "tile_shape")
+    if any(t < 2 * h for t, h in zip(tile, halo, strict=True)):
+        raise ConfigError(
+            f"tile_shape {tile} is smaller than twice the halo {halo}: every tile would read "
+            f"more than 4x its own size; use tile_shape of at least {tuple(2 * h for h in halo)} "
+            f"(or leave it None for the default)")
+    return tile
+
+
+def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    values = (int(value),) * ndim if np.isscalar(value) else tuple(int(v) for v in value)
+    if len(values) != ndim or min(values) < 0:
+        raise ConfigError(f"{name} {value!r}: expected one value >= 0 or {ndim} of them (one per "
+                          f"spatial axis of this {ndim}D model)")
+    return values
+
+
+def prepare_input(plan: DeploymentPlan) -> DeployInput:
+    """The input of ``plan``: the user's folder or file, or a synthetic one made now.
+
+    Raises :class:`DataError` for an input path that does not exist, and
+    :class:`OutputExistsError` when the prediction would land in the user's input folder.
+    """
+    config = plan.config
+    if config.input_path is None:
+        path = synthetic_input(plan.results, plan.model.config, config.synthetic_shape,
+                               config.quick, plan.overwrite)
+        return DeployInput(path, "synthetic")
+    path = Path(config.input_path)
+    if not path.exists():
+        raise DataError(f"input {path} does not exist; give a folder of images, one image or "
+                        f"volume file, or None for a synthetic volume")
+    source = DeployInput(path, "folder" if path.is_dir() and path.suffix != ".zarr" else "file")
+    _refuse_output_near_input(plan.prediction_path, source)
+    return source
+
+
+def synthetic_input(results: Path, model_config: Any, shape: Sequence[int] | None = None,
+                    quick: bool = False, overwrite: bool = False) -> Path:
+    """Make (or reuse) ``results/input.zarr``: a synthetic volume for a 3D model, a large image
+    for a 2D one, with its true objects in ``results/input_labels.zarr``.
+
+    An existing input of the same shape is reused (it is deterministic); one of another shape
+    is replaced only with ``overwrite``. Raises :class:`ConfigError` for a model that takes more
+    than one channel (the synthetic images have one), :class:`OutputExistsError` as said.
+    """
+    from microseg.data.synthetic_volume import write_synthetic_volume
+
+    ndim = model_config.ndim
+    if model_config.in_channels != 1:
+        raise ConfigError(f"the built-in synthetic input has 1 channel, the model takes "
+                          f"{model_config.in_channels}: pass input_path= with your own images")
+    shape = tuple(shape or (QUICK_SYNTHETIC_SHAPE if quick else SYNTHETIC_SHAPE)[ndim])
+    image, labels = results / "input.zarr", results / "input_labels.zarr"
+    if image.exists() and _stored_shape(image) == (1, *shape):
+        return image
+    if image.exists() and not overwrite:
+        raise OutputExistsError(f"{image} holds a synthetic input of another shape; pass "
+                                f"overwrite=True to replace it")
+    partial = [results / f".{p.name}.partial" for p in (image, labels)]
+    for path in (image, labels, *partial):
+        shutil.rmtree(path, ignore_errors=True)
+    chunks = tuple(min(c, s) for c, s in zip(SYNTHETIC_CHUNKS[ndim], shape, strict=True))
+    log.info("writing a synthetic %s input to %s", "x".join(map(str, shape)), image)
+    write_synthetic_volume(partial[0], shape, chunks, seed=0, labels_path=partial[1])
+    partial[1].rename(labels)
+    partial[0].rename(image)
+    return image
+
+
+def _stored_shape(path: Path) -> tuple[int, ...]:
+    import zarr
+
+    return tuple(zarr.open_array(str(path), mode="r").shape)
+
+
+def _refuse_output_near_input(target: Path, source: DeployInput) -> None:
+    """Outputs never go into the folder a user's input lies in."""
+    folder = source.path if source.kind == "folder" else source.path.parent
+    resolved, inside = target.resolve(), folder.resolve()
+    if resolved == inside or inside in resolved.parents:
+        raise OutputExistsError(
+            f"output_path {target} lies in the input folder {folder}; inputs are never written "
+            f"to: choose an output_path elsewhere or leave it None (the run folder)")
+
+
+def _input_files(source: DeployInput) -> list[Path]:
+    from microseg.io import list_images
+
+    return list_images(source.path) if source.kind == "folder" else [source.path]
+
+
+def _open_first(source: DeployInput, axes: str | None = None) -> Any:
+    """The first input image as a channel-first view, read region by region."""
+    from microseg.inference.ooc import VolumeSource
+
+    files = _input_files(source)
+    if not files:
+        raise DataError(f"{source.path} holds no images")
+    return VolumeSource(files[0], axes)
+
+
+def predict_input(plan: DeploymentPlan, source: DeployInput, batch_size: int = 4,
+                  device: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Predict the input of ``plan`` into ``plan.prediction_path``.
+
+    A folder is predicted image by image into TIFF files; one file (or the synthetic input)
+    out of core into Zarr, on ``plan.config.scheduler``, with a text progress bar on local
+    schedulers when ``progress``.
+
+    Returns
+    -------
+    dict with ``n_inputs``, ``predictions`` (per input: ``input``, ``labels``,
+    ``probabilities``), ``errors``, ``voxels``, ``voxels_per_second``, ``peak_memory_mb``,
+    ``worker_peak_memory_mb`` (cluster only), ``n_objects`` (instance labels of one volume) and
+    ``example`` (a raw crop of the first input for the export checks).
+
+    Raises :class:`DataError` if the input does not fit the model or no image could be read.
+    """
+    if source.kind == "folder":
+        return _predict_folder(plan, source, batch_size, device)
+    return _predict_volume(plan, source, batch_size, device, progress)
+
+
+def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
+                    device: Any) -> dict[str, Any]:
+    from microseg.inference.folder import predict_folder
+
+    if plan.config.scheduler is not None:
+        log.info("a folder is predicted image by image in this process; scheduler %r is used "
+                 "for single large volumes only", plan.config.scheduler)
+    result = predict_folder(plan.model.settings, source.path, plan.prediction_path, plan.tile,
+                            plan.halo, output=plan.config.output, overwrite=plan.overwrite,
+                            batch_size=batch_size, device=device)
+    if not result["outputs"]:
+        raise DataError(f"no image of {source.path} could be predicted", result["errors"])
+    first = DeployInput(Path(result["outputs"][0]["input"]), "file")
+    predictions = [{key: o[key] for key in ("input", "labels", "probabilities")}
+                   for o in result["outputs"]]
+    voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
+    example = example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
+                           plan.model.divisor)
+    return {**result, "predictions": predictions, "voxels": voxels, "n_objects": None,
+            "worker_peak_memory_mb": None, "example": example}
+
+
+def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, device: Any,
+                    progress: bool) -> dict[str, Any]:
+    """One image or volume out of core, normalized with statistics of the whole input."""
+    from microseg.inference.ooc import check_volume_fits_model, predict_volume_to_zarr
+    from microseg.transforms.normalization import percentile_statistics
+
+    settings = plan.model.settings
+    volume = _open_first(source, settings.input_axes)
+    check_volume_fits_model(volume, settings.network)
+    statistics = percentile_statistics(volume, settings.normalization)
+    with dask_scheduler(plan.config.scheduler) as scheduler, _progress_bar(progress, scheduler):
+        result = predict_volume_to_zarr(
+            settings.network, volume, plan.prediction_path, plan.tile, plan.halo,
+            normalization_stats=statistics, normalization=settings.normalization, output=plan.config.output,
+            postprocessing=settings.postprocessing, batch_size=batch_size, device=device,
+            scheduler=scheduler, overwrite=plan.overwrite)
+        workers = _worker_peak_memory(scheduler)
+    predictions = [{"input": str(source.path), "labels": result["labels"],
+                    "probabilities": result["probabilities"]}]
+    return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
+            "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
+            "example": example_crop(volume, plan.halo, plan.model.divisor)}
+
+
+@contextlib.contextmanager
+def dask_scheduler(scheduler: str | None, n_workers: int | None = None) -> Iterator[Any]:
+    """What :func:`~microseg.inference.ooc.predict_volume_to_zarr` takes as its scheduler.
+
+    ``"local-cluster"`` starts a ``dask.distributed`` LocalCluster of ``n_workers`` processes
+    (default: the CPU count, at most 4) with one thread each and yields a Client connected to
+    it; a scheduler address (``"tcp://host:8786"``) yields a Client connected to that running
+    scheduler. Both are closed afterwards (a LocalCluster also shut down). None or a local
+    scheduler name is passed through unchanged.
+    """
+    if scheduler is None or scheduler in _LOCAL_SCHEDULERS:
+        yield scheduler
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler != LOCAL_CLUSTER:
+        with Client(scheduler) as client:
+            log.info("connected to the Dask scheduler at %s", scheduler)
+            yield client
+        return
+
+    workers = n_workers or min(4, os.cpu_count() or 1)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        log.info("started a LocalCluster of %d single-threaded worker processes", workers)
+        yield client
+
+
+@contextlib.contextmanager
+def _progress_bar(progress: bool, scheduler: Any) -> Iterator[None]:
+    """Dask's text progress bar, for local schedulers (clusters have their dashboard)."""
+    if not progress or not (scheduler is None or scheduler in _LOCAL_SCHEDULERS):
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(minimum=1.0):
+        yield
+
+
+def _worker_peak_memory(scheduler: Any) -> dict[str, float] | None:
+    """Peak resident memory (MiB) of every worker of a distributed Client, else None."""
+    if not hasattr(scheduler, "run"):
+        return None
+    from microseg.inference.ooc import peak_memory_mb
+
+    return {str(k): float(v) for k, v in scheduler.run(peak_memory_mb).items()}
+
+
+def example_crop(volume: Any, halo: Sequence[int], divisor: int) -> np.ndarray:
+    """A raw crop (C, *side) from the start of ``volume`` for export checks.
+
+    Each side is the smallest multiple of ``divisor`` larger than twice the halo (what a
+    bioimage.io test input needs), at least 64 (2D) or 32 (3D); reflected where the input is
+    smaller. float32.
+    """
+    from microseg.inference.tiling import read_window
+
+    ndim = len(volume.shape) - 1
+    sides = [max(_MIN_EXPORT_SIDE[ndim], (2 * h // divisor + 1) * divisor) for h in halo]
+    sides = [math.ceil(s / divisor) * divisor for s in sides]
+    return read_window(volume, [0] * ndim, sides, "reflect").astype(np.float32)
+
+
+def export_model(plan: DeploymentPlan, example: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Export the model in each of ``plan.config.export_formats`` into ``results/export/``.
+
+    Every export is loaded back and compared with the PyTorch model: TorchScript and ONNX on
+    ``example`` (a raw crop (C, *spatial)) normalized, the bioimage.io package on it raw (the
+    package normalizes). A format that cannot be exported here gets ``{"path": None,
+    "max_abs_diff": None, "error": why}`` and the others go on.
+
+    Returns per format ``path``, ``max_abs_diff`` (reloaded export vs PyTorch) and, for
+    bioimage.io, ``test_passed``.
+    """
+    from microseg.transforms.normalization import normalize, percentile_statistics
+
+    normalization = plan.model.settings.normalization
+    low, high = percentile_statistics(example, normalization)
+    batch = normalize(example, low, high, normalization.clip)[None]
+    exporters = {"torchscript": _export_torchscript, "onnx": _export_onnx,
+                 "bioimageio": _export_bioimageio}
+    results = {}
+    for name in plan.config.export_formats:
+        try:
+            results[name] = exporters[name](plan, batch, example)
+        except (MicrosegError, ImportError) as err:
+            log.warning("%s export failed: %s", name, err)
+            results[name] = {"path": None, "max_abs_diff": None, "error": str(err)}
+    return results
+
+
+def _export_torchscript(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray
+                        ) -> dict[str, Any]:
+    from microseg.export import export_torchscript
+
+    found = export_torchscript(plan.model.settings.network, batch,
+                               plan.results / "export" / "model.torchscript.pt",
+                               overwrite=plan.overwrite)
+    return {"path": found["path"], "max_abs_diff": found["max_abs_diff"]}
+
+
+def _export_onnx(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray) -> dict[str, Any]:
+    from microseg.export import export_onnx
+
+    found = export_onnx(plan.model.settings.network, batch,
+                        plan.results / "export" / "model.onnx", overwrite=plan.overwrite)
+    return {"path": found["path"], "max_abs_diff": found["max_abs_diff"]}
+
+
+def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray
+                       ) -> dict[str, Any]:
+    from microseg.export.bioimageio import BioimageioMetadata, export_bioimageio
+
+    model = plan.model
+    found = export_bioimageio((model.settings.network, model.config),
+                              plan.results / "export" / "model.bioimageio.zip", example,
+                              normalization=model.settings.normalization, halo=list(plan.halo),
+                              metadata=BioimageioMetadata(name=f"microseg {model.name}"),
+                              overwrite=plan.overwrite)
+    return {"path": found["path"], "max_abs_diff": found["torchscript_max_abs_diff"],
+            "test_passed": found["test_passed"]}
+
+
+def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: dict[str, Any],
+                       exports: dict[str, Any]) -> dict[str, Any]:
+    """The machine-readable result of a deployment (what ``summary.json`` holds).
+
+    Keys: ``model``, ``model_dir``, ``input``, ``input_kind``, ``n_inputs``, ``outputs``
+    (every array or file written), ``predictions`` (per input: ``input``, ``labels``,
+    ``probabilities``), ``errors``, ``output``, ``tile_shape``, ``halo``, ``halo_source``,
+    ``scheduler``, ``voxels``, ``voxels_per_second``, ``peak_memory_mb`` (peak resident memory
+    of this process), ``worker_peak_memory_mb`` (per cluster worker, else None), ``n_objects``,
+    ``exports`` (per format: ``path`` and ``max_abs_diff``, or ``error``), ``quick``,
+    ``seconds`` (since the plan was made).
+    """
+    predictions = prediction["predictions"]
+    return {
+        "model": plan.model.name,
+        "model_dir": str(plan.model.folder),
+        "input": str(source.path),
+        "input_kind": source.kind,
+        "n_inputs": prediction["n_inputs"],
+        "outputs": [p[key] for p in predictions for key in ("labels", "probabilities")
+                    if p[key] is not None],
+        "predictions": predictions,
+        "errors": prediction["errors"],
+        "output": plan.config.output,
+        "tile_shape": list(plan.tile),
+        "halo": list(plan.halo),
+        "halo_source": plan.halo_source,
+        "scheduler": plan.config.scheduler or "threads",
+        "voxels": prediction["voxels"],
+        "voxels_per_second": prediction["voxels_per_second"],
+        "peak_memory_mb": prediction["peak_memory_mb"],
+        "worker_peak_memory_mb": prediction["worker_peak_memory_mb"],
+        "n_objects": prediction["n_objects"],
+        "exports": exports,
+        "quick": plan.config.quick,
+        "seconds": time.perf_counter() - plan.started,
+    }
+
+
+def input_preview(source: DeployInput, size: int = 256) -> np.ndarray:
+    """A centred crop (at most ``size`` wide) of the first input image: its first channel and,
+    for a volume, its middle Z plane. float64 (Y, X)."""
+    volume = _open_first(source)
+    return _plane(volume, _centre_box(volume.shape[1:], size)).astype(np.float64)
+
+
+def result_preview(summary: dict[str, Any], size: int = 256) -> dict[str, np.ndarray]:
+    """The same crop of the first input and of its predicted labels, for a figure.
+
+    ``summary`` is a deployment summary or the result of :func:`predict_input` (both list the
+    ``predictions``). Returns ``{"image": float64 (Y, X), "labels": int32 (Y, X)}`` (see :func:`input_preview`).
+    Raises :class:`MicrosegError` if the deployment wrote no labels
+    (``output="probabilities"``).
+    """
+    from microseg.io import open_image
+
+    first = summary["predictions"][0]
+    if first["labels"] is None:
+        raise MicrosegError("this deployment wrote probabilities only (output='probabilities'); "
+                            "deploy with output='labels' or 'both' to preview labels")
+    volume = _open_first(DeployInput(Path(first["input"]), "file"))
+    box = _centre_box(volume.shape[1:], size)
+    stored, _ = open_image(first["labels"])
+    labels = np.asarray(stored[box], dtype=np.int32)
+    return {"image": _plane(volume, box).astype(np.float64),
+            "labels": labels.reshape(labels.shape[-2:])}
+
+
+def _plane(volume: Any, box: tuple[slice, ...]) -> np.ndarray:
+    region = np.asarray(volume[(0, *box)])
+    return region.reshape(region.shape[-2:])
+
+
+def _centre_box(spatial: Sequence[int], size: int) -> tuple[slice, ...]:
+    """Middle plane (3D) and a centred square of at most ``size`` in Y and X."""
+    box = [slice(n // 2, n // 2 + 1) for n in spatial[:-2]]
+    for n in spatial[-2:]:
+        side = min(size, n)
+        box.append(slice((n - side) // 2, (n - side) // 2 + side))
+    return tuple(box)
