@@ -1,0 +1,384 @@
+"""Train a segmentation model from scratch on the run's split: what notebook 02 calls.
+
+Also a command line, for headless and multi-GPU training (one process per GPU)::
+
+    python -m microseg.recipes.train --run-dir runs/exp1 --epochs 50
+    torchrun --nproc_per_node=4 -m microseg.recipes.train --run-dir runs/exp1
+
+Example
+-------
+>>> summary = train_model("runs/demo", quick=True)          # doctest: +SKIP
+>>> summary["fit_diagnosis"]["verdict"], summary["model_dir"]  # doctest: +SKIP
+('too short to tell', 'runs/demo/models/unet')
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from microseg.runs import RunFolder, write_summary
+
+__all__ = [
+    "default_configs",
+    "describe_configs",
+    "main",
+    "search_hyperparameters",
+    "split_manifest",
+    "train_model",
+    "validation_predictions",
+]
+
+logger = logging.getLogger(__name__)
+
+QUICK_CHANNELS = (4, 8, 16)
+
+
+def train_model(run_dir: str | Path, model_name: str = "unet", architecture: str = "unet",
+                norm: str = "batchrenorm", patch_size: int | Sequence[int] | None = None,
+                batch_size: int | str | None = None, epochs: int | None = None,
+                learning_rate: float | None = None, patience: int | None = None,
+                grad_accumulation: int = 1, seed: int = 0, device: str = "auto",
+                quick: bool = False, overwrite: bool = False, resume: bool = False,
+                callbacks: Sequence[Any] = (), tuned: str | Path | None = None) -> dict[str, Any]:
+    """Train a model on the split of ``run_dir`` and write ``models/<model_name>/``.
+
+    Uses the split made by notebook 01 (``prepare_data``); if the run folder has none, makes
+    one from the built-in synthetic data first (with a message). Checks the data and the first
+    batch, trains with early stopping, and writes the model folder (see
+    :mod:`microseg.training.checkpoint`) with ``summary.json``. Under ``torchrun`` every process
+    trains (DDP) and the first writes the files.
+
+    Parameters
+    ----------
+    run_dir : the experiment's run folder.
+    model_name : name of the model folder under ``run_dir/models/``.
+    architecture : ``"unet"``, ``"classic_unet"`` or ``"unetr"`` (see ModelConfig).
+    norm : feature normalization: ``"batchrenorm"``, ``"batch"``, ``"instance"``, ``"group"``,
+        ``"none"``.
+    patch_size : patch side (one int for every axis) or one side per axis; None = the default
+        for the data's dimensionality (see :func:`default_configs`).
+    batch_size : patches per step; None = the default; ``"auto"`` = the largest power of two
+        that fits the GPU (:func:`~microseg.training.trainer.find_max_batch_size`; on the CPU
+        the default, with a message). When resuming, give the batch size the run used.
+    epochs, learning_rate, patience : None = TrainConfig defaults.
+    grad_accumulation, seed : see TrainConfig.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"``.
+    quick : a smoke run of seconds: tiny model, a few steps.
+    overwrite : train over an existing model folder of that name.
+    resume : continue an interrupted training of that model folder from ``latest.pt``.
+    callbacks : ``callback(trainer, record)`` after each epoch (e.g. ``LiveLossPlot``).
+    tuned : a folder written by a hyperparameter search (``best_model_config.json``,
+        ``best_train_config.json``); its configs are used as they are, except ``epochs`` and
+        ``patience`` when given here. ``architecture``, ``norm`` and the other settings are
+        then ignored.
+
+    Returns
+    -------
+    The summary (also ``models/<model_name>/summary.json``): ``best_val_loss``,
+    ``best_val_dice``, ``best_val_foreground_dice``, ``best_epoch``, ``epochs_run``,
+    ``stopped_early``, ``fit_diagnosis`` ({verdict, reason}), ``model_dir``, ``device``,
+    ``seconds``, ``steps``, ``parameters``, ``class_frequencies``, ``warnings``,
+    ``world_size``.
+
+    Raises
+    ------
+    OutputExistsError
+        If the model folder holds a model and neither ``overwrite`` nor ``resume`` is set.
+    DataError
+        For data the model cannot train on (every problem listed).
+    """
+    from microseg.training.distributed import close_distributed, init_distributed
+
+    started = time.perf_counter()
+    context = init_distributed()
+    run = RunFolder(run_dir)
+    try:
+        train, val, manifest = _load_split(run, quick)
+        automatic = batch_size == "auto"
+        model_config, train_config = default_configs(
+            manifest, architecture, norm, patch_size, None if automatic else batch_size,
+            epochs, learning_rate, patience, grad_accumulation, seed, quick, tuned)
+        summary = _train(run.model_dir(model_name), model_config, train_config, train, val,
+                         dict(device=device, overwrite=overwrite, resume=resume,
+                              callbacks=list(callbacks), distributed=context), automatic)
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        if context.is_main:
+            write_summary(run.model_dir(model_name), summary)
+        return summary
+    finally:
+        close_distributed(context)
+
+
+def default_configs(manifest: Any, architecture: str = "unet", norm: str = "batchrenorm",
+                    patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
+                    epochs: int | None = None, learning_rate: float | None = None,
+                    patience: int | None = None, grad_accumulation: int = 1, seed: int = 0,
+                    quick: bool = False, tuned: str | Path | None = None) -> tuple[Any, Any]:
+    """(ModelConfig, TrainConfig) for a split manifest and the recipe's parameters.
+
+    Defaults: 2D — the ``default2d`` model (16/32/64 features, two down-samplings, 2 residual
+    units), patches of 128², batch 8; 3D — the same widths in 3D, patches of 32×64×64, batch 2.
+    ``quick``: features 4/8/16, 1 residual unit, 2 epochs of 4 steps, batch 2, patches of 64²
+    (3D 16×32×32). The model's channels and classes come from the manifest.
+    """
+    from microseg.models import model_preset
+    from microseg.training.config import TrainConfig
+
+    if tuned is not None:
+        return _tuned_configs(Path(tuned), epochs, patience)
+    ndim = manifest.ndim
+    patch = _patch_size(patch_size, ndim, quick)
+    model = model_preset("default2d").replace(
+        ndim=ndim, architecture=architecture, norm=norm, in_channels=manifest.n_channels,
+        out_classes=manifest.n_classes,
+        img_size=list(patch) if architecture == "unetr" else None)
+    if quick:
+        model = model.replace(channels=QUICK_CHANNELS, num_res_units=1, hidden_size=32,
+                              num_heads=2, mlp_dim=64, feature_size=4)
+    given = dict(batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
+                 patience=patience)
+    base = dict(epochs=2, steps_per_epoch=4, batch_size=2) if quick else {}
+    if not quick and ndim == 3:
+        base["batch_size"] = 2
+    base.update({k: v for k, v in given.items() if v is not None})
+    train = TrainConfig(patch_size=patch, grad_accumulation=grad_accumulation, seed=seed,
+                        **base)
+    return model, train
+
+
+def _patch_size(patch_size: int | Sequence[int] | None, ndim: int, quick: bool
+                ) -> tuple[int, ...]:
+    if patch_size is None:
+        defaults = {(2, False): (128, 128), (3, False): (32, 64, 64),
+                    (2, True): (64, 64), (3, True): (16, 32, 32)}
+        return defaults[(ndim, quick)]
+    if isinstance(patch_size, int):
+        return (patch_size,) * ndim
+    return tuple(int(p) for p in patch_size)
+
+
+def _tuned_configs(folder: Path, epochs: int | None, patience: int | None) -> tuple[Any, Any]:
+    from microseg.errors import RunOrderError
+    from microseg.models import ModelConfig
+    from microseg.training.config import TrainConfig
+    from microseg.training.tuning import BEST_MODEL_CONFIG, BEST_TRAIN_CONFIG
+
+    if not (folder / BEST_TRAIN_CONFIG).is_file():
+        raise RunOrderError(f"{folder} holds no {BEST_TRAIN_CONFIG}: run the hyperparameter "
+                            f"search of notebooks/02_train_from_scratch.ipynb (run_search=True)")
+    model = ModelConfig.load(folder / BEST_MODEL_CONFIG)
+    train = TrainConfig.load(folder / BEST_TRAIN_CONFIG)
+    changes = {k: v for k, v in dict(epochs=epochs, patience=patience).items() if v is not None}
+    return model, train.replace(**changes) if changes else train
+
+
+def split_manifest(run_dir: str | Path, quick: bool = False) -> Any:
+    """The run's split manifest; made from the built-in synthetic data first if missing.
+
+    That is what notebook 01 does with its defaults (``quick``: the small data set); a message
+    says so. Under ``torchrun`` only the first process prepares, the others wait.
+    """
+    from microseg.data.split import load_manifest
+    from microseg.training.distributed import barrier, init_distributed
+
+    run = RunFolder(run_dir)
+    context = init_distributed()
+    if not run.split_manifest.is_file() and context.is_main:
+        from microseg.recipes.prepare import prepare_data
+
+        logger.info("%s has no split yet: preparing the built-in synthetic data as notebook "
+                    "01 would (prepare_data with defaults%s)", run.root,
+                    ", quick" if quick else "")
+        prepare_data(run.root, quick=quick)
+    barrier(context)
+    return load_manifest(run.root)
+
+
+def _load_split(run: RunFolder, quick: bool) -> tuple[list, list, Any]:
+    from microseg.data.dataset import load_subset
+
+    manifest = split_manifest(run.root, quick)
+    return load_subset(manifest, "train"), load_subset(manifest, "val"), manifest
+
+
+def describe_configs(model_config: Any, train_config: Any) -> Any:
+    """A table (pandas DataFrame) of the main settings, each with what it means."""
+    import pandas as pd
+
+    t, m = train_config, model_config
+    warmup, ramp = t.renorm_steps()
+    rows = [
+        ("network", f"{m.architecture}, {m.ndim}D, features {'/'.join(map(str, m.channels))}",
+         "more levels and features: more capacity and a larger receptive field, slower"),
+        ("normalization", m.norm, "batchrenorm: no tiling artifacts, no train/eval disparity"),
+        ("classes", m.out_classes, "network outputs, background included"),
+        ("patch", "×".join(map(str, t.patch_size)), "random crop the network sees per sample"),
+        ("batch", f"{t.batch_size} × {t.grad_accumulation} accumulated",
+         "patches per optimizer step; larger needs more memory"),
+        ("length", f"{t.epochs} epochs × {t.steps_per_epoch} steps",
+         "validation after every epoch; at most this long"),
+        ("early stopping", f"patience {t.patience}" if t.patience else "off",
+         "stop when the validation loss has not improved for this many epochs"),
+        ("optimizer", f"{t.optimizer}, learning rate {t.learning_rate:g}",
+         "too high: the loss jumps or diverges; too low: it falls slowly"),
+        ("schedule", t.scheduler, "how the learning rate is lowered during training"),
+        ("loss", t.loss if t.loss != "dice+ce" else
+         f"{t.dice_weight:g}·Dice + {t.ce_weight:g}·cross-entropy",
+         "Dice leaves out classes absent from a patch"),
+        ("BatchRenorm schedule", f"BatchNorm for {warmup} steps, ramp over {ramp}",
+         "switch to the running statistics only after the loss has converged"),
+        ("seed", t.seed, "same seed, same data and settings: the same model (on the CPU)"),
+    ]
+    return pd.DataFrame(rows, columns=["setting", "value", "meaning"]).set_index("setting")
+
+
+def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_trials: int = 20,
+                           timeout: float | None = None, quick: bool = False, seed: int = 0,
+                           device: str = "auto", **settings: Any) -> dict[str, Any]:
+    """Search hyperparameters on the run's split; the best configs go to a new folder.
+
+    ``settings`` are :func:`default_configs` parameters (the base of the search). Writes
+    ``run_dir/search/<model_name>/`` (``-2``, ``-3`` ... if taken): ``best_model_config.json``,
+    ``best_train_config.json`` and ``search_results.csv``. Patch sides tried: the smallest
+    side of the default patch and half of it, as cubes (squares). ``quick``: a tiny
+    search (at most 2 trials of 2 steps). Pass the returned ``folder`` as ``tuned`` to
+    :func:`train_model`.
+
+    Returns ``folder``, ``best_params``, ``best_value`` (validation Dice), ``n_trials`` and
+    ``table`` (a DataFrame, best first).
+    """
+    from microseg.data.dataset import load_subset
+    from microseg.runs import create_output_dir, unique_name
+    from microseg.training.tuning import SearchSpace, tune_hyperparameters
+    from microseg.transforms.augment import Augmenter
+
+    manifest = split_manifest(run_dir, quick)
+    model_config, train_config = default_configs(manifest, seed=seed, quick=quick, **settings)
+    side = min(train_config.patch_size)
+    space = SearchSpace(patch_sizes=(side // 2, side))
+    if quick:
+        space = space.replace(depths=(1, 2), trial_epochs=1, trial_steps_per_epoch=2)
+        n_trials = min(n_trials, 2)
+    parent = RunFolder(run_dir).root / "search"
+    folder = create_output_dir(parent / unique_name(parent, model_name))
+    ndim = manifest.ndim
+    result = tune_hyperparameters(
+        load_subset(manifest, "train"), load_subset(manifest, "val"), model_config,
+        train_config, space, n_trials=n_trials, timeout=timeout, seed=seed, device=device,
+        augment_factory=lambda s: Augmenter(ndim=ndim, seed=s), out_dir=folder)
+    return {"folder": str(folder), "best_params": result.best_params,
+            "best_value": result.best_value, "n_trials": len(result.table),
+            "table": result.table}
+
+
+def validation_predictions(run_dir: str | Path, model_name: str = "unet", n: int = 3,
+                           device: str = "auto") -> list[tuple[str, Any, Any, Any]]:
+    """(stem, image, truth, prediction) for the first ``n`` validation images, best model.
+
+    Predictions are whole-image argmax class maps (*S) of ``models/<model_name>/best.pt``.
+    """
+    from microseg.data.dataset import load_subset
+    from microseg.inference.tiling import predict_whole
+    from microseg.training.checkpoint import load_model
+
+    run = RunFolder(run_dir)
+    model, _, _ = load_model(run.require_model(model_name), device=device)
+    samples = load_subset(split_manifest(run_dir), "val")[:n]
+    return [(s.stem, s.image, s.target,
+             predict_whole(model, s.image, device=device).argmax(0)) for s in samples]
+
+
+def _train(model_dir: Path, model_config: Any, train_config: Any, train: list, val: list,
+           options: dict[str, Any], automatic_batch: bool = False) -> dict[str, Any]:
+    from microseg.models import build_model, count_parameters
+    from microseg.training.checks import check_first_batch, check_training_data
+    from microseg.training.diagnosis import diagnose_fit
+    from microseg.training.trainer import Trainer, find_max_batch_size, seed_everything
+    from microseg.transforms.augment import Augmenter
+
+    divisor = _size_divisor(model_config)
+    report = check_training_data(train, model_config.in_channels, model_config.out_classes,
+                                 train_config.patch_size, divisor)
+    seed_everything(train_config.seed)
+    model = build_model(model_config)
+    if automatic_batch:
+        largest = find_max_batch_size(model, train_config, model_config.in_channels,
+                                      options["device"])
+        train_config = train_config.replace(batch_size=largest)
+    ndim = model_config.ndim
+    trainer = Trainer(model, train_config, train, val, model_config=model_config,
+                      model_dir=model_dir,
+                      augment_factory=lambda seed: Augmenter(ndim=ndim, seed=seed), **options)
+    batch_report = check_first_batch(*trainer.sampler.batch(trainer.epoch, 0),
+                                     model_config.in_channels, model_config.out_classes)
+    logger.info("training data: %s", report.describe())
+    result = trainer.fit()
+    best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
+    return {
+        "best_val_loss": _finite_or_none(result.best_val_loss),
+        "best_val_dice": _finite_or_none(result.best_val_dice),
+        "best_val_foreground_dice": _finite_or_none(best.get("val_foreground_dice")),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "fit_diagnosis": diagnose_fit(result.history).to_dict(),
+        "model_dir": str(model_dir),
+        "device": result.device,
+        "steps": result.steps,
+        "parameters": count_parameters(model)[0],
+        "class_frequencies": report.class_frequencies,
+        "first_batch_class_frequencies": batch_report.class_frequencies,
+        "warnings": report.warnings + batch_report.warnings,
+        "world_size": trainer.context.world_size,
+    }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN: a Dice undefined (no objects anywhere) is written as null."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _size_divisor(model_config: Any) -> int:
+    from microseg.models import size_divisor
+
+    return size_divisor(model_config)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: ``python -m microseg.recipes.train --run-dir DIR [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m microseg.recipes.train",
+                                     description="Train a segmentation model from scratch on "
+                                                 "the split of a run folder.")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--model-name", default="unet")
+    parser.add_argument("--architecture", default="unet")
+    parser.add_argument("--norm", default="batchrenorm")
+    parser.add_argument("--patch-size", type=int, nargs="+")
+    parser.add_argument("--batch-size", type=_batch_size, help="patches per step, or auto")
+    for name, kind in (("epochs", int), ("learning-rate", float), ("patience", int)):
+        parser.add_argument(f"--{name}", type=kind)
+    parser.add_argument("--grad-accumulation", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tuned")
+    for flag in ("quick", "overwrite", "resume"):
+        parser.add_argument(f"--{flag}", action="store_true")
+    arguments = vars(parser.parse_args(argv))
+    patch = arguments.pop("patch_size")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return train_model(patch_size=patch[0] if patch and len(patch) == 1 else patch,
+                       **arguments)
+
+
+def _batch_size(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""train_model in quick mode: prepares a split when missing, writes the model folder and
+summary, refuses to overwrite, resumes, takes tuned configs, and runs from the command line."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from microseg.errors import OutputExistsError, RunOrderError
+from microseg.models import ModelConfig
+from microseg.recipes.train import (
+    default_configs,
+    describe_configs,
+    main,
+    search_hyperparameters,
+    train_model,
+    validation_predictions,
+)
+from microseg.runs import RunFolder
+from microseg.training.checkpoint import load_model
+from microseg.training.config import TrainConfig
+from microseg.training.live_plot import plot_predictions
+
+SUMMARY_KEYS = {"best_val_loss", "best_val_dice", "epochs_run", "stopped_early", "fit_diagnosis",
+                "model_dir", "device", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    torch.set_num_threads(1)
+    summary = train_model(run_dir, quick=True)
+    return run_dir, summary
+
+
+def test_quick_training_prepares_data_and_writes_the_model_folder(trained_run):
+    run_dir, summary = trained_run
+    run = RunFolder(run_dir)
+    assert run.split_manifest.is_file()
+    folder = run.model_dir("unet")
+    assert summary["model_dir"] == str(folder)
+    assert SUMMARY_KEYS <= set(summary)
+    assert json.loads((folder / "summary.json").read_text()) == summary
+    assert summary["epochs_run"] == 2 and summary["device"] == "cpu"
+    assert summary["fit_diagnosis"]["verdict"] == "too short to tell"
+    assert 0 <= summary["best_val_dice"] <= 1
+    assert sum(summary["class_frequencies"]) == pytest.approx(1.0)
+    model, config, extra = load_model(folder)
+    assert config.channels == (4, 8, 16) and config.norm == "batchrenorm"
+    assert config.out_classes == 3 and extra["best_val_loss"] == summary["best_val_loss"]
+    assert run.model_names() == ["unet"]
+
+
+def test_existing_model_is_kept_and_resume_finishes_it(trained_run):
+    run_dir, summary = trained_run
+    with pytest.raises(OutputExistsError, match="already holds a model"):
+        train_model(run_dir, quick=True)
+    resumed = train_model(run_dir, quick=True, resume=True)
+    assert resumed["best_val_loss"] == summary["best_val_loss"]
+    assert resumed["steps"] == summary["steps"]
+
+
+def test_tuned_configs_are_used_as_saved(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    ModelConfig(channels=(2, 4), strides=(2,), num_res_units=0, norm="batch").save(
+        tmp_path / "best_model_config.json")
+    TrainConfig(epochs=9, steps_per_epoch=2, batch_size=2, patch_size=(32, 32)).save(
+        tmp_path / "best_train_config.json")
+    summary = train_model(run_dir, model_name="tuned", tuned=tmp_path, epochs=1)
+    _, config, extra = load_model(summary["model_dir"])
+    assert config.channels == (2, 4) and config.norm == "batch"
+    assert extra["train_config"]["epochs"] == 1 and extra["train_config"]["patch_size"] == [32, 32]
+    with pytest.raises(RunOrderError, match="run_search=True"):
+        train_model(run_dir, model_name="x", tuned=tmp_path / "missing")
+
+
+def test_command_line(trained_run, caplog):
+    run_dir, _ = trained_run
+    with caplog.at_level(logging.INFO):
+        summary = main(["--run-dir", str(run_dir), "--model-name", "cli", "--quick",
+                        "--patch-size", "32", "--norm", "group", "--batch-size", "auto"])
+    _, config, extra = load_model(summary["model_dir"])
+    assert config.norm == "group" and extra["train_config"]["patch_size"] == [32, 32]
+    assert extra["train_config"]["batch_size"] == 2  # no GPU: the default, with a message
+    assert "keeping batch_size=2" in caplog.text
+
+
+def test_default_configs_follow_the_manifest():
+    class Manifest:
+        ndim, n_channels, n_classes = 3, 2, 4
+
+    model, train = default_configs(Manifest(), norm="instance", patch_size=(16, 32, 32),
+                                   epochs=7)
+    assert (model.ndim, model.in_channels, model.out_classes) == (3, 2, 4)
+    assert model.norm == "instance" and train.epochs == 7 and train.batch_size == 2
+    assert train.patch_size == (16, 32, 32)
+    quick_model, quick_train = default_configs(Manifest(), quick=True)
+    assert quick_model.channels == (4, 8, 16) and quick_train.patch_size == (16, 32, 32)
+    unetr, _ = default_configs(Manifest(), architecture="unetr", patch_size=32, quick=True)
+    assert unetr.img_size == (32, 32, 32)
+
+
+def test_describe_configs_explains_each_setting():
+    class Manifest:
+        ndim, n_channels, n_classes = 2, 1, 3
+
+    table = describe_configs(*default_configs(Manifest()))
+    assert table.loc["patch", "value"] == "128×128"
+    assert table.loc["BatchRenorm schedule", "value"] == "BatchNorm for 240 steps, ramp over 240"
+    assert table["meaning"].str.len().min() > 10
+
+
+def test_validation_predictions_are_class_maps_of_the_best_model(trained_run):
+    run_dir, _ = trained_run
+    rows = validation_predictions(run_dir, "unet", n=2)
+    assert 1 <= len(rows) <= 2
+    model, _, _ = load_model(RunFolder(run_dir).model_dir("unet"))
+    for _, image, truth, prediction in rows:
+        assert image.ndim == 3 and prediction.shape == truth.shape == image.shape[1:]
+        with torch.no_grad():  # the synthetic images are multiples of the size divisor
+            direct = model(torch.from_numpy(image)[None]).argmax(1)[0].numpy()
+        assert (prediction == direct).mean() > 0.999
+    figure = plot_predictions(rows, n_classes=3)
+    assert len(figure.axes) == 3 * len(rows)
+    with pytest.raises(RunOrderError, match="02_train_from_scratch"):
+        validation_predictions(run_dir, "missing")
+
+
+def test_quick_search_writes_configs_train_model_can_use(trained_run):
+    run_dir, _ = trained_run
+    result = search_hyperparameters(run_dir, "searched", quick=True, seed=1)
+    folder = RunFolder(run_dir).root / "search" / "searched"
+    assert result["folder"] == str(folder) and result["n_trials"] == 2
+    assert (folder / "best_train_config.json").is_file()
+    again = search_hyperparameters(run_dir, "searched", n_trials=1, quick=True)
+    assert again["folder"].endswith("searched-2")  # the first search is kept
+    model_config, train_config = default_configs(None, tuned=folder)
+    assert train_config.learning_rate == pytest.approx(result["best_params"]["learning_rate"])
+    assert model_config.norm == result["best_params"]["norm"]
+
+
+def test_quick_training_in_3d(tmp_path):
+    from microseg.recipes.prepare import prepare_data
+
+    prepare_data(tmp_path, ndim=3, quick=True, n_synthetic=4, synthetic_shape=(16, 32, 32))
+    summary = train_model(tmp_path, quick=True)
+    _, config, extra = load_model(summary["model_dir"])
+    assert config.ndim == 3 and extra["train_config"]["patch_size"] == [16, 32, 32]
+    assert summary["epochs_run"] == 2
