@@ -1,0 +1,348 @@
+"""Human in the loop: predict new images, let a person correct the labels, retrain on them.
+
+One round (``k`` = 1, 2, ...):
+
+1. :func:`write_correction_round` predicts unlabelled images with the current model and writes,
+   into a NEW folder ``run_dir/corrections/round_<k>/``::
+
+       images/<name>        copies of the images (the originals are never touched)
+       labels/<stem>.tif    the predictions as editable label images: objects 1..n (instance
+                            task) or class ids (binary/semantic), uint16
+       predicted/<stem>.tif the same predictions, kept to measure how much was corrected
+       README.txt           how to correct the labels in napari or Fiji
+       round.json           which images, from where, predicted by which model
+
+2. A person corrects ``labels/`` in place (or :func:`simulate_corrections` copies the true labels
+   there, for headless runs and tests).
+3. :func:`read_corrections` pairs the round folder again (:func:`microseg.io.pair_folder`) and
+   measures the share of pixels changed; :func:`add_corrections_to_split` returns a split
+   manifest whose training set also holds the corrected images (saved as the round's
+   ``split.json``); retraining (fine-tuning) on it is the recipe's job.
+
+Rounds are recorded as dicts (images added, quality before and after) and written to
+``run_dir/corrections/rounds.csv`` by :func:`write_rounds_csv`.
+
+Example
+-------
+>>> round_ = write_correction_round("runs/demo", 1, model, config, image_paths,
+...                                 task="instance", normalization=norm)      # doctest: +SKIP
+>>> simulate_corrections(round_, "data/pool/labels")                           # doctest: +SKIP
+>>> pairs, changed = read_corrections(round_)                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microseg.errors import DataError
+
+__all__ = [
+    "CorrectionRound",
+    "README_TEXT",
+    "add_corrections_to_split",
+    "correction_round_dir",
+    "read_corrections",
+    "simulate_corrections",
+    "write_correction_round",
+    "write_rounds_csv",
+]
+
+log = logging.getLogger(__name__)
+
+README_TEXT = """\
+{title}
+{underline}
+
+The model predicted the {count} image(s) in images/; its labels are in labels/, one file per
+image with the same name: {what}.
+Correct the files in labels/ in place, save them under the same names, then continue the
+notebook (notebooks/04_fine_tune.ipynb). The originals of your images were not changed;
+predicted/ keeps the uncorrected predictions.
+
+In napari
+  1. Drag an image from images/ into napari, then its file from labels/ ("Labels" layer).
+  2. Select the labels layer. Paint (brush, "P") with a new label id to add or extend an object,
+     erase ("E", or paint with 0) to remove pixels, fill ("F") to relabel a whole object.
+     Press "M" to pick an unused id for a new object.
+  3. Fix merged objects by painting one part with a new id; fix split objects by filling both
+     parts with one id. Every object needs its own id; 0 is background.
+  4. File > Save Selected Layer(s)... over the same labels/<name>.tif.
+
+In Fiji
+  1. Open the image, then labels/<name>.tif (Image > Lookup Tables > glasbey to see objects).
+  2. Edit the label image with the pencil/brush using a new value per object (set the value
+     with the colour picker or Edit > Options > Colors), or draw ROIs and fill them
+     (Edit > Fill) with an unused id; fill with 0 to delete.
+  3. Keep it 16-bit, one channel (Image > Type > 16-bit), same size as the image, and save it
+     as TIFF over labels/<name>.tif.
+
+Labels must stay whole numbers >= 0 with the image's size. Images you cannot fix: delete both
+images/<name> and labels/<name>.tif, and they are left out of training.
+"""
+
+_TASK_WHAT = {
+    "instance": "0 background, 1, 2, ... one id per object",
+    "binary": "0 background, 1 object",
+    "semantic": "0 background, 1, 2, ... one id per class",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionRound:
+    """One round's folder and what is in it.
+
+    index: the round number k (from 1). folder: ``run_dir/corrections/round_<k>``.
+    stems: the images' names. sources: the original image paths (read, never written).
+    task: the data's task; it decides what the label values mean.
+    """
+
+    index: int
+    folder: Path
+    stems: tuple[str, ...]
+    sources: tuple[str, ...]
+    task: str
+
+    @property
+    def images_dir(self) -> Path:
+        """Copies of the images to correct."""
+        return self.folder / "images"
+
+    @property
+    def labels_dir(self) -> Path:
+        """The label images to correct in place."""
+        return self.folder / "labels"
+
+    @property
+    def predicted_dir(self) -> Path:
+        """The uncorrected predictions, kept for comparison."""
+        return self.folder / "predicted"
+
+    @property
+    def readme(self) -> Path:
+        """How to correct the labels."""
+        return self.folder / "README.txt"
+
+
+def correction_round_dir(run_dir: str | Path, index: int) -> Path:
+    """``run_dir/corrections/round_<index>``."""
+    return Path(run_dir) / "corrections" / f"round_{int(index)}"
+
+
+def write_correction_round(
+    run_dir: str | Path,
+    index: int,
+    model: Any,
+    config: Any,
+    image_paths: Sequence[str | Path],
+    task: str,
+    normalization: Any = None,
+    settings: Any = None,
+    postprocessing: Any = None,
+    ndim: int | None = None,
+    axes: str | None = None,
+    overwrite: bool = False,
+) -> CorrectionRound:
+    """Predict ``image_paths`` and write round ``index``'s folder (see the module docstring).
+
+    Parameters
+    ----------
+    run_dir : the run folder; the round goes into ``run_dir/corrections/round_<index>/``.
+    index : round number, from 1.
+    model, config : the current network (eval mode is used) and its ModelConfig.
+    image_paths : unlabelled image files (any format :func:`microseg.io.read_image` reads).
+    task : ``"instance"`` (objects via seeded watershed), ``"binary"`` or ``"semantic"``.
+    normalization : the :class:`~microseg.transforms.normalization.PercentileNormalization` of
+        the training data (percentiles of each whole image); None: defaults.
+    settings : :class:`~microseg.transfer.quality.TilingSettings`.
+    postprocessing : :class:`~microseg.inference.instances.InstancePostprocessing`.
+    ndim, axes : how to read the images (as in :func:`microseg.io.read_image`).
+    overwrite : write into a round folder that already holds files (its files are replaced).
+
+    Returns
+    -------
+    CorrectionRound.
+
+    Raises
+    ------
+    OutputExistsError
+        If the round folder already holds files and ``overwrite`` is false (earlier corrections
+        are never replaced silently).
+    DataError
+        For no images, unreadable images, or two images with the same name.
+    """
+    from microseg.io import image_stem
+    from microseg.runs import atomic_write_json, atomic_write_text, create_output_dir
+
+    sources = [Path(p) for p in image_paths]
+    stems = [image_stem(p) for p in sources]
+    _check_names(stems, sources)
+    folder = create_output_dir(correction_round_dir(run_dir, index), overwrite=overwrite)
+    round_ = CorrectionRound(int(index), folder, tuple(stems), tuple(str(p) for p in sources), task)
+    for source, stem in zip(sources, stems, strict=True):
+        labels = _predicted_labels(model, config, source, task, normalization, settings,
+                                   postprocessing, ndim, axes)
+        _copy_image(source, round_.images_dir)
+        _write_labels(round_.labels_dir / f"{stem}.tif", labels)
+        _write_labels(round_.predicted_dir / f"{stem}.tif", labels)
+    title = f"Correcting round {index} of the human-in-the-loop training"
+    atomic_write_text(round_.readme, README_TEXT.format(
+        title=title, underline="=" * len(title), count=len(stems),
+        what=_TASK_WHAT.get(task, "class ids")))
+    atomic_write_json(folder / "round.json", {
+        "index": int(index), "stems": stems, "sources": round_.sources, "task": task,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
+    log.info("round %d: predicted %d image(s); correct the labels in %s", index, len(stems),
+             round_.labels_dir)
+    return round_
+
+
+def _check_names(stems: list[str], sources: list[Path]) -> None:
+    if not sources:
+        raise DataError("no images to predict for the correction round",
+                        ["give at least one unlabelled image"])
+    repeated = sorted({s for s in stems if stems.count(s) > 1})
+    if repeated:
+        raise DataError("images in one correction round need different names",
+                        [f"{s!r}: {', '.join(str(p) for p, t in zip(sources, stems, strict=True) if t == s)}"
+                         for s in repeated])
+
+
+def _predicted_labels(model: Any, config: Any, source: Path, task: str, normalization: Any,
+                      settings: Any, postprocessing: Any, ndim: int | None,
+                      axes: str | None) -> np.ndarray:
+    from microseg.io import read_image
+    from microseg.transfer.quality import labels_from_probabilities, predict_probabilities
+    from microseg.transforms.normalization import (
+        PercentileNormalization,
+        normalize,
+        percentile_statistics,
+    )
+
+    normalization = normalization or PercentileNormalization()
+    image = read_image(source, axes=axes, ndim=ndim)
+    low, high = percentile_statistics(image, normalization)
+    normalized = normalize(image, low, high, normalization.clip)
+    probabilities = predict_probabilities(model, normalized, config, settings)
+    return labels_from_probabilities(probabilities, task, postprocessing)
+
+
+def _copy_image(source: Path, images_dir: Path) -> None:
+    """Copy (never link: an editor saving through a link would change the user's file)."""
+    images_dir.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, images_dir / source.name, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, images_dir / source.name)
+
+
+def _write_labels(path: Path, labels: np.ndarray) -> None:
+    from microseg.io import write_image
+
+    stored = labels.astype(np.uint16) if labels.max(initial=0) <= np.iinfo(np.uint16).max else labels
+    write_image(path, stored, axes="ZYX" if labels.ndim == 3 else "YX", overwrite=True)
+
+
+def simulate_corrections(round_: CorrectionRound, truth_labels_dir: str | Path) -> list[Path]:
+    """Stand in for the person: replace each predicted label image by the true one.
+
+    ``truth_labels_dir`` holds one label image per stem (any supported format). Used in
+    headless runs and tests, where the "corrected" labels are the ground truth. Raises
+    :class:`DataError` listing every stem without a true label image.
+    """
+    from microseg.io import image_stem, list_images, read_label
+
+    truth = {image_stem(p): p for p in list_images(truth_labels_dir)}
+    missing = [s for s in round_.stems if s not in truth]
+    if missing:
+        raise DataError(f"cannot simulate corrections: {truth_labels_dir} lacks labels",
+                        [f"no label image for {s!r}" for s in missing])
+    written = []
+    for stem in round_.stems:
+        path = round_.labels_dir / f"{stem}.tif"
+        _write_labels(path, read_label(truth[stem]))
+        written.append(path)
+    return written
+
+
+def read_corrections(round_: CorrectionRound, ndim: int | None = None,
+                     axes: str | None = None) -> tuple[list[Any], dict[str, float]]:
+    """The corrected pairs of a round, and the share of pixels the person changed per image.
+
+    Pairs ``images/`` with ``labels/`` of the round folder (:func:`microseg.io.pair_folder`,
+    every problem listed in one :class:`DataError`). The share changed counts pixels whose
+    object/background status or class differs from ``predicted/`` (instance ids are renumbered
+    freely, so only where objects are is compared, plus pixels that moved between objects).
+    """
+    from microseg.io import pair_folder, read_label
+
+    pairs = pair_folder(round_.folder, ndim=ndim, axes=axes)
+    changed = {}
+    for pair in pairs:
+        predicted_path = round_.predicted_dir / f"{pair.stem}.tif"
+        if predicted_path.is_file():
+            changed[pair.stem] = _changed_share(read_label(predicted_path, ndim=ndim),
+                                                read_label(pair.label, ndim=ndim), round_.task)
+    return pairs, changed
+
+
+def _changed_share(predicted: np.ndarray, corrected: np.ndarray, task: str) -> float:
+    if predicted.shape != corrected.shape:
+        return 1.0
+    if task != "instance":
+        return float(np.mean(predicted != corrected))
+    # ids are arbitrary: a pixel is unchanged when it stays in the corrected object that most of
+    # its predicted object's pixels went to
+    both = (predicted > 0) & (corrected > 0)
+    pairs, counts = np.unique(np.stack([predicted[both], corrected[both]]), axis=1,
+                              return_counts=True)
+    by_count = np.argsort(-counts, kind="stable")
+    _, first = np.unique(pairs[0][by_count], return_index=True)
+    kept = int(counts[by_count][first].sum())
+    flipped = int(np.sum((predicted > 0) != (corrected > 0)))
+    return float((flipped + int(both.sum()) - kept) / predicted.size)
+
+
+def add_corrections_to_split(manifest: Any, pairs: Sequence[Any], round_index: int) -> Any:
+    """A copy of ``manifest`` whose training set also holds the corrected ``pairs``.
+
+    Each new entry gets its own normalization statistics (percentiles of the whole image, as
+    the manifest's normalization says) and the stem ``round<k>/<stem>``, so it cannot be
+    confused with an image of the same name already in the split. Validation and test sets are
+    unchanged. Raises :class:`DataError` when an image is already in the split (same file).
+    """
+    from microseg.data.split import SplitManifest, manifest_entry
+    from microseg.io import read_image
+    from microseg.transforms.normalization import percentile_statistics
+
+    existing = {e["image"] for s in ("train", "val", "test") for e in manifest.entries(s)}
+    config = manifest.normalization_config()
+    added = []
+    for pair in pairs:
+        if str(Path(pair.image).resolve()) in existing:
+            raise DataError(f"{pair.image} is already in the split; a corrected image must be new")
+        low, high = percentile_statistics(read_image(pair.image, axes=manifest.input_axes,
+                                                     ndim=manifest.ndim), config)
+        added.append(manifest_entry(f"round{round_index}/{pair.stem}", pair.image, pair.label,
+                                    low, high))
+    data = manifest.to_dict()
+    data["train"] = [*data["train"], *added]
+    return SplitManifest.from_dict(data)
+
+
+def write_rounds_csv(rounds: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write one row per round (its dict; lists joined with ';') as CSV, atomically."""
+    import pandas as pd
+
+    from microseg.runs import atomic_write_text
+
+    rows = [{k: ";".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in r.items()}
+            for r in rounds]
+    return atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
