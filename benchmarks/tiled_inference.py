@@ -1,0 +1,157 @@
+"""Tiled inference: microseg's exact halo crop against MONAI's sliding window, same model and tile.
+
+Every method gets the same network input size per forward pass (the same memory budget): ours
+reads an inner block of ``tile − 2·halo`` plus the halo; MONAI reads windows of ``tile`` at
+overlap 0.25 (its default, constant weights) and at overlap 0.5 with Gaussian weights (the
+nnU-Net setting). Each method runs in its own process so that its peak resident memory can be read.
+The deviation from the whole-image prediction is measured on a smaller image (the whole-image
+reference of the full size would not fit the memory budget this benchmark is about), leaving out
+a border of one halo where each method's padding convention decides the values.
+
+    .venv/bin/python benchmarks/tiled_inference.py               # 2D 4096², 3D 256³, CPU or CUDA
+    .venv/bin/python benchmarks/tiled_inference.py --quick       # small sizes, seconds
+
+Prints a table and writes JSON to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = ("microseg", "monai-0.25-constant", "monai-0.5-gaussian")
+
+
+def build_network(ndim: int, device: str):
+    """The paper's U-Net (2 downsamplings, 32/64/128, 2 residual units), batch norm, eval mode."""
+    import torch
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=ndim, in_channels=1, out_channels=3, channels=(32, 64, 128),
+               strides=(2, 2), num_res_units=2, norm="batch")
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(2, 1, *([64] * ndim)))
+    return net.eval().to(device)
+
+
+def predict(method: str, net, image, tile: int, halo: int, batch: int, device: str):
+    """Logits (K, *spatial) float32 numpy for one method."""
+    import torch
+
+    if method == "microseg":
+        from microseg.inference.tiling import predict_tiled
+
+        inner = tile - 2 * halo
+        return predict_tiled(net, image, tile_shape=inner, halo=halo, batch_size=batch,
+                             device=device, activation=None)
+    from monai.inferers import sliding_window_inference
+
+    overlap, mode = (0.25, "constant") if method == "monai-0.25-constant" else (0.5, "gaussian")
+    with torch.inference_mode():
+        x = torch.from_numpy(image[None]).to(device)
+        out = sliding_window_inference(x, (tile,) * (image.ndim - 1), batch, net,
+                                       overlap=overlap, mode=mode)
+    return out[0].float().cpu().numpy()
+
+
+def whole(net, image, device):
+    import torch
+
+    with torch.inference_mode():
+        return net(torch.from_numpy(image[None]).to(device))[0].float().cpu().numpy()
+
+
+def worker(args) -> dict:
+    """Run one method in this process and report speed, memory and deviation."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = build_network(args.ndim, device)
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((1,) + (args.size,) * args.ndim).astype(np.float32)
+    small = rng.standard_normal((1,) + (args.check_size,) * args.ndim).astype(np.float32)
+    # Compared away from the image border (by the halo), where padding conventions do not matter.
+    inner = (slice(None),) + (slice(args.halo, -args.halo),) * args.ndim
+    deviation = float(np.abs(predict(args.method, net, small, args.tile, args.halo, args.batch,
+                                     device)[inner] - whole(net, small, device)[inner]).max())
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out = predict(args.method, net, image, args.tile, args.halo, args.batch, device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    assert out.shape[1:] == image.shape[1:]
+    return {
+        "method": args.method, "ndim": args.ndim, "size": args.size, "tile": args.tile,
+        "halo": args.halo, "batch": args.batch, "device": device, "seconds": seconds,
+        "valid_pixels_per_s": image[0].size / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+        "max_abs_diff_vs_whole": deviation, "check_size": args.check_size,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", default="microseg")
+    parser.add_argument("--ndim", type=int, default=2)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--check-size", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--halo", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=4)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    cases = [  # (ndim, size, check size, tile, halo, batch); halo ≥ receptive-field radius 23
+        (2, 1024 if args.quick else 4096, 640 if args.quick else 1024, 256, 24, 4),
+        (3, 128 if args.quick else 256, 160 if args.quick else 192, 96, 24, 1),
+    ]
+    rows = []
+    for ndim, size, check, tile, halo, batch in cases:
+        for method in METHODS:
+            cmd = [sys.executable, __file__, "--worker", "--method", method, "--ndim", str(ndim),
+                   "--size", str(size), "--check-size", str(check), "--tile", str(tile),
+                   "--halo", str(halo), "--batch", str(batch), "--threads", str(args.threads)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"{ndim}D {size:>5} {method:<22} {r['valid_pixels_per_s'] / 1e6:8.2f} Mpx/s "
+                  f"peak RSS {r['peak_rss_mb']:8.0f} MB  max|Δ| vs whole {r['max_abs_diff_vs_whole']:.2e}",
+                  flush=True)
+    for ndim in (2, 3):
+        ours = next(r for r in rows if r["ndim"] == ndim and r["method"] == "microseg")
+        for r in rows:
+            if r["ndim"] == ndim:
+                r["speed_ratio_ours_over_this"] = ours["valid_pixels_per_s"] and (
+                    ours["valid_pixels_per_s"] / r["valid_pixels_per_s"])
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = out / f"tiled_inference-{stamp}.json"
+    path.write_text(json.dumps({"machine": platform.node(), "platform": platform.platform(),
+                                "date": stamp, "command": " ".join(sys.argv), "rows": rows},
+                               indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
