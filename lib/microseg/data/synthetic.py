@@ -331,7 +331,7 @@ def write_synthetic_dataset(out_dir: str | Path, n_images: int = 24,
     if n_images < 1:
         raise ConfigError(f"n_images = {n_images}: need at least 1 synthetic image")
     record = synthetic_record(n_images, shape, domain, seed, config)
-    config = _dataset_config(domain, config)
+    config = resolve_config(domain, config)
     out_dir = create_output_dir(out_dir)
     stems = [f"synthetic_{i:0{max(3, len(str(n_images - 1)))}d}" for i in range(n_images)]
     for i, stem in enumerate(stems):
@@ -345,12 +345,14 @@ def write_synthetic_dataset(out_dir: str | Path, n_images: int = 24,
 def synthetic_record(n_images: int, shape: Sequence[int], domain: str, seed: int,
                      config: SyntheticConfig | None = None) -> dict[str, Any]:
     """What ``synthetic.json`` holds: everything needed to make the same dataset again."""
-    config = _dataset_config(domain, config)
+    config = resolve_config(domain, config)
     return {"n_images": int(n_images), "shape": [int(s) for s in shape], "domain": domain,
             "seed": int(seed), "config": config.to_dict()}
 
 
-def _dataset_config(domain: str, config: SyntheticConfig | None) -> SyntheticConfig:
+def resolve_config(domain: str, config: SyntheticConfig | None) -> SyntheticConfig:
+    """The config to draw with: ``config`` if given (then ``domain`` must stay "source"), else
+    the preset of ``domain``. Raises ConfigError when both are given."""
     if config is None:
         return domain_config(domain)
     if domain != "source":

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.data.synthetic import SyntheticConfig, domain_config
+from microseg.data.synthetic import SyntheticConfig, resolve_config
 from microseg.errors import ConfigError, OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def write_synthetic_volume(path: str | Path, shape: Sequence[int] = (256, 256, 2
     OutputExistsError if ``path`` or ``labels_path`` exists; ConfigError for a bad shape, chunk
     shape, domain or config.
     """
-    config = _volume_config(domain, config)
+    config = resolve_config(domain, config)
     shape, chunks = _checked_geometry(shape, chunks)
     targets = [Path(path)] + ([Path(labels_path)] if labels_path is not None else [])
     for target in targets:
@@ -381,15 +381,6 @@ def _camera(expected: np.ndarray, start: np.ndarray, stop: np.ndarray, config: S
     electrons = expected + np.sqrt(expected + config.read_noise**2) * noise
     grey = config.offset + config.intensity_scale * electrons
     return np.clip(np.rint(grey), 0, _UINT16_MAX).astype(np.uint16)
-
-
-def _volume_config(domain: str, config: SyntheticConfig | None) -> SyntheticConfig:
-    if config is None:
-        return domain_config(domain)
-    if domain != "source":
-        raise ConfigError(f"pass either domain={domain!r} or a config, not both; for a varied "
-                          f"target appearance use config=domain_config({domain!r}).replace(...)")
-    return config
 
 
 def _checked_shape(shape: Sequence[int]) -> tuple[int, ...]:
