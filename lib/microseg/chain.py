@@ -15,9 +15,10 @@ from __future__ import annotations
 import html
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from microseg.errors import MicrosegError
 from microseg.runs import atomic_write_text

@@ -160,7 +160,7 @@ def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
             return tuple(_coerce(owner, name, v, args[0]) for v in value)
         if args and len(args) != len(value):
             raise ConfigError(f"{owner}.{name}: expected {len(args)} values, found {len(value)}")
-        return tuple(_coerce(owner, name, v, a) for v, a in zip(value, args)) if args else tuple(value)
+        return tuple(_coerce(owner, name, v, a) for v, a in zip(value, args, strict=True)) if args else tuple(value)
     if origin in (list, dict):
         if not isinstance(value, origin):
             raise ConfigError(f"{owner}.{name}: expected a {origin.__name__}, found {value!r}")

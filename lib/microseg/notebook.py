@@ -43,7 +43,7 @@ def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any]) -> Ru
     record_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "notebook": name,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "parameters": params,
     }
     atomic_write_json(record_dir / f"{name}.params.json", record)

@@ -21,9 +21,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from microseg.errors import OutputExistsError, RunOrderError
 
