@@ -9,7 +9,7 @@ RUN_DIR ?= runs/demo
 .PHONY: help demo test test-fast lab lock lint image container clean-venv
 
 help:
-	@echo "make demo   run the notebook chain headless on built-in synthetic data (ND=3 for 3D) into $(RUN_DIR)"
+	@echo "make demo   run the notebook chain headless on built-in synthetic data (ND=3 for 3D, QUICK=1 for a smoke run) into $(RUN_DIR)"
 	@echo "make test   run the whole test suite (unit tests and every notebook in quick mode)"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make lock   regenerate $(LOCK) from pyproject.toml"
@@ -23,7 +23,7 @@ $(BIN)/.installed: $(LOCK) pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m microseg.demo --run-dir $(RUN_DIR) --ndim $(ND)
+	$(BIN)/python -m microseg.demo --run-dir $(RUN_DIR) --ndim $(ND) $(if $(QUICK),--quick)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
