@@ -109,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only-ndim", type=int, choices=(2, 3), help="run only the 2D or 3D case")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", default="microseg")
     parser.add_argument("--ndim", type=int, default=2)
@@ -125,6 +126,7 @@ def main() -> None:
         (2, 1024 if args.quick else 4096, 640 if args.quick else 1024, 256, 24, 4),
         (3, 128 if args.quick else 256, 160 if args.quick else 192, 96, 24, 1),
     ]
+    cases = [c for c in cases if args.only_ndim in (None, c[0])]
     rows = []
     for ndim, size, check, tile, halo, batch in cases:
         for method in METHODS:
@@ -137,7 +139,7 @@ def main() -> None:
             print(f"{ndim}D {size:>5} {method:<22} {r['valid_pixels_per_s'] / 1e6:8.2f} Mpx/s "
                   f"peak RSS {r['peak_rss_mb']:8.0f} MB  max|Δ| vs whole {r['max_abs_diff_vs_whole']:.2e}",
                   flush=True)
-    for ndim in (2, 3):
+    for ndim in sorted({r["ndim"] for r in rows}):
         ours = next(r for r in rows if r["ndim"] == ndim and r["method"] == "microseg")
         for r in rows:
             if r["ndim"] == ndim:
