@@ -84,6 +84,19 @@ def test_tiff_volume_matches_in_memory_and_whole_image_prediction(tmp_path, mode
     assert sorted(p.name for p in path.parent.iterdir()) == ["image.tif"]
 
 
+def test_volume_extended_beyond_its_border_matches_predict_tiled_extended(tmp_path, model2d,
+                                                                          image2d):
+    result = predict_volume_to_zarr(model2d, image2d, tmp_path / "out", TILE, HALO,
+                                    scheduler="synchronous", border="extend")
+    found = zarr.open_array(result["probabilities"], mode="r")[...]
+    low, high = percentile_statistics(image2d, PercentileNormalization())
+    extended = predict_tiled(model2d, normalize(image2d, low, high), TILE, HALO, size_divisor=4,
+                             border="extend")
+    np.testing.assert_allclose(found, extended, atol=1e-5, rtol=0)
+    inside = _reference(model2d, image2d)
+    assert np.abs(found - inside).max() > 1e-3, "the border setting must reach the windows"
+
+
 def test_compressed_tiff_and_zarr_give_the_same_3d_result(tmp_path):
     from microseg.io import write_image
 

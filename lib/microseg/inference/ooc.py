@@ -3,13 +3,15 @@
 How it works
 ------------
 The volume is covered by *blocks* of a few tiles each (``block_shape``, a multiple of the tile).
-Every block is one Dask task: it reads the windows of its tiles (inner tile plus ``halo`` of real
-neighbouring voxels on every side, padded only at the volume border —
-:func:`microseg.inference.tiling.read_window`), normalizes them with *global* statistics computed
-once for the whole volume, predicts them in batches (:func:`~microseg.inference.tiling.
-predict_windows`), keeps the inner tiles and writes the block into a Zarr array whose chunks are
-the blocks, so concurrent writers never share a chunk. The windows are exactly those of
-:func:`~microseg.inference.tiling.predict_tiled`, so the result equals the in-memory prediction.
+Every block is one Dask task: it reads the windows that predict it (tile plus ``halo`` of real
+neighbouring voxels on every side, laid out by :func:`microseg.inference.tiling.window_layout`
+with the block as the region to keep, read by :func:`~microseg.inference.tiling.read_window`),
+normalizes them with *global* statistics computed once for the whole volume, predicts them in
+batches (:func:`~microseg.inference.tiling.predict_windows`), keeps what each window predicts
+with full context and writes the block into a Zarr array whose chunks are the blocks, so
+concurrent writers never share a chunk. Windows obey the same rules as in
+:func:`~microseg.inference.tiling.predict_tiled` (stride grid, halo, ``border``), so the result
+equals the in-memory prediction.
 
 Blocks are written by ``dask.delayed`` tasks rather than ``dask.array.map_overlap``: each task
 reads only its own windows straight from the file (a memory-mapped TIFF, a TIFF opened as Zarr,
@@ -151,6 +153,8 @@ class VolumePlan:
     low: tuple[float, ...]
     high: tuple[float, ...]
     clip: bool
+    border: str = "inside"
+    divisor: int = 1
 
     def blocks(self) -> list[tuple[slice, ...]]:
         """The blocks covering the volume, C order (see :func:`tile_grid`)."""
@@ -215,6 +219,7 @@ def predict_volume_to_zarr(
     scheduler: Any = None,
     pad_mode: str = "reflect",
     overwrite: bool = False,
+    border: str = "inside",
 ) -> dict[str, Any]:
     """Predict a volume larger than memory into Zarr, block by block with Dask; resumable.
 
@@ -250,6 +255,8 @@ def predict_volume_to_zarr(
         (``"tcp://host:8786"``).
     pad_mode : how windows are filled beyond the volume border (as predict_tiled).
     overwrite : replace complete (or differently started) results in ``output_path``.
+    border : ``"inside"`` (windows stay in the volume) or ``"extend"`` (the volume is extended
+        by the halo), as for predict_tiled; the result equals predict_tiled's with the same one.
 
     Returns
     -------
@@ -270,7 +277,7 @@ def predict_volume_to_zarr(
     volume = source if isinstance(source, VolumeSource) else VolumeSource(source, axes)
     check_volume_fits_model(volume, model)
     plan = make_volume_plan(volume, model, tile_shape, halo, normalization_stats, normalization,
-                            output, postprocessing is not None, block_shape, pad_mode)
+                            output, postprocessing is not None, block_shape, pad_mode, border)
     folder = _OutputFolder(Path(output_path))
     _refuse_output_inside_input(folder.root, volume)
     resumed = _prepare_output_folder(folder, plan, _source_record(volume, model), overwrite,
@@ -332,16 +339,22 @@ def make_volume_plan(
     instances: bool,
     block_shape: int | Sequence[int] | None,
     pad_mode: str,
+    border: str = "inside",
 ) -> VolumePlan:
     """Align tile and halo to the model's size divisor, choose blocks, fix the statistics.
 
     Raises :class:`ConfigError` for a tile smaller than twice the halo or statistics whose
     length is not the number of channels.
     """
+    from microseg.inference.tiling import BORDERS
     from microseg.transforms.normalization import PercentileNormalization, percentile_statistics
 
+    if border not in BORDERS:
+        raise ConfigError(f"border {border!r} is not known; choose one of {', '.join(BORDERS)}")
+
     spatial = tuple(int(s) for s in volume.shape[1:])
-    tile, context = _aligned_tile_and_halo(spatial, tile_shape, halo, _size_divisor(model))
+    divisor = _size_divisor(model)
+    tile, context = _aligned_tile_and_halo(spatial, tile_shape, halo, divisor)
     block = _block_shape(spatial, tile, block_shape)
     normalization = normalization or PercentileNormalization()
     if normalization_stats is None:
@@ -351,7 +364,7 @@ def make_volume_plan(
         raise ConfigError(f"normalization_stats hold {len(low)} low and {len(high)} high values; "
                           f"expected one per channel ({volume.shape[0]})")
     return VolumePlan(spatial, int(volume.shape[0]), tile, context, block, pad_mode, output,
-                      instances, low, high, bool(normalization.clip))
+                      instances, low, high, bool(normalization.clip), border, divisor)
 
 
 def _size_divisor(model: Any) -> int:
@@ -426,9 +439,10 @@ def _refuse_output_inside_input(output: Path, volume: VolumeSource) -> None:
 
 def output_channels(model: Any, volume: Any, plan: VolumePlan, device: Any = None) -> int:
     """K, the number of classes ``model`` predicts, from one forward pass on the first tile."""
-    from microseg.inference.tiling import predict_windows
+    from microseg.inference.tiling import predict_windows, read_window, window_layout
 
-    window = _window(volume, (0,) * len(plan.tile), plan).astype(np.float32)
+    first = window_layout(plan.spatial_shape, plan.tile, plan.halo, plan.divisor, plan.border)[0]
+    window = read_window(volume, first.lower, first.upper, plan.pad_mode).astype(np.float32)
     return int(predict_windows(model, [window], device=device).shape[1])
 
 
@@ -539,36 +553,27 @@ def predict_block(model: Any, volume: Any, block: tuple[slice, ...], plan: Volum
 def block_probabilities(model: Any, volume: Any, block: tuple[slice, ...], plan: VolumePlan,
                         batch_size: int = 4, device: Any = None) -> np.ndarray:
     """Class probabilities (K, *block extent) float32 of one block, tile by tile with halo."""
-    from microseg.inference.tiling import predict_windows, tile_grid
+    from microseg.inference.tiling import predict_windows, read_window, window_layout
     from microseg.transforms.normalization import normalize
 
     extent = tuple(s.stop - s.start for s in block)
-    starts = [tuple(s.start + t.start for s, t in zip(block, tile, strict=True))
-              for tile in tile_grid(extent, plan.tile)]
+    windows = window_layout(plan.spatial_shape, plan.tile, plan.halo, plan.divisor,
+                            plan.border, region=block)
     normalizer = functools.partial(normalize, low=np.asarray(plan.low),
                                    high=np.asarray(plan.high), clip=plan.clip)
-    pieces = []
-    for first in range(0, len(starts), max(1, batch_size)):
-        group = starts[first:first + max(1, batch_size)]
-        windows = [_window(volume, start, plan) for start in group]
-        pieces.extend(predict_windows(model, windows, device=device, tile_transform=normalizer))
-    out = np.zeros((pieces[0].shape[0], *extent), dtype=np.float32)
-    for start, window in zip(starts, pieces, strict=True):
-        kept = tuple(min(t, b.stop - s) for s, t, b in zip(start, plan.tile, block, strict=True))
-        inner = tuple(slice(h, h + k) for h, k in zip(plan.halo, kept, strict=True))
-        where = tuple(slice(s - b.start, s - b.start + k)
-                      for s, b, k in zip(start, block, kept, strict=True))
-        out[(slice(None), *where)] = window[(slice(None), *inner)]
+    out = None
+    step = max(1, batch_size)
+    for first in range(0, len(windows), step):
+        group = windows[first:first + step]
+        inputs = [read_window(volume, w.lower, w.upper, plan.pad_mode) for w in group]
+        predictions = predict_windows(model, inputs, device=device, tile_transform=normalizer)
+        if out is None:
+            out = np.zeros((predictions.shape[1], *extent), dtype=np.float32)
+        for window, prediction in zip(group, predictions, strict=True):
+            where = tuple(slice(k.start - b.start, k.stop - b.start)
+                          for k, b in zip(window.kept, block, strict=True))
+            out[(slice(None), *where)] = prediction[(slice(None), *window.crop)]
     return out
-
-
-def _window(volume: Any, start: tuple[int, ...], plan: VolumePlan) -> np.ndarray:
-    """The network input of the tile starting at ``start``: tile plus halo, padded at the border."""
-    from microseg.inference.tiling import read_window
-
-    lower = [s - h for s, h in zip(start, plan.halo, strict=True)]
-    upper = [s + t + h for s, t, h in zip(start, plan.tile, plan.halo, strict=True)]
-    return read_window(volume, lower, upper, plan.pad_mode)
 
 
 def run_tasks(tasks: list[Any], scheduler: Any = None) -> list[Any]:

@@ -5,29 +5,38 @@ a Zarr array out, read and written block by block).
 
 Geometry
 --------
-The image (C, *spatial) is covered by a grid of *inner blocks* of ``tile_shape`` starting at 0,
-``tile_shape``, 2·``tile_shape``, ... along every axis. Each block is read together with ``halo``
-pixels of real neighbouring image on every side; only where that window leaves the image is it
-padded (``pad_mode``), as if the image were extended infinitely by that rule. The network predicts
-the window and only the inner block is kept. No averaging.
+Every network input (a *window*) is an inner block of ``tile_shape`` plus ``halo`` pixels of
+context on every side; the network predicts the window and only the part that has enough context
+is kept. No averaging. Along each axis the windows are spread evenly, the fewest that cover it,
+and consecutive windows are cut where both have at least ``halo`` context (:func:`axis_windows`).
+What lies beyond the image border is set by ``border``:
+
+- ``"inside"`` (default): windows stay inside the image, as when the network sees the whole image
+  at once. A window at the border keeps what it predicts up to the border, which needs no context
+  there: the network sees the same edge in the window as in the whole image. This is also the
+  cheapest: a 128³ volume with a 96³ window and a halo of 24 needs 8 windows, not 27.
+- ``"extend"``: the image is extended by ``halo`` pixels on every side (``pad_mode``), as if it
+  continued beyond its border, and windows cover that extended image.
 
 Why the result equals the whole-image prediction exactly (:func:`predict_whole` with the same
-``halo`` and ``pad_mode``): a U-Net with total stride D (``size_divisor``, 2^depth) is
-translation-equivariant only for shifts by multiples of D. Tile sides and halos are therefore
-multiples of D (``tile_shape`` is rounded down, ``halo`` up, with a log message), so every window
-starts at ``k·D − halo``, on the same stride grid as the whole image, whose padded input starts at
-``−halo``. Each input side (``tile + 2·halo``, whole: image side rounded up to D, ``+ 2·halo``) is a
-multiple of D. Every output pixel depends only on inputs within the receptive-field radius (see
-:mod:`microseg.diagnostics.receptive_field`), so with ``halo`` at least that radius it sees the
-same input values in the tile as in the whole image, and the network's own zero padding at a
-window border never reaches a kept pixel. Networks with tile-wise statistics (InstanceNorm) or
-tile-wise input normalization break this: every output depends on the whole tile.
+``halo``, ``pad_mode`` and ``border``): a U-Net with total stride D (``size_divisor``, 2^depth)
+is translation-equivariant only for shifts by multiples of D. Tile sides and halos are therefore
+multiples of D (``tile_shape`` is rounded down, ``halo`` up, with a log message), every window
+starts on the stride grid of the whole image (``k·D``, whose padded input starts at 0, or at
+``−halo`` with ``border="extend"``) and every window side is a multiple of D (the image side is
+padded at its far end to a multiple of D by ``pad_mode``, in the whole image and in the windows
+alike). Every output pixel depends only on inputs within the receptive-field radius (see
+:mod:`microseg.diagnostics.receptive_field`), so with ``halo`` at least that radius a kept pixel
+sees the same input values in its window as in the whole image, and the network's own zero
+padding at a window border reaches a kept pixel only where that border is the whole image's
+border too. Networks with tile-wise statistics (InstanceNorm) or tile-wise input normalization
+break this: every output depends on the whole tile.
 
 Blending
 --------
 ``blending="gaussian"`` or ``"linear"`` is for networks that cannot stitch exactly: inner blocks
-then overlap by half (step ``tile_shape / 2`` rounded to D), each is still cropped from its halo,
-and overlapping predictions are averaged with weights that fall off from the block centre (a
+then overlap by half (step ``tile_shape / 2`` rounded to D), each is still cropped from its halo
+(windows reach beyond the image border as with ``border="extend"``), and overlapping predictions are averaged with weights that fall off from the block centre (a
 Gaussian with σ = side/8, or a tent). Weights are separable and normalized per axis, so at every
 pixel the weights of the blocks covering it sum to exactly 1.
 
@@ -56,19 +65,26 @@ import numpy as np
 from microseg.errors import ConfigError, DataError
 
 __all__ = [
+    "BORDERS",
     "PAD_MODES",
+    "Window",
+    "axis_windows",
     "blending_weights",
     "predict_tiled",
     "predict_whole",
     "predict_windows",
     "read_window",
     "tile_grid",
+    "window_layout",
 ]
 
 logger = logging.getLogger(__name__)
 
 PAD_MODES = ("reflect", "symmetric", "replicate", "constant", "wrap")
 """How a window is filled where it leaves the image (NumPy's names; "replicate" is "edge")."""
+
+BORDERS = ("inside", "extend")
+"""Where windows may lie: inside the image, or reaching ``halo`` beyond its border."""
 
 BLENDINGS = ("gaussian", "linear")
 ACTIVATIONS = ("softmax", "sigmoid", None)
@@ -110,6 +126,116 @@ def _block_starts(
     return list(itertools.product(*per_axis))
 
 
+def axis_windows(
+    keep_start: int,
+    keep_stop: int,
+    size: int,
+    window: int,
+    halo: int,
+    divisor: int = 1,
+    border: str = "inside",
+) -> list[tuple[int, int, int, int]]:
+    """Windows along one axis that together predict pixels ``keep_start`` to ``keep_stop``.
+
+    Windows lie within the image, padded at its far end to a multiple of ``divisor``
+    (``border="inside"``), or within that extended by ``halo`` on both sides (``"extend"``), and
+    reach at most ``halo`` beyond the kept range. They are the fewest that cover it with ``halo``
+    of context on every side of what they keep (none where a window side is the border of that
+    range), spread evenly with starts on multiples of ``divisor``. ``window``, ``halo`` and
+    ``keep_start`` must be multiples of ``divisor``, and ``window > 2·halo``.
+
+    Returns
+    -------
+    list of ``(window_start, window_length, kept_start, kept_stop)``: kept ranges follow each
+    other without gap or overlap. All windows have length ``window`` except a single window,
+    which is as long as the range allows (shorter or longer).
+
+    Example
+    -------
+    >>> axis_windows(0, 128, 128, window=96, halo=24)
+    [(0, 96, 0, 64), (32, 96, 64, 128)]
+    >>> axis_windows(0, 128, 128, window=96, halo=24, border="extend")
+    [(-24, 96, 0, 44), (16, 96, 44, 84), (56, 96, 84, 128)]
+    """
+    if border not in BORDERS:
+        raise ConfigError(f"border {border!r} is not known; choose one of {', '.join(BORDERS)}")
+    padded = math.ceil(size / divisor) * divisor
+    edge_low, edge_high = (0, padded) if border == "inside" else (-halo, padded + halo)
+    low = max(edge_low, (keep_start - halo) // divisor * divisor)
+    high = min(edge_high, math.ceil((keep_stop + halo) / divisor) * divisor)
+    if high - low <= window:
+        return [(low, high - low, keep_start, keep_stop)]
+    free = (high - window - low) // divisor
+    longest_step = (window - 2 * halo) // divisor
+    steps = math.ceil(free / longest_step)
+    starts = [low + divisor * (i * free // steps) for i in range(steps + 1)]
+    # between two windows a and b, any cut in [b + halo, a + window - halo] is exact; take the middle
+    cuts = [
+        (b + halo) + ((a + window - halo) - (b + halo)) // 2
+        for a, b in zip(starts[:-1], starts[1:], strict=True)
+    ]
+    kept = zip([keep_start, *cuts], [*cuts, keep_stop], strict=True)
+    return [(w, window, a, b) for w, (a, b) in zip(starts, kept, strict=True)]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One network input: where it lies in the image (may leave it) and which part of it is kept.
+
+    ``lower``/``upper``: spatial corners of the window (``upper`` exclusive); ``kept``: slices of
+    the image whose prediction comes from this window.
+    """
+
+    lower: tuple[int, ...]
+    upper: tuple[int, ...]
+    kept: tuple[slice, ...]
+
+    @property
+    def crop(self) -> tuple[slice, ...]:
+        """The kept part in the window's own coordinates."""
+        return tuple(
+            slice(k.start - lo, k.stop - lo) for k, lo in zip(self.kept, self.lower, strict=True)
+        )
+
+
+def window_layout(
+    spatial_shape: Sequence[int],
+    tile_shape: int | Sequence[int],
+    halo: int | Sequence[int],
+    divisor: int = 1,
+    border: str = "inside",
+    region: Sequence[slice] | None = None,
+) -> list[Window]:
+    """The windows that predict ``region`` (default: the whole image) tile by tile, C order.
+
+    Each window is ``tile_shape + 2·halo`` per axis (see :func:`axis_windows`); ``tile_shape``
+    and ``halo`` must already be multiples of ``divisor``, and ``region`` must start on multiples
+    of it.
+
+    Example
+    -------
+    >>> [w.kept for w in window_layout((5, 7), 8, 0)]
+    [(slice(0, 5, None), slice(0, 7, None))]
+    """
+    spatial_shape = tuple(int(n) for n in spatial_shape)
+    ndim = len(spatial_shape)
+    tile = _per_axis(tile_shape, ndim, "tile_shape")
+    halos = _per_axis(halo, ndim, "halo")
+    region = tuple(region) if region is not None else tuple(slice(0, n) for n in spatial_shape)
+    per_axis = [
+        axis_windows(r.start, r.stop, n, t + 2 * h, h, divisor, border)
+        for r, n, t, h in zip(region, spatial_shape, tile, halos, strict=True)
+    ]
+    return [
+        Window(
+            tuple(w[0] for w in combination),
+            tuple(w[0] + w[1] for w in combination),
+            tuple(slice(w[2], w[3]) for w in combination),
+        )
+        for combination in itertools.product(*per_axis)
+    ]
+
+
 def read_window(
     image: Any, start: Sequence[int], stop: Sequence[int], pad_mode: str = "reflect"
 ) -> np.ndarray:
@@ -135,6 +261,8 @@ def read_window(
             f"pad_mode {pad_mode!r} is not known; choose one of {', '.join(PAD_MODES)}"
         )
     spatial = image.shape[1:]
+    if all(0 <= a and b <= n for a, b, n in zip(start, stop, spatial, strict=True)):
+        return np.array(image[(slice(None), *(slice(a, b) for a, b in zip(start, stop, strict=True)))])
     sources = [
         _source_indices(a, b, n, pad_mode) for a, b, n in zip(start, stop, spatial, strict=True)
     ]
@@ -188,17 +316,39 @@ def blending_weights(inner_length: int, kind: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Where the inner blocks lie and how large the network inputs are."""
+    """Where the windows lie and how large the network inputs are."""
 
     spatial_shape: tuple[int, ...]
     tile: tuple[int, ...]
     halo: tuple[int, ...]
     step: tuple[int, ...]
     blending: str | None
+    border: str = "inside"
+    divisor: int = 1
 
     @property
     def starts(self) -> list[tuple[int, ...]]:
+        """Inner block starts of the blending grid (``step`` apart)."""
         return _block_starts(self.spatial_shape, self.tile, self.step)
+
+    def windows(self) -> list[Window]:
+        """Every network input and the part of the image it predicts."""
+        if self.blending is None:
+            return window_layout(
+                self.spatial_shape, self.tile, self.halo, self.divisor, self.border
+            )
+        result = []
+        for start in self.starts:
+            kept = tuple(
+                slice(s, min(s + t, n))
+                for s, t, n in zip(start, self.tile, self.spatial_shape, strict=True)
+            )
+            lower = tuple(s - h for s, h in zip(start, self.halo, strict=True))
+            upper = tuple(
+                s + t + h for s, t, h in zip(start, self.tile, self.halo, strict=True)
+            )
+            result.append(Window(lower, upper, kept))
+        return result
 
     def axis_weights(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per axis: the 1D block window and the sum of all blocks' windows at every pixel."""
@@ -229,8 +379,11 @@ def _make_plan(
     halo: int | Sequence[int],
     divisor: int,
     blending: str | None,
+    border: str = "inside",
 ) -> _Plan:
     """Align tile and halo to the divisor, and shrink tiles larger than the (padded) image."""
+    if border not in BORDERS:
+        raise ConfigError(f"border {border!r} is not known; choose one of {', '.join(BORDERS)}")
     ndim = len(spatial_shape)
     wanted_tile = _per_axis(tile_shape, ndim, "tile_shape")
     wanted_halo = _per_axis(halo, ndim, "halo")
@@ -255,7 +408,7 @@ def _make_plan(
                 f"blending {blending!r} is not known; choose one of {', '.join(BLENDINGS)} or None"
             )
         step = tuple(max(divisor, t // 2 // divisor * divisor) for t in tile)
-    return _Plan(spatial_shape, tile, halo_aligned, step, blending)
+    return _Plan(spatial_shape, tile, halo_aligned, step, blending, border, divisor)
 
 
 def _resolve_device(device: Any) -> Any:
@@ -296,7 +449,10 @@ class _Runner:
     activation: str | None
     tile_transform: Callable[[np.ndarray], np.ndarray] | None
 
-    def __call__(self, windows: list[np.ndarray], halo: tuple[int, ...]) -> np.ndarray:
+    def __call__(
+        self, windows: list[np.ndarray], crops: Sequence[tuple[slice, ...]] | None = None
+    ) -> list[np.ndarray]:
+        """Predictions of the windows (one forward pass), each cut to its crop if given."""
         import torch
 
         if self.tile_transform is not None:
@@ -305,9 +461,15 @@ class _Runner:
         batch = torch.from_numpy(values).to(self.device, self.dtype)
         with torch.inference_mode(), self._autocast():
             logits = self.model(batch)
-        inner = tuple(slice(h, n - h) for h, n in zip(halo, logits.shape[2:], strict=True))
-        logits = logits[(slice(None), slice(None), *inner)].to(self.dtype)
-        return _activate(logits, self.activation).cpu().numpy()
+        logits = logits.to(self.dtype)
+        if crops is None:
+            return list(_activate(logits, self.activation).cpu().numpy())
+        return [
+            _activate(logits[(slice(i, i + 1), slice(None), *crop)], self.activation)[0]
+            .cpu()
+            .numpy()
+            for i, crop in enumerate(crops)
+        ]
 
     def _autocast(self) -> Any:
         import torch
@@ -388,6 +550,7 @@ def predict_tiled(
     out: Any = None,
     size_divisor: int | None = None,
     tile_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    border: str = "inside",
 ) -> Any:
     """Predict ``image`` tile by tile and stitch the inner blocks (see the module docstring).
 
@@ -397,16 +560,18 @@ def predict_tiled(
         (its previous mode is restored) and moved to ``device`` in place.
     image : (C, Y, X) or (C, Z, Y, X), any numeric dtype; a NumPy array or any array-like that
         supports slicing (Zarr, memory map), read one window at a time.
-    tile_shape : inner block per spatial axis (int or one per axis); rounded down to a multiple of
-        the size divisor, at most the image side rounded up to it.
+    tile_shape : inner block per spatial axis (int or one per axis): each network input is
+        ``tile_shape + 2·halo``; rounded down to a multiple of the size divisor, at most the image
+        side rounded up to it. Windows at the image border keep more than ``tile_shape``.
     halo : context read on every side of a block, per axis; rounded up to a multiple of the size
         divisor. Take at least the receptive-field radius
         (:func:`microseg.diagnostics.receptive_field.recommended_halo`) for seamless stitching.
     batch_size : windows per forward pass.
     device : ``None``/``"auto"`` (CUDA if available, else CPU), or any torch device.
-    pad_mode : how windows are filled beyond the image border (:data:`PAD_MODES`).
+    pad_mode : how windows are filled beyond the image border (:data:`PAD_MODES`): up to the
+        next multiple of the size divisor, and by ``halo`` with ``border="extend"``.
     blending : None (hard crop, no averaging) or ``"gaussian"``/``"linear"`` (overlapping blocks,
-        weighted average; for networks that cannot stitch exactly).
+        weighted average; for networks that cannot stitch exactly; windows as ``"extend"``).
     amp : None, ``"bf16"`` or ``"fp16"``: autocast on CUDA (ignored on CPU).
     activation : ``"softmax"`` over channels, ``"sigmoid"``, or None for raw logits.
     progress : show a tqdm progress bar over batches.
@@ -416,6 +581,8 @@ def predict_tiled(
         ``size_divisor`` attribute, else 1.
     tile_transform : optional function applied to every window (C, *window) before the network,
         e.g. tile-wise input normalization (which breaks exact stitching, as the paper shows).
+    border : ``"inside"`` (windows stay in the image; equals the network on the whole image) or
+        ``"extend"`` (the image is extended by ``halo`` beyond its border with ``pad_mode``).
 
     Returns
     -------
@@ -434,7 +601,7 @@ def predict_tiled(
     spatial = _check_image(image)
     divisor = _size_divisor(model, size_divisor)
     runner = _make_runner(model, device, amp, activation, tile_transform)
-    plan = _make_plan(spatial, tile_shape, halo, divisor, blending)
+    plan = _make_plan(spatial, tile_shape, halo, divisor, blending, border)
     with _evaluation(model):
         while True:
             try:
@@ -455,7 +622,7 @@ def _halve_tiles(plan: _Plan, divisor: int) -> _Plan:
     logger.warning(
         "GPU out of memory with one tile of inner shape %s; retrying with %s", plan.tile, smaller
     )
-    return _make_plan(plan.spatial_shape, smaller, plan.halo, divisor, plan.blending)
+    return _make_plan(plan.spatial_shape, smaller, plan.halo, divisor, plan.blending, plan.border)
 
 
 def _predict_plan(
@@ -471,25 +638,25 @@ def _predict_plan(
     import torch
     from tqdm.auto import tqdm
 
-    starts = plan.starts
+    windows = plan.windows()
     weights = plan.axis_weights()
-    bar = tqdm(total=len(starts), desc="tiles", unit="tile", disable=not progress)
+    bar = tqdm(total=len(windows), desc="tiles", unit="tile", disable=not progress)
     position, batch_size = 0, max(1, int(batch_size))
     with bar:
-        while position < len(starts):
-            group = starts[position : position + batch_size]
-            windows = [_window_of(image, s, plan, pad_mode) for s in group]
+        while position < len(windows):
+            group = windows[position : position + batch_size]
+            inputs = [read_window(image, w.lower, w.upper, pad_mode) for w in group]
             try:
-                predictions = runner(windows, plan.halo)
+                predictions = runner(inputs, [w.crop for w in group])
             except torch.OutOfMemoryError:
                 batch_size = _smaller_batch(runner, batch_size)
                 continue
             if out is None:
-                out = _allocate(predictions, plan)
+                out = _allocate(predictions[0], plan)
             elif position == 0 and weights is not None:
                 _zero_fill(out)
-            for start, prediction in zip(group, predictions, strict=True):
-                _write_block(out, prediction, start, plan, weights)
+            for window, prediction in zip(group, predictions, strict=True):
+                _write_block(out, prediction, window.kept, weights)
             position += len(group)
             bar.update(len(group))
     return out
@@ -508,15 +675,9 @@ def _smaller_batch(runner: _Runner, batch_size: int) -> int:
     return batch_size // 2
 
 
-def _window_of(image: Any, start: tuple[int, ...], plan: _Plan, pad_mode: str) -> np.ndarray:
-    lower = [s - h for s, h in zip(start, plan.halo, strict=True)]
-    upper = [s + t + h for s, t, h in zip(start, plan.tile, plan.halo, strict=True)]
-    return read_window(image, lower, upper, pad_mode)
-
-
-def _allocate(predictions: np.ndarray, plan: _Plan) -> np.ndarray:
-    dtype = np.float64 if predictions.dtype == np.float64 else np.float32
-    return np.zeros((predictions.shape[1], *plan.spatial_shape), dtype=dtype)
+def _allocate(prediction: np.ndarray, plan: _Plan) -> np.ndarray:
+    dtype = np.float64 if prediction.dtype == np.float64 else np.float32
+    return np.zeros((prediction.shape[0], *plan.spatial_shape), dtype=dtype)
 
 
 def _zero_fill(out: Any) -> None:
@@ -526,25 +687,21 @@ def _zero_fill(out: Any) -> None:
 
 def _write_block(
     out: Any,
-    prediction: np.ndarray,
-    start: tuple[int, ...],
-    plan: _Plan,
+    block: np.ndarray,
+    kept: tuple[slice, ...],
     weights: list[tuple[np.ndarray, np.ndarray]] | None,
 ) -> None:
-    """Write one inner block (K, *tile) into ``out``, cut at the image border; blend if asked."""
-    kept = tuple(
-        min(t, n - s) for s, t, n in zip(start, plan.tile, plan.spatial_shape, strict=True)
-    )
-    target = (slice(None), *(slice(s, s + k) for s, k in zip(start, kept, strict=True)))
-    block = prediction[(slice(None), *(slice(0, k) for k in kept))]
+    """Write one kept block (K, *kept) into ``out``; with blending, add it weighted."""
+    target = (slice(None), *kept)
     if weights is None:
         out[target] = block
         return
     factor = np.ones((1,) * len(out.shape), dtype=np.float64)
-    for axis, ((window, total), s, k) in enumerate(zip(weights, start, kept, strict=True), start=1):
+    for axis, ((window, total), part) in enumerate(zip(weights, kept, strict=True), start=1):
         shape = [1] * len(out.shape)
-        shape[axis] = k
-        factor = factor * (window[:k] / total[s : s + k]).reshape(shape)
+        length = part.stop - part.start
+        shape[axis] = length
+        factor = factor * (window[:length] / total[part]).reshape(shape)
     out[target] = out[target] + (block * factor).astype(block.dtype)
 
 
@@ -558,13 +715,15 @@ def predict_whole(
     activation: str | None = "softmax",
     size_divisor: int | None = None,
     tile_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    border: str = "inside",
 ) -> np.ndarray:
     """Predict ``image`` (C, *spatial) in one forward pass; (K, *spatial) float32 (float64 model).
 
-    The image is padded by ``pad_mode`` to a multiple of the size divisor at its far end, and by
-    ``halo`` on every side (rounded up to the divisor), then cropped back. With the same ``halo``
-    and ``pad_mode``, :func:`predict_tiled` reproduces this exactly for networks whose receptive
-    field radius is at most ``halo``. No out-of-memory back-off: large images belong to
+    The image is padded by ``pad_mode`` to a multiple of the size divisor at its far end, with
+    ``border="extend"`` also by ``halo`` on every side (rounded up to the divisor; ``halo`` is
+    not used otherwise), then cropped back. With the same ``halo``, ``pad_mode`` and ``border``,
+    :func:`predict_tiled` reproduces this exactly for networks whose receptive field radius is at
+    most ``halo``. No out-of-memory back-off: large images belong to
     :func:`predict_tiled`. Parameters and errors as there.
 
     Example
@@ -577,7 +736,7 @@ def predict_whole(
     divisor = _size_divisor(model, size_divisor)
     runner = _make_runner(model, device, amp, activation, tile_transform)
     padded = tuple(math.ceil(n / divisor) * divisor for n in spatial)
-    plan = _make_plan(spatial, padded, halo, divisor, None)
+    plan = _make_plan(spatial, padded, halo, divisor, None, border)
     with _evaluation(model):
         return _predict_plan(runner, image, plan, 1, pad_mode, False, None)
 
@@ -606,6 +765,5 @@ def predict_windows(
     (3, 2, 4, 4)
     """
     runner = _make_runner(model, device, amp, activation, tile_transform)
-    ndim = len(windows[0].shape) - 1
     with _evaluation(model):
-        return runner(list(windows), (0,) * ndim)
+        return np.stack(runner(list(windows)))

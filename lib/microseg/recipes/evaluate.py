@@ -78,8 +78,9 @@ class EvaluationConfig(StageConfig):
         the overlays; must be one of ``iou_thresholds``.
     tile_shape : inner tile per spatial axis for tiled prediction; None: images whose sides are
         all at most :data:`DEFAULT_TILE` are predicted whole, larger ones in such tiles.
-    halo : context per axis around each tile and around whole images (reflected at the image
-        border); None: the model's receptive-field radius
+    halo : context per axis around each tile (windows stay inside the image, so at the image
+        border the network sees the same edge as on the whole image); None: the model's
+        receptive-field radius
         (:func:`microseg.diagnostics.receptive_field.recommended_halo`), measured per model.
     batch_size : tiles per forward pass.
     device : ``"auto"`` (GPU if available), ``"cpu"``, ``"cuda"``, ...
@@ -290,10 +291,10 @@ def predict_probabilities(model: Any, model_config: Any, image: np.ndarray,
     """Class probabilities (K, *spatial) float32 of one image, and how they were predicted.
 
     Images whose sides all fit one tile (``config.tile_shape``, default :data:`DEFAULT_TILE`) are
-    predicted whole; larger ones with :func:`microseg.inference.tiling.predict_tiled`. Both read
-    ``config.halo`` pixels of context beyond every side (at the image border: reflected), by
-    default the receptive-field radius, so the tiled result equals the whole-image one and an
-    image's prediction does not depend on how it was cut.
+    predicted whole; larger ones with :func:`microseg.inference.tiling.predict_tiled`, whose
+    tiles read ``config.halo`` pixels of context (by default the receptive-field radius), so the
+    tiled result equals the whole-image one and an image's prediction does not depend on how it
+    was cut.
 
     Raises
     ------
@@ -314,7 +315,7 @@ def predict_probabilities(model: Any, model_config: Any, image: np.ndarray,
     elif tile is None:
         probabilities = predict_whole(model, image, halo, device=config.device,
                                       size_divisor=divisor)
-        how = f"on whole images, with a border of {halo} pixels (reflected)"
+        how = "on whole images"
     else:
         probabilities = predict_tiled(model, image, tile, halo, batch_size=config.batch_size,
                                       device=config.device, size_divisor=divisor)
