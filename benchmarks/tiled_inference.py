@@ -1,15 +1,17 @@
 """Tiled inference: microseg's exact halo crop against MONAI's sliding window, same model and tile.
 
-Every method gets the same network input size per forward pass (the same memory budget): ours
-reads an inner block of ``tile − 2·halo`` plus the halo; MONAI reads windows of ``tile`` at
-overlap 0.25 (its default, constant weights) and at overlap 0.5 with Gaussian weights (the
-nnU-Net setting). Each method runs in its own process so that its peak resident memory can be read.
-The deviation from the whole-image prediction is measured on a smaller image (the whole-image
-reference of the full size would not fit the memory budget this benchmark is about), leaving out
-a border of one halo where each method's padding convention decides the values.
+Every method gets the same network input size per forward pass (the same memory budget for the
+network): ours keeps an inner block of ``tile − 2·halo`` of each window (more at the image border,
+where windows stay inside the image); MONAI reads windows of ``tile`` at overlap 0.25 (its
+default, constant weights) and at overlap 0.5 with Gaussian weights (the nnU-Net setting). Each
+method runs in its own process so that its peak resident memory can be read. The deviation from
+the whole-image prediction is measured on a smaller image (the whole-image reference of the full
+size would not fit the memory budget this benchmark is about), over the whole image and away
+from a border of one halo.
 
     .venv/bin/python benchmarks/tiled_inference.py               # 2D 4096², 3D 256³, CPU or CUDA
     .venv/bin/python benchmarks/tiled_inference.py --quick       # small sizes, seconds
+    .venv/bin/python benchmarks/tiled_inference.py --only-ndim 3 --tiles 96 128
 
 Prints a table and writes JSON to benchmarks/results/.
 """
@@ -64,6 +66,20 @@ def predict(method: str, net, image, tile: int, halo: int, batch: int, device: s
     return out[0].float().cpu().numpy()
 
 
+def windows_per_pass_count(method: str, size: int, ndim: int, tile: int, halo: int) -> int:
+    """How many network inputs a method needs for an image of ``size`` per axis."""
+    import math
+
+    if method == "microseg":
+        from microseg.inference.tiling import window_layout
+
+        return len(window_layout((size,) * ndim, tile - 2 * halo, halo, divisor=4))
+    overlap = 0.25 if method == "monai-0.25-constant" else 0.5
+    interval = max(int(tile * (1 - overlap)), 1)  # MONAI's scan interval
+    per_axis = 1 if size <= tile else math.ceil((size - tile) / interval) + 1
+    return per_axis**ndim
+
+
 def whole(net, image, device):
     import torch
 
@@ -82,10 +98,9 @@ def worker(args) -> dict:
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1,) + (args.size,) * args.ndim).astype(np.float32)
     small = rng.standard_normal((1,) + (args.check_size,) * args.ndim).astype(np.float32)
-    # Compared away from the image border (by the halo), where padding conventions do not matter.
+    difference = np.abs(predict(args.method, net, small, args.tile, args.halo, args.batch, device)
+                        - whole(net, small, device))
     inner = (slice(None),) + (slice(args.halo, -args.halo),) * args.ndim
-    deviation = float(np.abs(predict(args.method, net, small, args.tile, args.halo, args.batch,
-                                     device)[inner] - whole(net, small, device)[inner]).max())
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -101,7 +116,11 @@ def worker(args) -> dict:
         "valid_pixels_per_s": image[0].size / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
-        "max_abs_diff_vs_whole": deviation, "check_size": args.check_size,
+        "max_abs_diff_vs_whole": float(difference.max()),
+        "max_abs_diff_vs_whole_interior": float(difference[inner].max()),
+        "check_size": args.check_size,
+        "windows": windows_per_pass_count(args.method, args.size, args.ndim, args.tile, args.halo),
+        "torch": torch.__version__, "threads": args.threads,
     }
 
 
@@ -118,6 +137,10 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--halo", type=int, default=24)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="methods to measure (default: all)")
+    parser.add_argument("--tiles", type=int, nargs="+",
+                        help="network input sides to measure instead of the case's default")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -127,24 +150,28 @@ def main() -> None:
         (3, 128 if args.quick else 256, 160 if args.quick else 192, 96, 24, 1),
     ]
     cases = [c for c in cases if args.only_ndim in (None, c[0])]
+    if args.tiles:
+        cases = [(n, size, check, tile, halo, batch) for n, size, check, _, halo, batch in cases
+                 for tile in args.tiles]
     rows = []
     for ndim, size, check, tile, halo, batch in cases:
-        for method in METHODS:
+        for method in args.methods:
             cmd = [sys.executable, __file__, "--worker", "--method", method, "--ndim", str(ndim),
                    "--size", str(size), "--check-size", str(check), "--tile", str(tile),
                    "--halo", str(halo), "--batch", str(batch), "--threads", str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
-            print(f"{ndim}D {size:>5} {method:<22} {r['valid_pixels_per_s'] / 1e6:8.2f} Mpx/s "
-                  f"peak RSS {r['peak_rss_mb']:8.0f} MB  max|Δ| vs whole {r['max_abs_diff_vs_whole']:.2e}",
-                  flush=True)
-    for ndim in sorted({r["ndim"] for r in rows}):
-        ours = next(r for r in rows if r["ndim"] == ndim and r["method"] == "microseg")
-        for r in rows:
-            if r["ndim"] == ndim:
-                r["speed_ratio_ours_over_this"] = ours["valid_pixels_per_s"] and (
-                    ours["valid_pixels_per_s"] / r["valid_pixels_per_s"])
+            print(f"{ndim}D {size:>5} tile {tile:>4} {method:<22} {r['windows']:>5} windows "
+                  f"{r['valid_pixels_per_s'] / 1e6:8.3f} Mpx/s peak RSS {r['peak_rss_mb']:7.0f} MB "
+                  f"max|Δ| vs whole {r['max_abs_diff_vs_whole']:.1e} "
+                  f"(interior {r['max_abs_diff_vs_whole_interior']:.1e})", flush=True)
+    for ndim, tile in sorted({(r["ndim"], r["tile"]) for r in rows}):
+        same = [r for r in rows if r["ndim"] == ndim and r["tile"] == tile]
+        ours = next((r for r in same if r["method"] == "microseg"), None)
+        for r in same if ours else []:
+            r["speed_ratio_ours_over_this"] = ours["valid_pixels_per_s"] and (
+                ours["valid_pixels_per_s"] / r["valid_pixels_per_s"])
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -268,3 +268,51 @@ def test_deterministic_mode_is_restored_after_fit():
     assert not torch.are_deterministic_algorithms_enabled()
     make_trainer(config=tiny_config(deterministic=True, epochs=1)).fit()
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_channels_last_trains_like_the_default_layout():
+    losses, weights, layouts = {}, {}, {}
+    for channels_last in (False, True):
+        trainer = make_trainer(config=tiny_config(channels_last=channels_last))
+        seen = layouts[channels_last] = []
+        trainer.module.register_forward_pre_hook(lambda module, inputs, seen=seen: seen.append(
+            inputs[0].is_contiguous(memory_format=torch.channels_last)))
+        batches = iter([trainer.sampler.batch(0, index) for index in range(3)])
+        losses[channels_last] = [float(trainer._optimizer_step(batches)[0]) for _ in range(3)]
+        weights[channels_last] = trainer.module.state_dict()
+    conv = next(m for m in trainer.module.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+                and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    assert layouts == {False: [False] * 3, True: [True] * 3}
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
+    for name, value in weights[False].items():
+        np.testing.assert_allclose(weights[True][name].float().numpy(), value.float().numpy(),
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_channels_last_in_3d_uses_the_3d_layout():
+    config = tiny_config(channels_last=True, patch_size=(8, 8, 8))
+    assert trainer_module._memory_format(config, ModelConfig(ndim=3)) == torch.channels_last_3d
+    assert trainer_module._memory_format(config, None) == torch.channels_last_3d
+    assert trainer_module._memory_format(tiny_config(), None) == torch.preserve_format
+
+
+def test_compile_wraps_the_training_network_only(monkeypatch):
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.calls = 0
+
+        def forward(self, images):
+            self.calls += 1
+            return self.inner(images)
+
+    monkeypatch.setattr(torch, "compile", Counting)
+    trainer = make_trainer(config=tiny_config(compile=True, epochs=2, steps_per_epoch=3))
+    assert isinstance(trainer.network, Counting) and trainer.network.inner is trainer.module
+    trainer.fit()
+    assert trainer.network.calls == 2 * 3
+    assert set(trainer.state_dict()["model"]) == set(trainer.module.state_dict())

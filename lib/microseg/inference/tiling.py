@@ -141,20 +141,22 @@ def axis_windows(
     (``border="inside"``), or within that extended by ``halo`` on both sides (``"extend"``), and
     reach at most ``halo`` beyond the kept range. They are the fewest that cover it with ``halo``
     of context on every side of what they keep (none where a window side is the border of that
-    range), spread evenly with starts on multiples of ``divisor``. ``window``, ``halo`` and
-    ``keep_start`` must be multiples of ``divisor``, and ``window > 2·halo``.
+    range), spread evenly with starts on multiples of ``divisor``, and as short as that number of
+    windows allows (at most ``window``: the network's work per axis is the number of windows
+    times their length). ``window``, ``halo`` and ``keep_start`` must be multiples of
+    ``divisor``, and ``window > 2·halo``.
 
     Returns
     -------
     list of ``(window_start, window_length, kept_start, kept_stop)``: kept ranges follow each
-    other without gap or overlap. All windows have length ``window`` except a single window,
-    which is as long as the range allows (shorter or longer).
+    other without gap or overlap. All windows have the same length; a single window is as long
+    as the range allows (shorter or longer than ``window``).
 
     Example
     -------
-    >>> axis_windows(0, 128, 128, window=96, halo=24)
-    [(0, 96, 0, 64), (32, 96, 64, 128)]
-    >>> axis_windows(0, 128, 128, window=96, halo=24, border="extend")
+    >>> axis_windows(0, 256, 256, window=128, halo=24, divisor=8)
+    [(0, 120, 0, 92), (64, 120, 92, 160), (136, 120, 160, 256)]
+    >>> axis_windows(0, 128, 128, window=96, halo=24, divisor=8, border="extend")
     [(-24, 96, 0, 44), (16, 96, 44, 84), (56, 96, 84, 128)]
     """
     if border not in BORDERS:
@@ -165,9 +167,10 @@ def axis_windows(
     high = min(edge_high, math.ceil((keep_stop + halo) / divisor) * divisor)
     if high - low <= window:
         return [(low, high - low, keep_start, keep_stop)]
+    steps = math.ceil((high - low - window) / (window - 2 * halo))
+    # the shortest window that still covers the range with this many: less compute, same count
+    window = divisor * math.ceil((high - low + 2 * halo * steps) / ((steps + 1) * divisor))
     free = (high - window - low) // divisor
-    longest_step = (window - 2 * halo) // divisor
-    steps = math.ceil(free / longest_step)
     starts = [low + divisor * (i * free // steps) for i in range(steps + 1)]
     # between two windows a and b, any cut in [b + halo, a + window - halo] is exact; take the middle
     cuts = [
@@ -457,7 +460,9 @@ class _Runner:
 
         if self.tile_transform is not None:
             windows = [self.tile_transform(w) for w in windows]
-        values = np.stack(windows).astype(np.float64 if self.dtype == torch.float64 else np.float32)
+        values = np.stack(windows).astype(
+            np.float64 if self.dtype == torch.float64 else np.float32, copy=False
+        )
         batch = torch.from_numpy(values).to(self.device, self.dtype)
         with torch.inference_mode(), self._autocast():
             logits = self.model(batch)

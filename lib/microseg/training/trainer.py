@@ -189,8 +189,11 @@ class Trainer:
         self.model_config = model_config
         self.context = distributed or DistributedContext()
         self.device = self.context.device() if self.context.enabled else resolve_device(device)
-        self.module = model.to(self.device)
+        self.memory_format = _memory_format(config, model_config)
+        self.module = model.to(self.device, memory_format=self.memory_format)
         self.network = wrap_model(self.module, self.context)
+        if config.compile:
+            self.network = torch.compile(self.network)
         self.callbacks = list(callbacks)
         self.progress = progress
         self.model_dir = None if model_dir is None else Path(model_dir)
@@ -365,7 +368,7 @@ class Trainer:
             before = time.perf_counter()
             images, targets = next(batches)
             waited += time.perf_counter() - before
-            images = images.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
             targets = targets.to(self.device, non_blocking=True)
             with self._gradient_sync(micro == accumulation - 1), self._autocast():
                 logits = self.network(images)
@@ -606,6 +609,14 @@ def _batch_fits(model: torch.nn.Module, config: TrainConfig, in_channels: int, b
         optimizer.zero_grad(set_to_none=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _memory_format(config: TrainConfig, model_config: Any) -> torch.memory_format:
+    """Channels-last (2D: NHWC, 3D: NDHWC) when ``config.channels_last``, else unchanged."""
+    if not config.channels_last:
+        return torch.preserve_format
+    ndim = getattr(model_config, "ndim", len(config.patch_size))
+    return torch.channels_last_3d if ndim == 3 else torch.channels_last
 
 
 def _mixed_precision(config: TrainConfig, device: torch.device) -> tuple[Any, Any]:
