@@ -175,6 +175,22 @@ def test_a_labelled_folder_is_evaluated_and_left_untouched(run_dir, tmp_path):
     assert folder_listing(data_dir) == before
 
 
+def test_models_are_evaluated_on_another_run_folders_split(run_dir):
+    """Notebook 04 keeps its target data in run_dir/target; its models live in run_dir/models."""
+    from microseg.data.split import load_manifest
+    from microseg.recipes.prepare import prepare_data
+
+    target = run_dir / "target"
+    prepare_data(target, quick=True, n_synthetic=6, synthetic_shape=(48, 48),
+                 fractions=(0.34, 0.33, 0.33), seed=7)
+    expected = sorted(e["stem"] for e in load_manifest(target).entries("test"))
+    result = evaluate_models(run_dir, device="cpu", split_dir=target)
+    assert sorted(result["tables"]["unet"]["stem"]) == expected
+    assert result["data"].source == f"test split of {target}"
+    assert all(s.image.shape[1:] == (48, 48) for s in result["data"].samples)
+    assert (run_dir / "eval" / "summary.json").is_file() and not (target / "eval").exists()
+
+
 def test_folder_with_missing_or_non_integer_labels_is_explained(run_dir, tmp_path):
     import tifffile
 

@@ -226,7 +226,8 @@ def load_evaluation_data(run_dir: str | Path, subset: str = "test",
 
     Parameters
     ----------
-    run_dir : the run folder (its ``data/split.json`` gives the task and the normalization).
+    run_dir : the run folder whose ``data/split.json`` gives the images, the task and the
+        normalization (for models adapted by notebook 04: ``<run>/target``).
     subset : ``"test"`` or ``"val"`` when ``data_dir`` is None.
     data_dir : a folder with ``images/`` and ``labels/`` (same file names) instead of the split;
         images are normalized with the manifest's global percentile normalization (defaults
@@ -711,7 +712,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
                     iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
                     quick: bool = False, tile_shape: int | Sequence[int] | None = None,
                     data_dir: str | Path | None = None, device: str = "auto",
-                    task: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+                    task: str | None = None, overwrite: bool = False,
+                    split_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate trained models on held-out labelled images; write tables, figures and reports.
 
     Parameters
@@ -727,6 +729,10 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
     device : ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     task : the task of a ``data_dir`` when the run folder has no split manifest.
     overwrite : write into existing ``eval/<model>/`` folders instead of new ones.
+    split_dir : the run folder whose split gives the images (and whose normalization a
+        ``data_dir`` uses); None: ``run_dir``. For the models notebook 04 adapts to new data,
+        ``<run_dir>/target``: its test images are the target data's. Models and results stay in
+        ``run_dir``.
 
     Returns
     -------
@@ -756,7 +762,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
     config = EvaluationConfig(subset=subset, iou_thresholds=tuple(iou_thresholds), tile_shape=tiles,
                               device=device, max_images=QUICK_IMAGES if quick else None,
                               n_overlays=QUICK_IMAGES if quick else 4)
-    data = load_evaluation_data(run.root, subset, data_dir, task)
+    data = load_evaluation_data(run.root if split_dir is None else split_dir, subset, data_dir,
+                                task)
     data.samples = data.samples[: config.max_images]
     if not model_names:
         names = _fitting_models(run, names, data)
