@@ -55,7 +55,7 @@ def predict(method: str, net, image, tile: int, halo: int, batch: int, device: s
 
         inner = tile - 2 * halo
         return predict_tiled(net, image, tile_shape=inner, halo=halo, batch_size=batch,
-                             device=device, activation=None)
+                             device=device, activation=None, size_divisor=4)
     from monai.inferers import sliding_window_inference
 
     overlap, mode = (0.25, "constant") if method == "monai-0.25-constant" else (0.5, "gaussian")
