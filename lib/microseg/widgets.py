@@ -223,10 +223,11 @@ def _parse_numbers(name: str, number: type, raw: str) -> Any:
 
 def _require_number(name: str, spec: Any, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
+        bounds = spec if isinstance(spec, tuple) else ()
+        number = "float" if spec is float or any(isinstance(b, float) for b in bounds) else "int"
         raise TypeError(
             f"parameter {name} is {value!r} but its form field {spec!r} needs a number; "
-            f"use the spec {'int' if spec is int else 'float'} | None for a parameter that may "
-            "be None")
+            f"use the spec {number} | None for a parameter that may be None")
 
 
 def parameter_form(namespace: dict[str, Any], fields: dict[str, Any],
@@ -293,7 +294,7 @@ def _restore_row(namespace, fields, record, restore) -> list:
                       layout=w.Layout(width="auto"))
     button.on_click(lambda _button: restore(differing))
     text = w.HTML(f"<i>This form was last saved in {html.escape(str(record))} with "
-                  f"{html.escape(listed)}.</i>")
+                  f"{html.escape(listed, quote=False)}.</i>")
     return [w.VBox([text, button])]
 
 
@@ -302,7 +303,7 @@ def _writer(namespace, key, spec, fields, record, status):
         try:
             value = form_value(key, spec, change["new"])
         except ValueError as error:
-            status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
+            status.value = f"<span style='color:#b00'>{html.escape(str(error), quote=False)}</span>"
             return
         status.value = ""
         namespace[key] = value
