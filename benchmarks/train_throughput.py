@@ -55,7 +55,7 @@ SETTINGS = {
 }
 QUICK = {
     "2d-default": {"preset": "default2d", "patch": (64, 64), "batch": 2, "accumulation": 1},
-    "3d-paper": {"preset": "paper3d", "patch": (32, 32, 32), "batch": 1, "accumulation": 2},
+    "3d-paper": {"preset": "paper3d", "patch": (24, 24, 24), "batch": 1, "accumulation": 2},
 }
 PRECISIONS = {"fp32": "none", "bf16": "bf16"}
 """``--precision`` → ``TrainConfig.amp``."""

@@ -271,9 +271,18 @@ def test_deterministic_mode_is_restored_after_fit():
 
 
 def test_channels_last_trains_like_the_default_layout():
+    # two input channels: with one, both layouts have the same strides
+    pairs = [(np.concatenate([image, -image]), target) for image, target in tiny_pairs(3)]
+    model_config = ModelConfig(ndim=2, in_channels=2, out_classes=2, channels=(4, 8, 16),
+                               strides=(2, 2), num_res_units=1)
     losses, weights, layouts = {}, {}, {}
     for channels_last in (False, True):
-        trainer = make_trainer(config=tiny_config(channels_last=channels_last))
+        torch.manual_seed(0)
+        # SGD: Adam would turn the rounding noise in the vanishing gradients of the biases
+        # before BatchRenorm into full steps
+        config = tiny_config(channels_last=channels_last, optimizer="sgd", learning_rate=0.1)
+        trainer = Trainer(build_model(model_config), config, pairs, pairs[:1],
+                          model_config=model_config, progress=False)
         seen = layouts[channels_last] = []
         trainer.module.register_forward_pre_hook(lambda module, inputs, seen=seen: seen.append(
             inputs[0].is_contiguous(memory_format=torch.channels_last)))
@@ -289,7 +298,7 @@ def test_channels_last_trains_like_the_default_layout():
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
     for name, value in weights[False].items():
         np.testing.assert_allclose(weights[True][name].float().numpy(), value.float().numpy(),
-                                   rtol=1e-4, atol=1e-6, err_msg=name)
+                                   rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_channels_last_in_3d_uses_the_3d_layout():
