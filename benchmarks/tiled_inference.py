@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -121,7 +123,23 @@ def worker(args) -> dict:
         "check_size": args.check_size,
         "windows": windows_per_pass_count(args.method, args.size, args.ndim, args.tile, args.halo),
         "torch": torch.__version__, "threads": args.threads,
+        "load_average_1min": os.getloadavg()[0],
     }
+
+
+def measure(args, method: str, ndim: int, size: int, check: int, tile: int, halo: int,
+            batch: int) -> dict:
+    """One method in its own process; prints and returns its row."""
+    cmd = [sys.executable, __file__, "--worker", "--method", method, "--ndim", str(ndim),
+           "--size", str(size), "--check-size", str(check), "--tile", str(tile),
+           "--halo", str(halo), "--batch", str(batch), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{ndim}D {size:>5} tile {tile:>4} {method:<22} {r['windows']:>5} windows "
+          f"{r['valid_pixels_per_s'] / 1e6:8.3f} Mpx/s peak RSS {r['peak_rss_mb']:7.0f} MB "
+          f"max|Δ| vs whole {r['max_abs_diff_vs_whole']:.1e} "
+          f"(interior {r['max_abs_diff_vs_whole_interior']:.1e})", flush=True)
+    return r
 
 
 def main() -> None:
@@ -139,6 +157,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="methods to measure (default: all)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over the methods (order rotated); the summary takes medians")
     parser.add_argument("--tiles", type=int, nargs="+",
                         help="network input sides to measure instead of the case's default")
     args = parser.parse_args()
@@ -155,29 +175,31 @@ def main() -> None:
                  for tile in args.tiles]
     rows = []
     for ndim, size, check, tile, halo, batch in cases:
-        for method in args.methods:
-            cmd = [sys.executable, __file__, "--worker", "--method", method, "--ndim", str(ndim),
-                   "--size", str(size), "--check-size", str(check), "--tile", str(tile),
-                   "--halo", str(halo), "--batch", str(batch), "--threads", str(args.threads)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"{ndim}D {size:>5} tile {tile:>4} {method:<22} {r['windows']:>5} windows "
-                  f"{r['valid_pixels_per_s'] / 1e6:8.3f} Mpx/s peak RSS {r['peak_rss_mb']:7.0f} MB "
-                  f"max|Δ| vs whole {r['max_abs_diff_vs_whole']:.1e} "
-                  f"(interior {r['max_abs_diff_vs_whole_interior']:.1e})", flush=True)
+        for repeat in range(args.repeats):
+            # rotate the order each round so that slow drifts of a shared machine hit every method
+            shift = repeat % len(args.methods)
+            for method in args.methods[shift:] + args.methods[:shift]:
+                rows.append(measure(args, method, ndim, size, check, tile, halo, batch))
+                rows[-1]["repeat"] = repeat
+    summary = []
     for ndim, tile in sorted({(r["ndim"], r["tile"]) for r in rows}):
         same = [r for r in rows if r["ndim"] == ndim and r["tile"] == tile]
-        ours = next((r for r in same if r["method"] == "microseg"), None)
-        for r in same if ours else []:
-            r["speed_ratio_ours_over_this"] = ours["valid_pixels_per_s"] and (
-                ours["valid_pixels_per_s"] / r["valid_pixels_per_s"])
+        speeds = {m: statistics.median(r["valid_pixels_per_s"] for r in same if r["method"] == m)
+                  for m in args.methods}
+        for method, speed in speeds.items():
+            ratio = speeds["microseg"] / speed if "microseg" in speeds else None
+            summary.append({"ndim": ndim, "tile": tile, "method": method,
+                            "median_valid_pixels_per_s": speed, "speed_ratio_ours_over_this": ratio,
+                            "repeats": args.repeats})
+            print(f"median {ndim}D tile {tile:>4} {method:<22} {speed / 1e6:8.3f} Mpx/s"
+                  + ("" if ratio is None else f"   microseg / this = {ratio:.2f}"))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = out / f"tiled_inference-{stamp}.json"
     path.write_text(json.dumps({"machine": platform.node(), "platform": platform.platform(),
-                                "date": stamp, "command": " ".join(sys.argv), "rows": rows},
+                                "date": stamp, "command": " ".join(sys.argv), "rows": rows,
+                                "summary": summary},
                                indent=2))
     print(f"wrote {path}")
 
