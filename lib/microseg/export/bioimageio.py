@@ -20,9 +20,12 @@ one sample (bioimageio.core does, and computes sample statistics before it split
 blocks), the two agree: the sample is the image. A consumer that feeds tiles of one image as
 separate samples would normalize each tile on its own (tile-wise normalization), which causes
 tile mismatch. The README inside the package says so; only global normalization is exported.
-bioimageio.core also pads the image by the halo (mirrored, ``reflect``, as microseg) *before*
-it computes the percentiles, so its statistics include those border strips: for an image much
-larger than the halo the difference is negligible, for a tiny one it is visible.
+bioimageio.core also pads the image by the halo (mirrored, ``reflect``) *before* it computes
+the percentiles, so its statistics include those border strips: for an image much larger than the
+halo the difference is negligible, for a tiny one it is visible. The network then sees that
+mirrored strip at the image border, as microseg's ``border="extend"``; microseg's own prediction
+keeps its windows inside the image (``border="inside"``), so the two differ within one receptive
+field of the image border and agree elsewhere.
 
 Example
 -------
