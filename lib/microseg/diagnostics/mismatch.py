@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from microseg.errors import ConfigError
+from microseg.inference.tiling import per_axis
 
 __all__ = ["channel_dice", "hard_masks", "pair_geometry", "tile_mismatch", "tile_pairs"]
 
@@ -275,12 +276,12 @@ class _Geometry:
         spatial = tuple(int(n) for n in spatial)
         ndim = len(spatial)
         tile = tuple(
-            max(divisor, t // divisor * divisor) for t in _per_axis(tile_shape, ndim, "tile_shape")
+            max(divisor, t // divisor * divisor) for t in per_axis(tile_shape, ndim, "tile_shape")
         )
         default_offset = tuple(_default_offset(t, divisor) for t in tile)
-        offset = default_offset if offset is None else _per_axis(offset, ndim, "offset")
-        stride = tile if stride is None else _per_axis(stride, ndim, "stride")
-        geometry = cls(spatial, tile, _per_axis(halo, ndim, "halo"), offset, stride)
+        offset = default_offset if offset is None else per_axis(offset, ndim, "offset")
+        stride = tile if stride is None else per_axis(stride, ndim, "stride")
+        geometry = cls(spatial, tile, per_axis(halo, ndim, "halo"), offset, stride)
         geometry.check(divisor, fixed_offset=offset is not default_offset)
         return geometry
 
@@ -358,13 +359,6 @@ def _smallest_tile(offset: int, halo: int, divisor: int, fixed_offset: bool) -> 
     while tile - _default_offset(tile, divisor) - 2 * halo < 1:
         tile += divisor
     return tile
-
-
-def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    values = (int(value),) * ndim if np.isscalar(value) else tuple(int(v) for v in value)
-    if len(values) != ndim or min(values) < 0:
-        raise ConfigError(f"{name} must be one non-negative int or {ndim} of them, found {value!r}")
-    return values
 
 
 class _Tally:

@@ -56,6 +56,7 @@ from typing import Any, Literal
 import numpy as np
 
 from microseg.errors import ConfigError, DataError, OutputExistsError
+from microseg.inference.tiling import check_border, per_axis
 from microseg.runs import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -346,11 +347,9 @@ def make_volume_plan(
     Raises :class:`ConfigError` for a tile smaller than twice the halo or statistics whose
     length is not the number of channels.
     """
-    from microseg.inference.tiling import BORDERS
     from microseg.transforms.normalization import PercentileNormalization, percentile_statistics
 
-    if border not in BORDERS:
-        raise ConfigError(f"border {border!r} is not known; choose one of {', '.join(BORDERS)}")
+    check_border(border)
 
     spatial = tuple(int(s) for s in volume.shape[1:])
     divisor = _size_divisor(model)
@@ -375,8 +374,8 @@ def _aligned_tile_and_halo(spatial: tuple[int, ...], tile_shape: int | Sequence[
                            halo: int | Sequence[int], divisor: int
                            ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     ndim = len(spatial)
-    tiles = _per_axis(tile_shape, ndim, "tile_shape")
-    halos = _per_axis(halo, ndim, "halo")
+    tiles = per_axis(tile_shape, ndim, "tile_shape")
+    halos = per_axis(halo, ndim, "halo")
     if any(t < 2 * h for t, h in zip(tiles, halos, strict=True)):
         factor = math.prod((t + 2 * h) / max(t, 1) for t, h in zip(tiles, halos, strict=True))
         raise ConfigError(
@@ -389,17 +388,9 @@ def _aligned_tile_and_halo(spatial: tuple[int, ...], tile_shape: int | Sequence[
     return tuple(min(t, p) for t, p in zip(tile, padded, strict=True)), context
 
 
-def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    values = (int(value),) * ndim if np.isscalar(value) else tuple(int(v) for v in value)
-    if len(values) != ndim or min(values) < 0:
-        raise ConfigError(f"{name} must be one non-negative int or {ndim} of them (one per "
-                          f"spatial axis), found {value!r}")
-    return values
-
-
 def _block_shape(spatial: tuple[int, ...], tile: tuple[int, ...],
                  block_shape: int | Sequence[int] | None) -> tuple[int, ...]:
-    wanted = tuple(2 * t for t in tile) if block_shape is None else _per_axis(
+    wanted = tuple(2 * t for t in tile) if block_shape is None else per_axis(
         block_shape, len(spatial), "block_shape")
     tiles_per_block = (max(1, w // t) for w, t in zip(wanted, tile, strict=True))
     return tuple(min(k * t, math.ceil(n / t) * t)
@@ -604,7 +595,7 @@ def _stitch_instances(folder: _OutputFolder, plan: VolumePlan, postprocessing: A
         overlap = tuple(max(1, min(b // 2, max(8, 2 * h)))
                         for b, h in zip(plan.block, plan.halo, strict=True))
     else:
-        overlap = _per_axis(label_overlap, ndim, "label_overlap")
+        overlap = per_axis(label_overlap, ndim, "label_overlap")
     return stitch_block_labels(source, out, plan.block, overlap, label_region,
                                folder.progress / "labels", scheduler)
 
@@ -712,8 +703,8 @@ class _LabelGeometry:
         """Blocks of ``block_shape`` over ``spatial``; ConfigError for an unusable overlap."""
         from microseg.inference.tiling import tile_grid
 
-        block = _per_axis(block_shape, len(spatial), "block_shape")
-        margin = _per_axis(overlap, len(spatial), "overlap")
+        block = per_axis(block_shape, len(spatial), "block_shape")
+        margin = per_axis(overlap, len(spatial), "overlap")
         if min(margin) < 1 or any(b < 2 * m for b, m in zip(block, margin, strict=True)):
             raise ConfigError(f"label stitching needs an overlap of at least 1 and blocks of at "
                               f"least twice the overlap, found block {block}, overlap {margin}")

@@ -70,6 +70,8 @@ __all__ = [
     "Window",
     "axis_windows",
     "blending_weights",
+    "check_border",
+    "per_axis",
     "predict_tiled",
     "predict_whole",
     "predict_windows",
@@ -108,8 +110,8 @@ def tile_grid(
     [(0, 4, 0, 4), (0, 4, 4, 7), (4, 5, 0, 4), (4, 5, 4, 7)]
     """
     spatial_shape = tuple(int(s) for s in spatial_shape)
-    tile = _per_axis(tile_shape, len(spatial_shape), "tile_shape")
-    steps = tile if step is None else _per_axis(step, len(spatial_shape), "step")
+    tile = per_axis(tile_shape, len(spatial_shape), "tile_shape")
+    steps = tile if step is None else per_axis(step, len(spatial_shape), "step")
     return [
         tuple(slice(s, min(s + t, n)) for s, t, n in zip(starts, tile, spatial_shape, strict=True))
         for starts in _block_starts(spatial_shape, tile, steps)
@@ -120,10 +122,16 @@ def _block_starts(
     spatial_shape: tuple[int, ...], tile: tuple[int, ...], steps: tuple[int, ...]
 ) -> list[tuple[int, ...]]:
     """Start of every block of the grid, C order; the last start of an axis covers its end."""
-    per_axis = [
+    ranges = [
         range(0, max(n - t, 0) + s, s) for n, t, s in zip(spatial_shape, tile, steps, strict=True)
     ]
-    return list(itertools.product(*per_axis))
+    return list(itertools.product(*ranges))
+
+
+def check_border(border: str) -> None:
+    """Raise :class:`ConfigError` unless ``border`` is one of :data:`BORDERS`."""
+    if border not in BORDERS:
+        raise ConfigError(f"border {border!r} is not known; choose one of {', '.join(BORDERS)}")
 
 
 def axis_windows(
@@ -159,8 +167,7 @@ def axis_windows(
     >>> axis_windows(0, 128, 128, window=96, halo=24, divisor=8, border="extend")
     [(-24, 96, 0, 44), (16, 96, 44, 84), (56, 96, 84, 128)]
     """
-    if border not in BORDERS:
-        raise ConfigError(f"border {border!r} is not known; choose one of {', '.join(BORDERS)}")
+    check_border(border)
     padded = math.ceil(size / divisor) * divisor
     edge_low, edge_high = (0, padded) if border == "inside" else (-halo, padded + halo)
     low = max(edge_low, (keep_start - halo) // divisor * divisor)
@@ -222,10 +229,10 @@ def window_layout(
     """
     spatial_shape = tuple(int(n) for n in spatial_shape)
     ndim = len(spatial_shape)
-    tile = _per_axis(tile_shape, ndim, "tile_shape")
-    halos = _per_axis(halo, ndim, "halo")
+    tile = per_axis(tile_shape, ndim, "tile_shape")
+    halos = per_axis(halo, ndim, "halo")
     region = tuple(region) if region is not None else tuple(slice(0, n) for n in spatial_shape)
-    per_axis = [
+    axes = [
         axis_windows(r.start, r.stop, n, t + 2 * h, h, divisor, border)
         for r, n, t, h in zip(region, spatial_shape, tile, halos, strict=True)
     ]
@@ -235,7 +242,7 @@ def window_layout(
             tuple(w[0] + w[1] for w in combination),
             tuple(slice(w[2], w[3]) for w in combination),
         )
-        for combination in itertools.product(*per_axis)
+        for combination in itertools.product(*axes)
     ]
 
 
@@ -367,7 +374,16 @@ class _Plan:
         return result
 
 
-def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+def per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    """``value`` as one non-negative int per spatial axis (one int is repeated ``ndim`` times).
+
+    Raises :class:`ConfigError` naming ``name`` for a wrong count or a negative value.
+
+    Example
+    -------
+    >>> per_axis(16, 3, "halo"), per_axis([8, 16], 2, "tile_shape")
+    ((16, 16, 16), (8, 16))
+    """
     values = (int(value),) * ndim if np.isscalar(value) else tuple(int(v) for v in value)
     if len(values) != ndim or min(values) < 0:
         raise ConfigError(
@@ -385,11 +401,10 @@ def _make_plan(
     border: str = "inside",
 ) -> _Plan:
     """Align tile and halo to the divisor, and shrink tiles larger than the (padded) image."""
-    if border not in BORDERS:
-        raise ConfigError(f"border {border!r} is not known; choose one of {', '.join(BORDERS)}")
+    check_border(border)
     ndim = len(spatial_shape)
-    wanted_tile = _per_axis(tile_shape, ndim, "tile_shape")
-    wanted_halo = _per_axis(halo, ndim, "halo")
+    wanted_tile = per_axis(tile_shape, ndim, "tile_shape")
+    wanted_halo = per_axis(halo, ndim, "halo")
     tile = tuple(max(divisor, t // divisor * divisor) for t in wanted_tile)
     halo_aligned = tuple(math.ceil(h / divisor) * divisor for h in wanted_halo)
     if tile != wanted_tile or halo_aligned != wanted_halo:

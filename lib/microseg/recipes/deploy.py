@@ -52,6 +52,7 @@ import numpy as np
 
 from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError, MicrosegError, OutputExistsError
+from microseg.inference.tiling import per_axis
 from microseg.runs import RunFolder, read_json, write_summary
 
 __all__ = [
@@ -329,12 +330,12 @@ def choose_halo(network: Any, model_config: Any, halo: int | Sequence[int] | Non
     """
     ndim = model_config.ndim
     if halo is not None:
-        return _per_axis(halo, ndim, "halo"), "given"
+        return per_axis(halo, ndim, "halo"), "given"
     saved = Path(diagnostics_dir) / "summary.json" if diagnostics_dir is not None else None
     if saved is not None and saved.is_file():
         recommended = read_json(saved).get("recommended_halo")
         if recommended is not None:
-            return _per_axis(recommended, ndim, "recommended_halo"), "notebook 06"
+            return per_axis(recommended, ndim, "recommended_halo"), "notebook 06"
     try:
         from microseg.diagnostics.receptive_field import (
             recommended_halo,
@@ -378,21 +379,13 @@ def choose_tile(tile_shape: int | Sequence[int] | None, halo: Sequence[int], ndi
     if tile_shape is None:
         base = (QUICK_TILE if quick else DEFAULT_TILE)[ndim]
         return tuple(math.ceil(max(base, 2 * h) / divisor) * divisor for h in halo)
-    tile = _per_axis(tile_shape, ndim, "tile_shape")
+    tile = per_axis(tile_shape, ndim, "tile_shape")
     if any(t < 2 * h for t, h in zip(tile, halo, strict=True)):
         raise ConfigError(
             f"tile_shape {tile} is smaller than twice the halo {halo}: every tile would read "
             f"more than 4x its own size; use tile_shape of at least {tuple(2 * h for h in halo)} "
             f"(or leave it None for the default)")
     return tile
-
-
-def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    values = (int(value),) * ndim if np.isscalar(value) else tuple(int(v) for v in value)
-    if len(values) != ndim or min(values) < 0:
-        raise ConfigError(f"{name} {value!r}: expected one value >= 0 or {ndim} of them (one per "
-                          f"spatial axis of this {ndim}D model)")
-    return values
 
 
 def prepare_input(plan: DeploymentPlan) -> DeployInput:
