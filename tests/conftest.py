@@ -27,3 +27,25 @@ def _one_thread_and_seeded():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def trained_like_unet():
+    """Factory of a tiny U-Net (4/8/16 channels, one residual unit) in eval mode whose
+    normalization layers hold non-trivial running statistics: ``make(norm, ndim)``."""
+    import torch
+
+    from microseg.models import ModelConfig, build_model, set_renorm_limits
+
+    def make(norm: str, ndim: int) -> torch.nn.Module:
+        config = ModelConfig(ndim=ndim, channels=(4, 8, 16), strides=(2, 2), num_res_units=1,
+                             norm=norm, norm_momentum=0.5)
+        model = build_model(config)
+        set_renorm_limits(model, 3.0, 5.0)
+        model.train()
+        with torch.no_grad():
+            for _ in range(3):
+                model(3.0 * torch.randn((4, 1) + (16,) * ndim) + 1.0)
+        return model.eval()
+
+    return make

@@ -8,25 +8,11 @@ import torch
 
 from microseg.errors import DataError, OutputExistsError
 from microseg.export.torchscript import export_torchscript, load_torchscript
-from microseg.models import ModelConfig, build_model, set_renorm_limits
-
-
-def _trained_like_model(norm: str, ndim: int) -> torch.nn.Module:
-    """A tiny U-Net whose normalization layers hold non-trivial running statistics."""
-    config = ModelConfig(ndim=ndim, channels=(4, 8, 16), strides=(2, 2), num_res_units=1, norm=norm,
-                         norm_momentum=0.5)
-    model = build_model(config)
-    set_renorm_limits(model, 3.0, 5.0)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(3.0 * torch.randn((4, 1) + (16,) * ndim) + 1.0)
-    return model.eval()
 
 
 @pytest.mark.parametrize(("norm", "ndim"), [("batch", 2), ("batchrenorm", 2), ("batchrenorm", 3)])
-def test_reloaded_torchscript_matches_pytorch(tmp_path, norm, ndim):
-    model = _trained_like_model(norm, ndim)
+def test_reloaded_torchscript_matches_pytorch(tmp_path, norm, ndim, trained_like_unet):
+    model = trained_like_unet(norm, ndim)
     example = np.random.default_rng(0).normal(size=(2, 1) + (16,) * ndim).astype(np.float32)
 
     result = export_torchscript(model, example, tmp_path / "model.pt")
@@ -43,8 +29,8 @@ def test_reloaded_torchscript_matches_pytorch(tmp_path, norm, ndim):
     assert np.abs(expected).max() > 1e-2
 
 
-def test_export_leaves_the_model_unchanged(tmp_path):
-    model = _trained_like_model("batchrenorm", 2)
+def test_export_leaves_the_model_unchanged(tmp_path, trained_like_unet):
+    model = trained_like_unet("batchrenorm", 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     export_torchscript(model, np.zeros((1, 1, 16, 16), np.float32), tmp_path / "model.pt")
     after = model.state_dict()
@@ -52,8 +38,8 @@ def test_export_leaves_the_model_unchanged(tmp_path):
     assert not model.training
 
 
-def test_existing_file_is_refused_unless_overwrite(tmp_path):
-    model = _trained_like_model("batch", 2)
+def test_existing_file_is_refused_unless_overwrite(tmp_path, trained_like_unet):
+    model = trained_like_unet("batch", 2)
     path = tmp_path / "model.pt"
     path.write_bytes(b"earlier")
     with pytest.raises(OutputExistsError, match="overwrite=True"):
@@ -63,7 +49,7 @@ def test_existing_file_is_refused_unless_overwrite(tmp_path):
     assert path.read_bytes() != b"earlier"
 
 
-def test_input_without_batch_axis_is_refused(tmp_path):
+def test_input_without_batch_axis_is_refused(tmp_path, trained_like_unet):
     with pytest.raises(DataError, match=r"image\[None\]"):
-        export_torchscript(_trained_like_model("batch", 2), np.zeros((1, 16, 16)),
+        export_torchscript(trained_like_unet("batch", 2), np.zeros((1, 16, 16)),
                            tmp_path / "m.pt")
