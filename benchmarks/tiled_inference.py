@@ -19,16 +19,13 @@ Prints a table and writes JSON to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 METHODS = ("microseg", "monai-0.25-constant", "monai-0.5-gaussian")
 
@@ -193,15 +190,11 @@ def main() -> None:
                             "repeats": args.repeats})
             print(f"median {ndim}D tile {tile:>4} {method:<22} {speed / 1e6:8.3f} Mpx/s"
                   + ("" if ratio is None else f"   microseg / this = {ratio:.2f}"))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out / f"tiled_inference-{stamp}.json"
-    path.write_text(json.dumps({"machine": platform.node(), "platform": platform.platform(),
-                                "date": stamp, "command": " ".join(sys.argv), "rows": rows,
-                                "summary": summary},
-                               indent=2))
-    print(f"wrote {path}")
+    from train_throughput import run_record, write_record
+
+    device = rows[0]["device"] if rows else "cpu"
+    write_record(run_record(device, threads=args.threads, rows=rows, summary=summary),
+                 "tiled_inference")
 
 
 if __name__ == "__main__":
