@@ -84,13 +84,13 @@ def field_widget(name: str, spec: Any, value: Any):
                       placeholder=_EMPTY)
     if spec is bool:
         return w.Checkbox(value=bool(value), description=name, style=_STYLE, indent=False)
-    if (isinstance(spec, tuple) and len(spec) == 2) or spec in (int, float):
-        _require_number(name, spec, value)
     if isinstance(spec, tuple) and len(spec) == 2:
+        _require_number(name, spec, value)
         slider = w.FloatSlider if any(isinstance(v, float) for v in (*spec, value)) else w.IntSlider
         return slider(min=min(spec[0], value), max=max(spec[1], value), value=value,
                       description=name, style=_STYLE, layout=layout, continuous_update=False)
     if spec in (int, float):
+        _require_number(name, spec, value)
         box = w.IntText if spec is int else w.FloatText
         return box(value=value, description=name, style=_STYLE, layout=layout)
     return w.Text(value="" if value is None else str(value), description=name, style=_STYLE,
