@@ -1,16 +1,22 @@
-"""Benchmark logic: FLOP counts against hand counts, fractions of the measured ceilings, and
-error rows of the training benchmark's switch matrix."""
+"""Benchmark logic: FLOP counts against hand counts, fractions of the measured ceilings, error
+rows of the training benchmark's switch matrix, and the real-data benchmark's split, label
+conversion and scores (on data made here: the shared real data sets are never needed)."""
 
+import itertools
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import flops  # noqa: E402
 import gpu_ceilings  # noqa: E402
+import real_data  # noqa: E402
 import train_throughput  # noqa: E402
 
 from microseg.models import ModelConfig, model_preset  # noqa: E402
@@ -130,3 +136,205 @@ def test_a_failing_combination_becomes_an_error_row():
     slow = train_throughput.run_worker([sys.executable, "-c", "import time; time.sleep(5)"],
                                        stub, timeout=0.5)
     assert slow["status"] == "error" and slow["error"].startswith("timed out")
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_the_frozen_validation_images_are_the_documented_draw():
+    usiigaci = [f"train_set{k}" for k in range(1, 46)]
+    isbi = [f"slice_{k:02d}" for k in range(25)]
+    assert real_data.draw_validation(usiigaci, 5) == list(real_data.SPLITS["usiigaci_phase"].val)
+    assert real_data.draw_validation(isbi, 3) == list(real_data.SPLITS["isbi2012_em"].val)
+
+
+def test_the_draw_is_the_one_the_library_splits_with():
+    from microseg.data.split import split_pairs
+
+    stems = [f"slice_{k:02d}" for k in range(25)]
+    assert split_pairs(stems, (22 / 25, 3 / 25, 0.0), seed=0)["val"] == \
+        real_data.draw_validation(stems, 3, seed=0)
+
+
+def test_interior_becomes_four_connected_objects_and_membrane_background():
+    binary = np.array([[255, 255, 0, 0],
+                       [255, 255, 0, 255],
+                       [0, 0, 255, 255],
+                       [255, 0, 0, 0]], np.uint8)
+    labels, counts = real_data.interior_instances(binary)
+    # the two squares touch only diagonally: a diagonal membrane separates them
+    assert counts == {"objects": 3}
+    assert labels.tolist() == [[1, 1, 0, 0], [1, 1, 0, 2], [0, 0, 2, 2], [3, 0, 0, 0]]
+
+
+def test_each_id_keeps_its_largest_eight_connected_piece():
+    labels = np.zeros((6, 8), np.uint16)
+    labels[0:2, 0:3] = 1          # 6 pixels
+    labels[4, 6:8] = 1            # a detached speck of the same id: 2 pixels
+    labels[3, 0] = labels[4, 1] = 2   # diagonal neighbours: one 8-connected piece
+    labels[0, 6] = 3
+    cleaned, counts = real_data.keep_largest_piece(labels)
+    expected = labels.copy()
+    expected[4, 6:8] = 0
+    np.testing.assert_array_equal(cleaned, expected)
+    assert cleaned.dtype == labels.dtype
+    assert counts == {"ids": 3, "ids_in_pieces": 1, "pixels_removed": 2}
+
+
+def _brute_force_tp(truth, pred, threshold):
+    """Most pairs with IoU >= threshold, trying every one-to-one assignment."""
+    t_ids, p_ids = np.unique(truth[truth > 0]), np.unique(pred[pred > 0])
+    iou = np.zeros((len(t_ids), len(p_ids)))
+    for i, t in enumerate(t_ids):
+        for j, p in enumerate(p_ids):
+            a, b = truth == t, pred == p
+            iou[i, j] = (a & b).sum() / (a | b).sum()
+    best, best_iou = 0, 0.0
+    small, large = (t_ids, p_ids) if len(t_ids) <= len(p_ids) else (p_ids, t_ids)
+    for chosen in itertools.permutations(range(len(large)), len(small)):
+        pairs = [(k, c) if len(t_ids) <= len(p_ids) else (c, k) for k, c in enumerate(chosen)]
+        good = [iou[i, j] for i, j in pairs if iou[i, j] >= threshold]
+        if (len(good), sum(good)) > (best, best_iou):
+            best, best_iou = len(good), sum(good)
+    return best, best_iou, len(t_ids), len(p_ids)
+
+
+def _random_labels(rng, shape=(12, 12), n=4):
+    labels = np.zeros(shape, np.int32)
+    for k in range(1, n + 1):
+        y, x = rng.integers(0, shape[0] - 2), rng.integers(0, shape[1] - 2)
+        h, w = rng.integers(2, 6), rng.integers(2, 6)
+        labels[y:y + h, x:x + w] = k + 10 * (k % 2)   # ids with gaps, later ones on top
+    return labels
+
+
+def _shifted(rng, labels):
+    moved = np.roll(labels, tuple(rng.integers(-1, 2, size=2)), axis=(0, 1))
+    moved[rng.random(labels.shape) < 0.05] = 0
+    return moved
+
+
+def test_scores_equal_a_brute_force_count():
+    rng = np.random.default_rng(7)
+    pairs = []
+    for k in range(4):
+        truth = _random_labels(rng)
+        pairs.append((f"image{k}", _shifted(rng, truth), truth))
+    scores = real_data.score_instances(pairs)
+    per_image, tp, fp, fn, sum_iou = [], 0, 0, 0, 0.0
+    for _, pred, truth in pairs:
+        counts = [_brute_force_tp(truth, pred, t) for t in real_data.DSB_THRESHOLDS]
+        per_image.append(np.mean([c[0] / (c[2] + c[3] - c[0]) for c in counts]))
+        tp0, iou0, n_true, n_pred = counts[0]
+        tp, fp, fn, sum_iou = tp + tp0, fp + n_pred - tp0, fn + n_true - tp0, sum_iou + iou0
+    assert (scores["tp"], scores["fp"], scores["fn"]) == (tp, fp, fn)
+    assert scores["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert scores["precision"] == pytest.approx(tp / (tp + fp))
+    assert scores["recall"] == pytest.approx(tp / (tp + fn))
+    assert scores["panoptic_quality"] == pytest.approx(sum_iou / (tp + fp / 2 + fn / 2))
+    assert scores["dsb_score"] == pytest.approx(np.mean(per_image))
+    assert [r["dsb_score"] for r in scores["per_image"]] == pytest.approx(per_image)
+    assert 0 < scores["dsb_score"] < scores["f1"] < 1   # a test that can tell them apart
+
+
+def test_scoring_folders_reads_what_the_peers_write(tmp_path):
+    rng = np.random.default_rng(3)
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir(), pred.mkdir()
+    pairs = []
+    for k in range(2):
+        t = _random_labels(rng)
+        p = _shifted(rng, t)
+        tifffile.imwrite(truth / f"s{k}.tif", t.astype(np.uint16))
+        tifffile.imwrite(pred / f"s{k}.tif", p.astype(np.uint16))
+        pairs.append((f"s{k}", p, t))
+    from_files = real_data.score_folders(pred, truth)
+    assert from_files["dsb_score"] == pytest.approx(real_data.score_instances(pairs)["dsb_score"])
+    (pred / "s1.tif").unlink()
+    with pytest.raises(SystemExit, match="s1"):
+        real_data.score_folders(pred, truth)
+
+
+def _fake_isbi(root: Path) -> Path:
+    data = root / "isbi2012_em"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    binary = np.full((16, 16), 255, np.uint8)
+    binary[:, 7] = 0                                     # a membrane: two objects
+    for k in range(30):
+        tifffile.imwrite(data / "images" / f"slice_{k:02d}.tif", np.full((16, 16), k, np.uint8))
+        tifffile.imwrite(data / "labels" / f"slice_{k:02d}.tif", binary)
+    return data
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_layout_holds_the_fixed_split_and_never_writes_into_the_data(tmp_path):
+    data = _fake_isbi(tmp_path)
+    before = _listing(data)
+    work = tmp_path / "work"
+    layout = real_data.write_layout(data, work)
+    assert layout["test"] == [f"slice_{k}" for k in range(25, 30)]
+    assert layout["val"] == list(real_data.SPLITS["isbi2012_em"].val)
+    assert len(layout["train"]) == 22 and not set(layout["train"]) & set(layout["val"])
+    assert layout["label_counts"]["test"] == {"objects": 10}
+    link = work / "data" / "trainval" / "images" / "slice_00.tif"
+    assert link.is_symlink() and link.resolve() == (data / "images" / "slice_00.tif").resolve()
+    labels = tifffile.imread(work / "data" / "test" / "labels" / "slice_27.tif")
+    assert sorted(np.unique(labels)) == [0, 1, 2] and (labels[:, 7] == 0).all()
+    assert not (work / "data" / "test" / "images" / "slice_00.tif").exists()
+    assert real_data.write_layout(data, work) == json.loads((work / "split.json").read_text())
+    assert _listing(data) == before
+    record = json.loads((work / "split.json").read_text())
+    record["val"] = ["slice_00", "slice_02", "slice_03"]
+    (work / "split.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="another split"):
+        real_data.write_layout(data, work)
+
+
+def test_the_manifest_gets_the_fixed_validation_images(tmp_path):
+    from microseg.data.split import load_manifest
+    from microseg.recipes.prepare import prepare_data
+
+    work = tmp_path / "work"
+    layout = real_data.write_layout(_fake_isbi(tmp_path), work)
+    run = tmp_path / "run"
+    # another seed than the fixed draw's, so that prepare_data's own split differs
+    prepare_data(run, data_dir=work / "data" / "trainval", fractions=(22 / 25, 3 / 25, 0.0),
+                 seed=5)
+    assert load_manifest(run).stems("val") != layout["val"]
+    norm = {e["stem"]: e["norm_high"] for s in ("train", "val") for e in
+            load_manifest(run).entries(s)}
+    assert real_data.enforce_split(run, layout) is True
+    manifest = load_manifest(run)
+    assert manifest.stems("val") == layout["val"] and manifest.stems("train") == layout["train"]
+    assert {e["stem"]: e["norm_high"] for e in manifest.entries("val")} == \
+        {s: norm[s] for s in layout["val"]}
+    assert real_data.enforce_split(run, layout) is False
+    with pytest.raises(SystemExit, match="differ"):
+        real_data.enforce_split(run, {**layout, "train": layout["train"][1:]})
+
+
+def test_settings_are_python_literals_or_strings():
+    assert real_data.parse_settings(["epochs=40", "tile_shape=(256, 256)", "head=distance",
+                                     "tta=True", "max_minutes=None", "name='a=b'"]) == {
+        "epochs": 40, "tile_shape": (256, 256), "head": "distance", "tta": True,
+        "max_minutes": None, "name": "a=b"}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        real_data.parse_settings(["epochs"])
+
+
+class _Trainer:
+    stopped_early = False
+
+
+def test_the_budget_stops_training_once():
+    unlimited, trainer = real_data.TrainingBudget(), _Trainer()
+    unlimited(trainer, {"epoch": 1})
+    assert not trainer.stopped_early and unlimited.stopped_at_epoch is None
+    spent = real_data.TrainingBudget(wall_seconds=0.0)
+    spent(trainer, {"epoch": 3})
+    spent(trainer, {"epoch": 4})
+    assert trainer.stopped_early and spent.stopped_at_epoch == 3

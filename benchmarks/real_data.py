@@ -1,0 +1,663 @@
+"""Real annotated microscopy images: microseg's prepare → train → evaluate on a fixed split,
+and the same scores for any tool's label images of the same held-out images.
+
+Data sets (folders with ``images/<stem>.tif`` and ``labels/<stem>.tif``, read only):
+
+``usiigaci_phase``
+    50 phase-contrast images of 1022×1024 (Usiigaci, Tsai et al. 2019). Test: the authors' own
+    ``val_*`` images (5). The 45 ``train_*`` images: 40 training, 5 validation
+    (:data:`SPLITS`). Labels are instances, but 360 of the 3225 cell ids have more than one
+    8-connected piece (mostly stray specks: median 0.16 % of the cell's area, 14 ids above
+    5 %). Every id keeps its largest 8-connected piece; the other pieces become background,
+    in training and test labels alike (:func:`keep_largest_piece`). A predicted object is one
+    connected region, so a detached speck could never be matched anyway.
+``isbi2012_em``
+    30 EM slices of 512×512 (ISBI 2012). Test: slices 25–29; slices 0–24: 22 training,
+    3 validation. Labels are binary (255 cell interior, 0 membrane): the objects are the
+    4-connected components of the interior (:func:`interior_instances`); membrane pixels are
+    background. 4-connectivity because a membrane drawn one pixel wide along a diagonal is
+    8-connected: only 4-connectivity keeps the two cells it separates apart. Every component
+    counts, even the smallest (49 of 3431 have under 10 pixels).
+
+The validation images were drawn once with :func:`draw_validation` (seed 0, the same draw as
+``microseg.data.split.split_pairs``) and are frozen in :data:`SPLITS`, so later changes to the
+library or to NumPy cannot move them.
+
+What the script writes (never into the data folder or the repository)::
+
+    WORK/split.json                    the fixed split, conversion rules and counts
+    WORK/data/trainval/{images,labels} training + validation images (symlinks) and labels
+    WORK/data/test/{images,labels}     held-out test images (symlinks) and labels
+    WORK/runs/<label>/                 microseg run folder: data/, models/<label>/, eval/
+    WORK/runs/<label>/predictions/     predicted label TIFFs of the test images
+    WORK/results/<label>.json          the row: scores, seconds, steps, machine, command
+
+How the split reaches microseg: ``prepare_data`` gets the train+val folder with fractions
+(n_train/n, n_val/n, 0), so it computes the normalization and the manifest as usual; then
+:func:`enforce_split` moves manifest entries so that the validation set is the fixed one (the
+counts already agree; with today's library it changes nothing). ``prepare_data`` has no
+parameter for a given split. The test images never enter the manifest: ``evaluate_models``
+reads them with ``data_dir=WORK/data/test``.
+
+Scores (:func:`score_folders`, one code path for every tool): objects matched one-to-one by
+``microseg.metrics.instance.match_instances``; F1, precision, recall and panoptic quality at IoU
+0.5 pooled over the test images (TP, FP, FN and matched IoU summed first); the Data Science
+Bowl 2018 score: per image, the mean over IoU 0.5, 0.55, …, 0.95 of TP/(TP+FP+FN), then the
+mean over images.
+
+Usage::
+
+    .venv/bin/python benchmarks/real_data.py --data ../shared/realdata/usiigaci_phase \\
+        --work-dir /work/bench/usiigaci --label baseline
+    # any train_model / evaluate_models / prepare_data keyword, parsed as a Python literal:
+    ... --label longer --train epochs=120 --eval tile_shape=256
+    # stop training after the first epoch past a budget (wall minutes or process CPU seconds):
+    ... --label capped --budget-minutes 30
+    # score another tool's label images (WORK/peers/<tool>/predictions/<stem>.tif, run.json):
+    ... --score-peer /work/bench/usiigaci/peers/stardist --label StarDist
+    # only write the split and the data layout (what the peer runners read):
+    ... --layout-only
+    # the Markdown table of every row in WORK/results:
+    .venv/bin/python benchmarks/real_data.py --work-dir /work/bench/usiigaci --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DSB_THRESHOLDS",
+    "SPLITS",
+    "LoadSampler",
+    "TrainingBudget",
+    "draw_validation",
+    "enforce_split",
+    "interior_instances",
+    "keep_largest_piece",
+    "parse_settings",
+    "score_folders",
+    "score_instances",
+    "write_layout",
+]
+
+DSB_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+"""IoU 0.5, 0.55, ..., 0.95: the thresholds of the Data Science Bowl 2018 score."""
+
+LAYOUT_VERSION = 1
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class DataRules:
+    """The fixed split and the label conversion of one data set."""
+
+    test: Callable[[str], bool]
+    n_val: int
+    val: tuple[str, ...]
+    labels: str
+
+
+SPLITS: dict[str, DataRules] = {
+    "usiigaci_phase": DataRules(
+        test=lambda stem: stem.startswith("val_"), n_val=5,
+        val=("train_set23", "train_set36", "train_set38", "train_set4", "train_set6"),
+        labels="largest-8-connected-piece-per-id"),
+    "isbi2012_em": DataRules(
+        test=lambda stem: int(stem.rsplit("_", 1)[1]) >= 25, n_val=3,
+        val=("slice_01", "slice_09", "slice_15"),
+        labels="4-connected-components-of-interior"),
+}
+"""Data set name (the data folder's name) → split and label rules; ``val`` from
+:func:`draw_validation` of the non-test stems with seed 0."""
+
+
+# ----------------------------------------------------------------------------- split, labels
+
+def draw_validation(stems: Sequence[str], n_val: int, seed: int = SPLIT_SEED) -> list[str]:
+    """The ``n_val`` validation stems drawn from ``stems`` (sorted first), sorted.
+
+    The draw of ``microseg.data.split.split_pairs`` with fractions (n−n_val, n_val, 0)/n: a
+    permutation by ``numpy.random.default_rng(seed)``, whose last ``n_val`` are validation.
+    """
+    ordered = sorted(stems)
+    shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    return sorted(shuffled[len(ordered) - n_val:])
+
+
+def keep_largest_piece(labels: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Each object id keeps its largest 8-connected piece; the other pieces become 0.
+
+    ``labels``: (Y, X) integer instance labels, 0 background. Returns the cleaned labels (same
+    shape and dtype) and counts ``{"ids", "ids_in_pieces", "pixels_removed"}``. Ties between
+    equally large pieces keep the first in raster order.
+    """
+    from scipy import ndimage as ndi
+
+    cleaned = labels.copy()
+    counts = {"ids": 0, "ids_in_pieces": 0, "pixels_removed": 0}
+    for object_id, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        counts["ids"] += 1
+        mask = labels[box] == object_id
+        pieces, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+        if n > 1:
+            sizes = np.bincount(pieces.ravel())[1:]
+            drop = mask & (pieces != 1 + int(np.argmax(sizes)))
+            cleaned[box][drop] = 0
+            counts["ids_in_pieces"] += 1
+            counts["pixels_removed"] += int(drop.sum())
+    return cleaned, counts
+
+
+def interior_instances(binary: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Objects of a binary label image: 4-connected components of the non-zero pixels.
+
+    ``binary``: (Y, X), non-zero = object interior, 0 = membrane/background. Returns int32
+    labels 1..n (raster order of each component's first pixel) and ``{"objects": n}``.
+    """
+    from scipy import ndimage as ndi
+
+    labels, n = ndi.label(binary != 0, structure=ndi.generate_binary_structure(2, 1))
+    return labels.astype(np.int32), {"objects": int(n)}
+
+
+def _convert(rules: DataRules, label: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    if rules.labels == "largest-8-connected-piece-per-id":
+        return keep_largest_piece(label)
+    return interior_instances(label)
+
+
+def _fixed_split(name: str, stems: Sequence[str]) -> dict[str, list[str]]:
+    rules = SPLITS[name]
+    test = sorted(s for s in stems if rules.test(s))
+    pool = sorted(s for s in stems if not rules.test(s))
+    missing = sorted(set(rules.val) - set(pool))
+    if missing:
+        raise SystemExit(f"{name}: the fixed validation images {missing} are not among the "
+                         f"data's non-test images; is this the right data folder?")
+    val = sorted(rules.val)
+    return {"train": [s for s in pool if s not in val], "val": val, "test": test}
+
+
+# ----------------------------------------------------------------------------- layout
+
+def _write_tiff(path: Path, array: np.ndarray) -> None:
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tifffile.imwrite(tmp, array, compression="zlib")
+    os.replace(tmp, path)
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return
+    link.symlink_to(target.resolve())
+
+
+def _place_pair(rules: DataRules, data: Path, stem: str, folder: Path) -> dict[str, int]:
+    import tifffile
+
+    _link(data / "images" / f"{stem}.tif", folder / "images" / f"{stem}.tif")
+    label, counts = _convert(rules, tifffile.imread(data / "labels" / f"{stem}.tif"))
+    dtype = np.uint16 if label.max() < 2 ** 16 else np.int32
+    _write_tiff(folder / "labels" / f"{stem}.tif", label.astype(dtype))
+    return counts
+
+
+def _layout_record(name: str, data: Path, split: dict[str, list[str]]) -> dict[str, Any]:
+    rules = SPLITS[name]
+    return {"version": LAYOUT_VERSION, "dataset": name, "data": str(data.resolve()),
+            "split_seed": SPLIT_SEED, "labels": rules.labels, **split}
+
+
+def write_layout(data: str | Path, work_dir: str | Path,
+                 dataset: str | None = None) -> dict[str, Any]:
+    """Write the fixed split and the scratch data layout into ``work_dir``; returns split.json.
+
+    ``data``: a folder of :data:`SPLITS` (its name, or ``dataset``, picks the rules). Images are
+    symlinked, labels converted and written as zlib TIFFs. An existing identical layout is
+    reused; a ``split.json`` with another split raises SystemExit (use another work folder).
+    """
+    data, work = Path(data), Path(work_dir)
+    name = dataset or data.name
+    if name not in SPLITS:
+        raise SystemExit(f"{data}: unknown data set {name!r}; expected one of {sorted(SPLITS)} "
+                         f"(pass --dataset)")
+    stems = sorted(p.stem for p in (data / "images").glob("*.tif"))
+    record = _layout_record(name, data, _fixed_split(name, stems))
+    path = work / "split.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if {k: previous.get(k) for k in record} != record:
+            raise SystemExit(f"{path} holds another split or data set; use another --work-dir")
+        return previous
+    counts = {subset: _place_subset(name, data, record[subset], work, subset)
+              for subset in ("train", "val", "test")}
+    _atomic_json(path, {**record, "label_counts": counts})
+    return json.loads(path.read_text())
+
+
+def _place_subset(name: str, data: Path, stems: list[str], work: Path,
+                  subset: str) -> dict[str, int]:
+    folder = work / "data" / ("test" if subset == "test" else "trainval")
+    totals: dict[str, int] = {}
+    for stem in stems:
+        for key, value in _place_pair(SPLITS[name], data, stem, folder).items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def _atomic_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- scores
+
+def score_instances(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Scores of predicted against true instance labels, pooled and per image.
+
+    ``pairs``: (stem, predicted labels, true labels), each (Y, X) integers, 0 background.
+    Returns ``f1``, ``precision``, ``recall``, ``panoptic_quality`` and ``mean_matched_iou``
+    at IoU 0.5 pooled over the images, ``dsb_score`` (mean over images of the mean over
+    :data:`DSB_THRESHOLDS` of TP/(TP+FP+FN)), ``tp``/``fp``/``fn`` at 0.5, ``n_images`` and
+    ``per_image`` rows. A ratio whose denominator is 0 is None.
+    """
+    from microseg.metrics.instance import aggregate, match_instances
+
+    matchings = [match_instances(pred, truth, DSB_THRESHOLDS) for _, pred, truth in pairs]
+    pooled = aggregate(matchings)["pooled"]
+    at_half = {key: pooled[key][0] for key in ("tp", "fp", "fn", "precision", "recall", "f1",
+                                               "panoptic_quality", "mean_matched_iou")}
+    rows = [_image_row(stem, m) for (stem, _, _), m in zip(pairs, matchings, strict=True)]
+    dsb = [r["dsb_score"] for r in rows if r["dsb_score"] is not None]
+    return {**at_half, "dsb_score": float(np.mean(dsb)) if dsb else None,
+            "n_images": len(rows), "per_image": rows}
+
+
+def _image_row(stem: str, matching: Any) -> dict[str, Any]:
+    first = matching.scores[0]
+    values = [s.average_precision for s in matching.scores]
+    return {"stem": stem, "n_true": first.n_true, "n_pred": first.n_pred, "f1": first.f1,
+            "dsb_score": None if None in values else float(np.mean(values))}
+
+
+def score_folders(pred_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:
+    """:func:`score_instances` of ``pred_dir/<stem>.tif`` against ``truth_dir/<stem>.tif``.
+
+    Every truth stem needs a prediction (SystemExit naming the missing ones); extra
+    predictions are ignored. Predictions are read as integers (0 background).
+    """
+    import tifffile
+
+    truths = sorted(Path(truth_dir).glob("*.tif"))
+    missing = [p.stem for p in truths if not (Path(pred_dir) / p.name).is_file()]
+    if missing:
+        raise SystemExit(f"{pred_dir}: no predicted labels for {missing}; expected "
+                         f"<stem>.tif for every image of {truth_dir}")
+    pairs = [(p.stem, np.asarray(tifffile.imread(Path(pred_dir) / p.name)).astype(np.int64),
+              np.asarray(tifffile.imread(p)).astype(np.int64)) for p in truths]
+    return score_instances(pairs)
+
+
+# ----------------------------------------------------------------------------- training helpers
+
+def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["epochs=40", "norm=batch"]`` → ``{"epochs": 40, "norm": "batch"}``.
+
+    Values are Python literals (numbers, True/False/None, tuples, quoted strings); anything
+    else stays a string. SystemExit for an item without ``=``.
+    """
+    settings: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"setting {item!r}: expected KEY=VALUE, e.g. epochs=40")
+        try:
+            settings[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            settings[key.strip()] = text
+    return settings
+
+
+class TrainingBudget:
+    """Epoch callback of microseg's Trainer: stop after the first epoch past a budget.
+
+    ``wall_seconds`` and ``cpu_seconds`` (process CPU time, all threads) count from
+    :meth:`start`; None: no limit. Stopping sets the Trainer's ``stopped_early`` flag, so the
+    schedules planned for the full length are cut where they are.
+    """
+
+    def __init__(self, wall_seconds: float | None = None, cpu_seconds: float | None = None):
+        self.wall_seconds, self.cpu_seconds = wall_seconds, cpu_seconds
+        self.stopped_at_epoch: int | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start counting now."""
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def spent(self) -> tuple[float, float]:
+        """(wall seconds, process CPU seconds) since :meth:`start`."""
+        return time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+    def __call__(self, trainer: Any, record: dict[str, Any]) -> None:
+        wall, cpu = self.spent()
+        over = ((self.wall_seconds is not None and wall >= self.wall_seconds)
+                or (self.cpu_seconds is not None and cpu >= self.cpu_seconds))
+        if over and self.stopped_at_epoch is None:
+            self.stopped_at_epoch = int(record["epoch"])
+            trainer.stopped_early = True
+            print(f"budget reached after epoch {record['epoch']}: {wall:.0f} s wall, "
+                  f"{cpu:.0f} s CPU", flush=True)
+
+
+class LoadSampler:
+    """The 1-minute load average, sampled every ``every`` seconds in a background thread."""
+
+    def __init__(self, every: float = 15.0) -> None:
+        self.every, self.samples = every, [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        """Mean, min and max of the samples (1-minute load average)."""
+        values = np.asarray(self.samples)
+        return {"mean": round(float(values.mean()), 2), "min": round(float(values.min()), 2),
+                "max": round(float(values.max()), 2), "samples": int(values.size)}
+
+
+def _timed(function: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return result, {"wall_seconds": round(time.perf_counter() - wall, 1),
+                    "cpu_seconds": round(time.process_time() - cpu, 1)}
+
+
+# ----------------------------------------------------------------------------- microseg run
+
+def enforce_split(run_dir: str | Path, split: dict[str, list[str]]) -> bool:
+    """Make the run's split manifest's train/val sets the fixed ones; True if it changed.
+
+    The manifest (written by ``prepare_data``) must hold exactly the train + val stems with
+    the same counts; its entries (paths, normalization statistics) are moved, not recomputed,
+    and saved with ``SplitManifest.save``. SystemExit when the stems or counts differ.
+    """
+    from microseg.data.split import load_manifest
+    from microseg.runs import RunFolder
+
+    manifest = load_manifest(run_dir)
+    entries = {e["stem"]: e for subset in ("train", "val", "test")
+               for e in manifest.entries(subset)}
+    wanted = {subset: sorted(split[subset]) for subset in ("train", "val")}
+    if sorted(entries) != sorted(wanted["train"] + wanted["val"]) or manifest.test:
+        raise SystemExit(f"{run_dir}: the split manifest's images differ from the fixed "
+                         f"train + val images of split.json")
+    if all(manifest.stems(s) == wanted[s] for s in wanted):
+        return False
+    manifest.train = [entries[s] for s in wanted["train"]]
+    manifest.val = [entries[s] for s in wanted["val"]]
+    manifest.save(RunFolder(run_dir).split_manifest)
+    return True
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "model"
+
+
+def _prepare(run_dir: Path, work: Path, layout: dict[str, Any],
+             settings: dict[str, Any]) -> dict[str, Any]:
+    from microseg.recipes.prepare import prepare_data
+
+    n_train, n_val = len(layout["train"]), len(layout["val"])
+    n = n_train + n_val
+    summary = prepare_data(run_dir, data_dir=work / "data" / "trainval", task="instance",
+                           fractions=(n_train / n, n_val / n, 0.0), seed=SPLIT_SEED, **settings)
+    return {"prepare": summary, "split_adjusted": enforce_split(run_dir, layout)}
+
+
+def _write_predictions(results: Sequence[Any], folder: Path) -> Path:
+    for result in results:
+        _write_tiff(folder / f"{result.stem}.tif", np.asarray(result.instances, np.int32))
+    return folder
+
+
+def run_microseg(work: Path, layout: dict[str, Any], label: str,
+                 settings: dict[str, dict[str, Any]], budget: TrainingBudget) -> dict[str, Any]:
+    """prepare_data → train_model → evaluate_models in ``work/runs/<label>``; the row."""
+    from microseg.recipes.evaluate import evaluate_models
+    from microseg.recipes.train import train_model
+
+    name = _slug(label)
+    run_dir = work / "runs" / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise SystemExit(f"{run_dir} already holds a run; choose another --label")
+    prepared, prepare_time = _timed(lambda: _prepare(run_dir, work, layout, settings["prepare"]))
+    budget.start()
+    with LoadSampler() as load:
+        trained, train_time = _timed(lambda: train_model(
+            run_dir, model_name=name, callbacks=[budget], **settings["train"]))
+    evaluated, eval_time = _timed(lambda: evaluate_models(
+        run_dir, model_names=[name], data_dir=work / "data" / "test", **settings["eval"]))
+    predictions = _write_predictions(evaluated["results"][name], run_dir / "predictions")
+    scores = score_folders(predictions, work / "data" / "test" / "labels")
+    library = evaluated["models"][name]["at_threshold"]
+    return {"tool": "microseg", "scores": scores, "steps": trained["steps"],
+            "epochs": trained["epochs_run"], "training": {**train_time, "load": load.summary()},
+            "prepare": prepare_time, "evaluate": eval_time, "train_summary": _brief(trained),
+            "budget_stop_epoch": budget.stopped_at_epoch,
+            "split_adjusted": prepared["split_adjusted"], "run_dir": str(run_dir),
+            "library_check": {"f1": library["f1"], "precision": library["precision"],
+                              "recall": library["recall"]},
+            "postprocessing": evaluated["models"][name]["postprocessing"]}
+
+
+def _brief(trained: dict[str, Any]) -> dict[str, Any]:
+    keys = ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_dice",
+            "best_val_foreground_dice", "steps", "parameters", "seconds")
+    return {**{k: trained.get(k) for k in keys},
+            "fit_verdict": (trained.get("fit_diagnosis") or {}).get("verdict")}
+
+
+def score_peer(work: Path, peer_dir: Path) -> dict[str, Any]:
+    """The row of another tool: its ``run.json`` and the scores of its ``predictions/``."""
+    record = json.loads((peer_dir / "run.json").read_text())
+    scores = score_folders(peer_dir / "predictions", work / "data" / "test" / "labels")
+    return {**record, "scores": scores, "peer_dir": str(peer_dir)}
+
+
+# ----------------------------------------------------------------------------- records
+
+def _git(folder: Path) -> dict[str, Any]:
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
+                                  text=True, timeout=20, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    status = run("status", "--porcelain", "--", ".")
+    return {"commit": run("rev-parse", "HEAD"), "path": str(folder),
+            "changed_files": None if status is None else len(status.splitlines())}
+
+
+def _machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) \
+        if Path("/proc/cpuinfo").is_file() else platform.processor()
+    return {"node": platform.node(), "cpu": model, "cpu_count": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _command() -> str:
+    """The command line as typed from the current folder, PYTHONPATH included."""
+    python = os.path.relpath(sys.executable)
+    words = [python if not python.startswith("../..") else sys.executable, *sys.argv]
+    path = os.environ.get("PYTHONPATH")
+    return (f"PYTHONPATH={shlex.quote(path)} " if path else "") + shlex.join(words)
+
+
+def _provenance(args: argparse.Namespace) -> dict[str, Any]:
+    import microseg
+
+    library = Path(microseg.__file__).resolve().parent
+    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": _command(), "pythonpath": os.environ.get("PYTHONPATH"),
+            "threads": args.threads,
+            "machine": _machine(), "microseg": str(library),
+            "library_git": _git(library), "benchmark_git": _git(Path(__file__).resolve().parent),
+            "load_average_at_end": list(os.getloadavg())}
+
+
+def _result_path(work: Path, label: str) -> Path:
+    folder, name = work / "results", _slug(label)
+    path, k = folder / f"{name}.json", 1
+    while path.exists():
+        k += 1
+        path = folder / f"{name}-{k}.json"
+    return path
+
+
+def table_row(row: dict[str, Any]) -> str:
+    """One Markdown row: label, F1, precision, recall, DSB, PQ, CPU s, wall s, steps, command."""
+    s, training = row["scores"], row.get("training", {})
+
+    def number(value: Any, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    length = (f"{row['steps']} steps" if row.get("steps") is not None else "") + \
+        (f" / {row['epochs']} epochs" if row.get("epochs") is not None else "")
+    return (f"| {row['label']} | {number(s['f1'])} | {number(s['precision'])} | "
+            f"{number(s['recall'])} | {number(s['dsb_score'])} | "
+            f"{number(s['panoptic_quality'])} | {number(training.get('cpu_seconds'), 0)} | "
+            f"{number(training.get('wall_seconds'), 0)} | {length.strip(' /')} | "
+            f"`{row['command']}` |")
+
+
+def print_table(work: Path) -> None:
+    """Print the Markdown table of every row in ``work/results``, oldest first."""
+    rows = sorted((json.loads(p.read_text()) for p in (work / "results").glob("*.json")),
+                  key=lambda r: r["date"])
+    print("| row | F1@0.5 | precision | recall | DSB score | PQ | CPU s | wall s | length "
+          "| command |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(table_row(row))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="data folder (images/, labels/)")
+    parser.add_argument("--dataset", choices=sorted(SPLITS), help="default: the folder's name")
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--label", default="microseg", help="row name (and model name)")
+    for stage in ("train", "eval", "prepare"):
+        parser.add_argument(f"--{stage}", action="append", metavar="KEY=VALUE",
+                            help=f"keyword of the {stage} recipe (repeatable)")
+    parser.add_argument("--budget-minutes", type=float, help="stop training after this wall time")
+    parser.add_argument("--budget-cpu-seconds", type=float,
+                        help="stop training after this process CPU time")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--score-peer", type=Path, help="score a peer folder instead of training")
+    parser.add_argument("--layout-only", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print the rows of WORK/results")
+    return parser.parse_args(argv)
+
+
+def _report(row: dict[str, Any]) -> None:
+    s = row["scores"]
+    for image in s["per_image"]:
+        print(f"  {image['stem']:<14} objects {image['n_true']:>4} true {image['n_pred']:>5} "
+              f"predicted  F1@0.5 {image['f1'] or 0:.3f}  DSB {image['dsb_score'] or 0:.3f}")
+    print(f"{row['label']}: F1@0.5 {s['f1']:.3f} (precision {s['precision']:.3f}, recall "
+          f"{s['recall']:.3f}), DSB score {s['dsb_score']:.3f}, PQ {s['panoptic_quality']:.3f}")
+    print(table_row(row))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """Command line (see the module docstring)."""
+    args = _arguments(argv)
+    work = args.work_dir.resolve()
+    if args.table:
+        print_table(work)
+        return None
+    if args.data is None and not (work / "split.json").is_file():
+        raise SystemExit("--data is needed to write the split the first time")
+    layout = (write_layout(args.data, work, args.dataset) if args.data is not None
+              else json.loads((work / "split.json").read_text()))
+    print(f"split: {len(layout['train'])} training, {len(layout['val'])} validation "
+          f"{layout['val']}, {len(layout['test'])} test images -> {work}")
+    if args.layout_only:
+        return layout
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.score_peer is not None:
+        row = score_peer(work, args.score_peer.resolve())
+    else:
+        settings = {stage: parse_settings(getattr(args, stage))
+                    for stage in ("train", "eval", "prepare")}
+        budget = TrainingBudget(None if args.budget_minutes is None else 60 * args.budget_minutes,
+                                args.budget_cpu_seconds)
+        row = run_microseg(work, layout, args.label, settings, budget)
+        row["settings"] = settings
+    provenance = _provenance(args)
+    if args.score_peer is not None:
+        row = {**row, "scored_by": provenance}
+    else:
+        row = {**row, **provenance}
+    row = {"label": args.label, "dataset": layout["dataset"], **row}
+    print(f"written: {_atomic_json(_result_path(work, args.label), row)}")
+    _report(row)
+    return row
+
+
+if __name__ == "__main__":
+    main()
