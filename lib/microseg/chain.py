@@ -2,7 +2,8 @@
 
 This is what ``make demo`` and the notebook tests run, and what a cluster user runs instead of
 JupyterLab. Each executed notebook is saved under ``run_dir/notebooks/`` (as .ipynb and .html) and
-``run_dir/index.html`` links every notebook, summary and figure of the run.
+``run_dir/index.html`` is the run's front page (:mod:`microseg.run_report`), written again after
+the last notebook, or after the one that failed.
 
 Example
 -------
@@ -12,7 +13,6 @@ Example
 
 from __future__ import annotations
 
-import html
 import os
 import time
 from collections.abc import Callable
@@ -112,19 +112,32 @@ def run_chain(
     parameters : further parameters, each given to the notebooks that declare it (e.g. ndim).
     notebooks : paths to run instead of every numbered notebook.
     """
+    from microseg.run_report import write_run_report
+
     run_dir = Path(run_dir).resolve()
-    out_dir = run_dir / "notebooks"
     params = {"run_dir": str(run_dir), "quick": quick, **(parameters or {})}
     results = []
-    for notebook in [Path(p) for p in notebooks] if notebooks else list_notebooks():
-        log(f"running {notebook.name} ...")
-        result = run_notebook(notebook, out_dir / notebook.name, params, kernel, cwd=notebook.parent)
-        log(f"  done in {result.seconds:.1f} s -> {result.output}")
-        results.append(result)
-        if html_export:
-            export_html(result.output)
-    write_index(run_dir, results)
+    try:
+        for notebook in [Path(p) for p in notebooks] if notebooks else list_notebooks():
+            log(f"running {notebook.name} ...")
+            results.append(_run_and_export(notebook, run_dir / "notebooks", params, kernel,
+                                           html_export))
+            log(f"  done in {results[-1].seconds:.1f} s -> {results[-1].output}")
+    finally:
+        if run_dir.is_dir():
+            write_run_report(run_dir)
     return results
+
+
+def _run_and_export(notebook: Path, out_dir: Path, params: dict[str, Any], kernel: str,
+                    html_export: bool) -> NotebookRun:
+    """Run one notebook; export it as HTML afterwards, also when it failed (to show where)."""
+    output = out_dir / notebook.name
+    try:
+        return run_notebook(notebook, output, params, kernel, cwd=notebook.parent)
+    finally:
+        if html_export and output.is_file():
+            export_html(output)
 
 
 def export_html(notebook: str | Path) -> Path:
@@ -135,34 +148,3 @@ def export_html(notebook: str | Path) -> Path:
     notebook = Path(notebook)
     body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     return atomic_write_text(notebook.with_suffix(".html"), body)
-
-
-def write_index(run_dir: str | Path, results: list[NotebookRun]) -> Path:
-    """Write ``run_dir/index.html`` linking notebooks, summaries, reports and figures."""
-    run_dir = Path(run_dir)
-    rows = []
-    for r in results:
-        page = r.output.with_suffix(".html")
-        target = page if page.exists() else r.output
-        rows.append(f"<tr><td><a href='{_rel(target, run_dir)}'>{html.escape(r.name)}</a></td>"
-                    f"<td>{r.seconds:.1f} s</td></tr>")
-    sections = [("Summaries", "summary.json"), ("Reports", "report.html"), ("Figures", "*.png")]
-    lists = []
-    for title, pattern in sections:
-        files = sorted(p for p in run_dir.rglob(pattern) if "notebooks" not in p.parts)
-        items = "".join(f"<li><a href='{_rel(p, run_dir)}'>{html.escape(_rel(p, run_dir))}</a></li>"
-                        for p in files)
-        lists.append(f"<h2>{title}</h2><ul>{items or '<li>none</li>'}</ul>")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>microseg run "
-        f"{html.escape(run_dir.name)}</title><style>body{{font-family:sans-serif;max-width:60em;"
-        "margin:2em auto}}td{padding:0.2em 1em}</style></head><body>"
-        f"<h1>microseg run: {html.escape(run_dir.name)}</h1><h2>Notebooks</h2><table>"
-        f"<tr><th>notebook</th><th>time</th></tr>{''.join(rows)}</table>{''.join(lists)}"
-        "</body></html>\n"
-    )
-    return atomic_write_text(run_dir / "index.html", page)
-
-
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()

@@ -32,11 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         results = run_chain(run_dir, quick=args.quick, parameters={"ndim": args.ndim})
     except MicrosegError as err:
         print(f"error: {err}", file=sys.stderr)
+        if (run_dir / "index.html").is_file():
+            print(f"the run report so far: {run_dir.resolve() / 'index.html'}", file=sys.stderr)
         return 1
     print(f"\nfinished {len(results)} notebooks in {time.perf_counter() - start:.0f} s")
     for r in results:
         print(f"  {r.name:<32} {r.seconds:7.1f} s")
-    print(f"\nopen {run_dir.resolve() / 'index.html'} to see every notebook, summary and figure")
+    print(f"\nopen {run_dir.resolve() / 'index.html'}: the run report (models, diagnostics, "
+          f"deployment, figures, every notebook)")
     return 0
 
 

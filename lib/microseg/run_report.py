@@ -1,0 +1,783 @@
+"""The run's front page: ``run_dir/index.html``, a one-page report of everything a run produced.
+
+Two steps, kept apart so each can be tested on its own:
+
+1. :func:`gather_run_report` reads the run folder — the ``summary.json`` every notebook writes,
+   ``history.csv`` of every trained model, the executed notebooks under ``notebooks/`` — into a
+   :class:`RunReport` of plain values. It only reads; a missing stage leaves its part empty.
+2. :func:`render_run_report` turns a :class:`RunReport` into one HTML page: the run (data,
+   date, version, device, total time), a table of every trained model with its evaluation on
+   each set of images it was evaluated on (best value per column marked) and a dot chart of it,
+   the diagnostics of tiled prediction with a verdict in words, the deployment, one figure per
+   stage, every file folded, and every error and warning of the run in one place.
+
+:func:`write_run_report` does both and writes the page; every notebook calls it when it
+finishes and :func:`microseg.chain.run_chain` calls it after the last one, so a partial run has
+a front page too. The page needs no network: the chart is embedded, figures and files are
+linked relative to the run folder (move or zip the folder as a whole).
+
+Example
+-------
+>>> from microseg.run_report import write_run_report
+>>> write_run_report("runs/demo")                       # doctest: +SKIP
+PosixPath('runs/demo/index.html')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from microseg.runs import RunFolder, atomic_write_text
+
+__all__ = [
+    "STAGES",
+    "Deployment",
+    "Diagnosis",
+    "ExportCheck",
+    "ModelRow",
+    "NotebookEntry",
+    "Problem",
+    "RunHeader",
+    "RunReport",
+    "Thumbnail",
+    "gather_run_report",
+    "render_run_report",
+    "score_50_95",
+    "seamless_verdict",
+    "write_run_report",
+]
+
+STAGES = (
+    ("01", "data"), ("02", "training from scratch"), ("03", "transfer learning"),
+    ("04", "fine-tuning"), ("05", "evaluation"), ("06", "normalization diagnostics"),
+    ("07", "deployment"),
+)
+"""Notebook number and what its stage does, in order (the thumbnails follow it)."""
+
+METRICS = (
+    ("object_dice", "object Dice"), ("f1", "F1 @ IoU 0.5"),
+    ("score_50_95", "TP/(TP+FP+FN), IoU 0.5:0.95"), ("panoptic_quality", "panoptic quality"),
+)
+"""Model-table columns where higher is better: key of :class:`ModelRow` and heading."""
+
+_IOU_50_95 = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+_PROBLEM_LINE = re.compile(r"^(WARNING|ERROR|CRITICAL)\b|\b\w*(Warning|Error)\b:")
+_SKIPPED_DIRS = ("notebooks",)
+
+
+# ---------------------------------------------------------------- the report's parts
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What the run is. ``data``: a sentence about the data; ``started``: the first notebook's
+    start (UTC, ISO); ``total_seconds``: the executed notebooks' durations summed (None when the
+    notebooks ran in JupyterLab, which records no duration)."""
+
+    experiment: str
+    data: str
+    source: str | None
+    ndim: int | None
+    task: str | None
+    started: str | None
+    version: str | None
+    device: str | None
+    total_seconds: float | None
+
+
+@dataclass(frozen=True)
+class NotebookEntry:
+    """One notebook of the run: ``status`` is "done", "failed", "running" or "ran in JupyterLab";
+    ``link`` the executed copy (HTML if exported, else .ipynb), relative to the run folder."""
+
+    name: str
+    status: str
+    seconds: float | None
+    started: str | None
+    link: str | None
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One trained model with one of its evaluations (or none yet).
+
+    kind : how it was trained ("from scratch", "transfer learning", "fine-tuning",
+        "from scratch, same budget as transfer", "correction round 1 of finetune").
+    evaluated_on : "test images of this run", "test images of target", a folder name; None when
+        the model has no evaluation.
+    object_dice, f1 (at IoU 0.5), score_50_95 (:func:`score_50_95`), panoptic_quality : pooled
+        over the evaluated images, or None.
+    train_seconds : the epoch times in ``history.csv`` summed (training and validation).
+    epochs : epochs run; fit : the fit diagnosis verdict and its reason.
+    report : the QC report (``eval/<name>/report.html``), relative to the run folder.
+    best : the metric keys (of :data:`METRICS` and ``train_seconds``) where this row holds the
+        best value among the rows evaluated on the same images.
+    """
+
+    model: str
+    kind: str
+    evaluated_on: str | None = None
+    n_images: int | None = None
+    object_dice: float | None = None
+    f1: float | None = None
+    score_50_95: float | None = None
+    panoptic_quality: float | None = None
+    train_seconds: float | None = None
+    epochs: int | None = None
+    fit: str | None = None
+    fit_reason: str | None = None
+    report: str | None = None
+    best: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The latest normalization diagnosis of one model (``diagnostics/<name>/summary.json``).
+
+    receptive_field / effective_field : extent per axis (pixels); halo, recommended_halo : per
+    axis. mismatch : mean 1 − Dice of overlapping tiles; disparity : mean 1 − Dice between
+    train and eval mode. seamless : :func:`seamless_verdict`; verdict, disparity_verdict : in
+    words. comparison : one dict per normalization configuration (may be empty).
+    """
+
+    model: str
+    folder: str
+    norm: str | None
+    receptive_field: list[int] | None
+    effective_field: list[int] | None
+    recommended_halo: list[int] | None
+    halo: list[int] | None
+    mismatch: float | None
+    max_abs_diff: float | None
+    n_pairs: int | None
+    disparity: float | None
+    seamless: bool | None
+    verdict: str
+    disparity_verdict: str
+    deployed: bool
+    figures: list[str]
+    comparison: list[dict[str, Any]]
+    comparison_figure: str | None
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """One exported format: the file (relative link or None), its size, and the reload check."""
+
+    format: str
+    path: str | None
+    size_bytes: int | None
+    max_abs_diff: float | None
+    passed: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment (``predictions/<name>/summary.json``); outputs are (shown path, link or
+    None, size in bytes or None); memory in MB."""
+
+    model: str
+    folder: str
+    inputs: list[str]
+    input_kind: str | None
+    outputs: list[tuple[str, str | None, int | None]]
+    voxels: int | None
+    voxels_per_second: float | None
+    peak_memory_mb: float | None
+    worker_peak_memory_mb: dict[str, float] | None
+    n_objects: int | None
+    tile_shape: list[int] | None
+    halo: list[int] | None
+    halo_source: str | None
+    scheduler: str | None
+    seconds: float | None
+    exports: list[ExportCheck]
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """The key figure of one stage: ``stage`` ("01 · data"), ``path`` relative to the run."""
+
+    stage: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An error or warning: ``level`` "error" or "warning"; ``source`` the notebook and cell or
+    the summary file; ``link`` a page to open (relative), if any."""
+
+    level: str
+    source: str
+    message: str
+    link: str | None = None
+
+
+@dataclass
+class RunReport:
+    """Everything the front page shows, as plain values (see :func:`gather_run_report`).
+
+    ``files``: heading → paths relative to the run folder (summaries, QC reports, figures,
+    notebooks), shown folded.
+    """
+
+    header: RunHeader
+    notebooks: list[NotebookEntry] = field(default_factory=list)
+    models: list[ModelRow] = field(default_factory=list)
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    deployments: list[Deployment] = field(default_factory=list)
+    thumbnails: list[Thumbnail] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- small readers
+
+
+class _Reader:
+    """Reads JSON files of one run folder; unreadable ones become problems, not exceptions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.problems: list[Problem] = []
+
+    def json(self, path: Path) -> Any:
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            self.problems.append(Problem("warning", self.rel(path) or str(path),
+                                         f"could not be read: {err}"))
+            return None
+
+    def rel(self, path: str | Path | None) -> str | None:
+        """``path`` relative to the run folder (POSIX) if it lies inside and exists, else None.
+
+        Paths written on another machine or before the folder was moved are found by the part
+        after the run folder's name.
+        """
+        if not path:
+            return None
+        path = Path(path)
+        candidates = [path if path.is_absolute() else self.root / path]
+        if self.root.name in path.parts[:-1]:
+            last = len(path.parts) - 1 - path.parts[::-1].index(self.root.name)
+            candidates.append(self.root.joinpath(*path.parts[last + 1:]))
+        root = self.root.resolve()
+        for candidate in candidates:
+            try:
+                rel = candidate.resolve().relative_to(root)
+            except ValueError:
+                continue
+            if candidate.exists():
+                return rel.as_posix()
+        return None
+
+
+def _walk(root: Path, suffix: str) -> list[Path]:
+    """Files under ``root`` ending with ``suffix``, sorted, skipping ``notebooks/`` and Zarr."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.endswith(".zarr")
+                         and not (Path(folder) == root and d in _SKIPPED_DIRS))
+        found.extend(Path(folder) / f for f in files if f.endswith(suffix))
+    return sorted(found)
+
+
+def _size(path: Path) -> int | None:
+    """Bytes of a file, or of every file under a folder (a Zarr store); None if missing."""
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return None
+    return sum((Path(folder) / f).stat().st_size
+               for folder, _, files in os.walk(path) for f in files)
+
+
+def _latest(paths: list[Path]) -> list[Path]:
+    """Newest first by modification time, then by name (``unet-2`` after ``unet``)."""
+    return sorted(paths, key=lambda p: (p.stat().st_mtime, _suffix_number(p.parent.name)),
+                  reverse=True)
+
+
+def _suffix_number(name: str) -> int:
+    match = re.search(r"-(\d+)$", name)
+    return int(match.group(1)) if match else 1
+
+
+# ---------------------------------------------------------------- header and notebooks
+
+
+def _data_sentence(data: dict[str, Any] | None) -> str:
+    if not data:
+        return "no data prepared yet (notebook 01)"
+    shape = "volumes" if data.get("ndim") == 3 else "images"
+    split = "/".join(str(data.get(k, "?")) for k in ("n_train", "n_val", "n_test"))
+    return (f"{data.get('n_images', '?')} {data.get('ndim', '?')}D {shape}, "
+            f"{data.get('task', '?')} task, split {split} (train/val/test)")
+
+
+def _header(reader: _Reader, notebooks: list[NotebookEntry]) -> RunHeader:
+    data = reader.json(reader.root / "data" / "summary.json") or {}
+    environment = reader.json(reader.root / "environment.json") or {}
+    source = ("built-in synthetic data" if data.get("synthetic")
+              else data.get("data_dir") if data else None)
+    starts = sorted(n.started for n in notebooks if n.started)
+    seconds = [n.seconds for n in notebooks if n.seconds is not None]
+    return RunHeader(
+        experiment=reader.root.resolve().name, data=_data_sentence(data), source=source,
+        ndim=data.get("ndim"), task=data.get("task"), started=starts[0] if starts else None,
+        version=(environment.get("packages") or {}).get("microseg"),
+        device=environment.get("device"), total_seconds=sum(seconds) if seconds else None)
+
+
+def _notebook_entries(reader: _Reader) -> tuple[list[NotebookEntry], list[Problem]]:
+    folder = reader.root / "notebooks"
+    if not folder.is_dir():
+        return [], []
+    names = sorted({p.name.split(".")[0] for p in folder.glob("[0-9][0-9]_*.*")
+                    if p.suffix in (".ipynb", ".json")})
+    entries, problems = [], []
+    for name in names:
+        params = reader.json(folder / f"{name}.params.json") or {}
+        executed = reader.json(folder / f"{name}.ipynb")
+        entries.append(_notebook_entry(reader, name, params, executed))
+        if executed is not None:
+            problems.extend(notebook_problems(executed, name, entries[-1].link))
+    return entries, problems
+
+
+def _notebook_entry(reader: _Reader, name: str, params: dict[str, Any],
+                    executed: dict[str, Any] | None) -> NotebookEntry:
+    folder = reader.root / "notebooks"
+    link = reader.rel(folder / f"{name}.html") or reader.rel(folder / f"{name}.ipynb")
+    if executed is None:
+        return NotebookEntry(name, "ran in JupyterLab", None, params.get("started"), link)
+    papermill = executed.get("metadata", {}).get("papermill", {})
+    status = ("failed" if papermill.get("exception") else
+              "done" if papermill.get("end_time") else "running")
+    started = params.get("started") or papermill.get("start_time")
+    return NotebookEntry(name, status, papermill.get("duration"), started, link)
+
+
+def notebook_problems(notebook: dict[str, Any], name: str,
+                      link: str | None = None) -> list[Problem]:
+    """Errors and warnings in an executed notebook's outputs (a notebook as a JSON dict).
+
+    Error outputs (the exception of a failing cell), and lines of text outputs that start with
+    a log level (``WARNING microseg...``, ``ERROR ...``) or hold ``SomethingWarning:`` or
+    ``SomethingError:`` (Python warnings, messages on stderr). Repeated messages are kept once.
+    """
+    problems, seen = [], set()
+    for index, cell in enumerate(notebook.get("cells", [])):
+        where = f"{name}, cell {cell.get('execution_count') or index}"
+        for output in cell.get("outputs", []):
+            for level, message in _output_problems(output):
+                if (level, message) not in seen:
+                    seen.add((level, message))
+                    problems.append(Problem(level, where, message[:600], link))
+    return problems
+
+
+def _output_problems(output: dict[str, Any]) -> list[tuple[str, str]]:
+    if output.get("output_type") == "error":
+        return [("error", f"{output.get('ename')}: {output.get('evalue')}")]
+    if output.get("output_type") != "stream":
+        return []
+    text = output.get("text", "")
+    lines = text if isinstance(text, list) else text.splitlines()
+    found = []
+    for line in (raw.strip() for raw in lines):
+        match = _PROBLEM_LINE.search(line)
+        if match:
+            words = (match.group(1) or match.group(2) or "").lower()
+            found.append(("error" if words in ("error", "critical") else "warning", line))
+    return found
+
+
+# ---------------------------------------------------------------- models
+
+
+def score_50_95(summary: dict[str, Any]) -> float | None:
+    """The mean over IoU thresholds 0.5, 0.55, …, 0.95 of TP/(TP+FP+FN), each the mean over
+    images (the Data Science Bowl 2018 score), from an evaluation summary.
+
+    Read from ``summary["instance"]["mean_over_images"]["ap"]`` at those of
+    ``summary["instance"]["thresholds"]``; None when the task is not instance segmentation, a
+    threshold was not evaluated, or a value is undefined.
+    """
+    instance = (summary or {}).get("instance") or {}
+    thresholds = [round(float(t), 2) for t in instance.get("thresholds", [])]
+    values = (instance.get("mean_over_images") or {}).get("ap") or []
+    if len(values) != len(thresholds) or not set(_IOU_50_95) <= set(thresholds):
+        return None
+    picked = [values[thresholds.index(t)] for t in _IOU_50_95]
+    return None if any(v is None for v in picked) else sum(picked) / len(picked)
+
+
+def _model_kinds(reader: _Reader, names: list[str]) -> dict[str, str]:
+    """Model name → how it was trained, from the adapted models' summaries (notebooks 03, 04)."""
+    kinds = {}
+    for name in names:
+        summary = reader.json(reader.root / "models" / name / "summary.json") or {}
+        mode = summary.get("mode")
+        if mode:
+            kinds[name] = {"transfer": "transfer learning", "finetune": "fine-tuning"}.get(
+                mode, mode)
+        if summary.get("scratch_model_dir"):
+            kinds.setdefault(Path(summary["scratch_model_dir"]).name,
+                             f"from scratch, same budget as {name}")
+        for record in summary.get("rounds") or []:
+            kinds.setdefault(Path(record.get("model_dir", "")).name,
+                             f"correction round {record.get('round')} of {name}")
+    return {name: kinds.get(name, "from scratch") for name in names}
+
+
+def _training(reader: _Reader, name: str) -> dict[str, Any]:
+    """Epochs, summed epoch seconds and fit diagnosis from ``models/<name>/history.csv``."""
+    from microseg.training.diagnosis import diagnose_fit
+    from microseg.training.history import read_history_csv
+
+    path = reader.root / "models" / name / "history.csv"
+    try:
+        history = read_history_csv(path)
+    except (OSError, ValueError, KeyError) as err:
+        if path.is_file():
+            reader.problems.append(Problem("warning", reader.rel(path) or str(path),
+                                           f"could not be read: {err}"))
+        return {}
+    facts: dict[str, Any] = {"epochs": len(history)}
+    if history and "seconds" in history[0]:
+        facts["train_seconds"] = sum(r["seconds"] for r in history)
+    try:
+        diagnosis = diagnose_fit(history)
+        facts.update(fit=diagnosis.verdict, fit_reason=diagnosis.reason)
+    except ValueError:
+        pass
+    return facts
+
+
+def _evaluated_on(reader: _Reader, summary: dict[str, Any]) -> str:
+    subset, data = summary.get("subset", "test"), str(summary.get("data", ""))
+    prefix = f"{subset} split of "
+    if not data.startswith(prefix):
+        return f"{Path(data).name or data} (folder)"
+    where = reader.rel(data[len(prefix):])
+    return f"{subset} images of " + ("this run" if where in (None, ".") else where)
+
+
+def _evaluations(reader: _Reader) -> dict[str, list[tuple[str, Path, dict[str, Any]]]]:
+    """Model → its latest evaluation per set of images: (evaluated on, folder, summary)."""
+    found: dict[str, dict[str, tuple[str, Path, dict[str, Any]]]] = {}
+    eval_root = reader.root / "eval"
+    paths = _latest(list(eval_root.glob("*/summary.json"))) if eval_root.is_dir() else []
+    for path in paths:
+        summary = reader.json(path)
+        if not isinstance(summary, dict) or "model" not in summary:
+            continue
+        on = _evaluated_on(reader, summary)
+        found.setdefault(summary["model"], {}).setdefault(on, (on, path.parent, summary))
+    return {model: sorted(by_data.values(), key=lambda e: e[0]) for model, by_data in found.items()}
+
+
+def _metric_values(summary: dict[str, Any]) -> dict[str, Any]:
+    at = summary.get("at_threshold") or {}
+    f1 = at.get("f1") if at and abs(float(at.get("threshold", 0)) - 0.5) < 1e-9 else None
+    return {"n_images": summary.get("n_images"), "object_dice": summary.get("object_dice"),
+            "f1": f1, "score_50_95": score_50_95(summary),
+            "panoptic_quality": at.get("panoptic_quality") if f1 is not None else None}
+
+
+def _model_rows(reader: _Reader, kinds: dict[str, str]) -> list[ModelRow]:
+    evaluations = _evaluations(reader)
+    rows = []
+    for name in kinds:
+        training = _training(reader, name)
+        for on, folder, summary in evaluations.get(name) or [(None, None, {})]:
+            report = reader.rel(folder / "report.html") if folder is not None else None
+            rows.append(ModelRow(model=name, kind=kinds[name], evaluated_on=on, report=report,
+                                 **(_metric_values(summary) if summary else {}), **training))
+    return _mark_best(rows)
+
+
+def _mark_best(rows: list[ModelRow]) -> list[ModelRow]:
+    """Mark per column the best value among rows evaluated on the same images (ties: all)."""
+    from dataclasses import replace
+
+    best: dict[int, set[str]] = {k: set() for k in range(len(rows))}
+    groups: dict[str | None, list[int]] = {}
+    for k, row in enumerate(rows):
+        groups.setdefault(row.evaluated_on, []).append(k)
+    for members in groups.values():
+        columns = [(key, max) for key, _ in METRICS] + [("train_seconds", min)]
+        for key, pick in columns:
+            values = {k: getattr(rows[k], key) for k in members
+                      if getattr(rows[k], key) is not None}
+            if len(values) < 2 or max(values.values()) - min(values.values()) < 1e-12:
+                continue
+            target = pick(values.values())
+            best.update({k: best[k] | {key} for k, v in values.items() if abs(v - target) < 1e-12})
+    return [replace(row, best=frozenset(best[k])) for k, row in enumerate(rows)]
+
+
+# ---------------------------------------------------------------- diagnostics and deployment
+
+
+def seamless_verdict(summary: dict[str, Any]) -> tuple[bool | None, str]:
+    """Does tiled prediction stitch without seams? (True / False / None when not measured) and
+    why, in words, from a diagnostics summary (``trf``, ``halo``, ``recommended_halo``,
+    ``halo_sufficient``, ``tile_mismatch``)."""
+    mismatch = summary.get("tile_mismatch") or {}
+    halo, recommended = _pixels(summary.get("halo")), _pixels(summary.get("recommended_halo"))
+    if (summary.get("trf") or {}).get("whole_input"):
+        return False, ("Not seamless: every output pixel depends on the whole tile (statistics "
+                       "computed per tile, as in InstanceNorm or tile-wise input normalization), "
+                       "so neighbouring tiles disagree whatever the halo. Use BatchRenorm (or "
+                       "BatchNorm) with global input normalization.")
+    if not mismatch.get("n_pairs"):
+        return None, ("Not measured: " + str(mismatch.get("note") or "no pair of overlapping "
+                                             "tiles fits in the validation images") + ".")
+    short = "" if summary.get("halo_sufficient", True) else (
+        f" The halo {halo} is smaller than the recommended {recommended}.")
+    if mismatch.get("any"):
+        return False, (f"Not seamless: overlapping tiles predicted independently disagree "
+                       f"(mean 1 − Dice {_g(mismatch.get('mean'))}, largest probability "
+                       f"difference {_g(summary.get('max_abs_diff'))}).{short}")
+    return True, (f"Seamless: {mismatch['n_pairs']} pairs of overlapping tiles, predicted "
+                  f"independently with a halo of {halo} (recommended {recommended}), give "
+                  f"the same hard prediction; the largest probability difference is "
+                  f"{_g(summary.get('max_abs_diff'))} (float rounding).{short}")
+
+
+def _disparity_verdict(summary: dict[str, Any]) -> str:
+    measured = summary.get("train_eval_disparity") or {}
+    value = measured.get("disparity")
+    if value is None:
+        return "Train/eval disparity not measured."
+    if value <= 1e-6:
+        return ("No train/eval disparity: predictions are the same in training and in inference "
+                "mode, so what validation measured during training is what inference gives.")
+    text = (f"Train/eval disparity {_g(value)} (mean 1 − Dice over {measured.get('n_tiles')} "
+            f"tiles): predictions change between training mode (batch statistics) and inference "
+            f"mode (running statistics).")
+    if summary.get("norm") == "batch":
+        text += " This is the known BatchNorm effect; BatchRenorm avoids it."
+    return text
+
+
+def _pixels(value: Any) -> str:
+    """``16`` or ``[16, 16]`` as "16 pixels" or "16 × 16 pixels"."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return " × ".join(str(v) for v in values) + " pixels"
+
+
+def _g(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.2g}"
+
+
+def _comparison_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The normalization comparison, one flat row per configuration (object classes' mean)."""
+    table = []
+    for row in rows:
+        dice = [v for v in (row.get("dice_eval") or [])[1:] if v is not None]
+        table.append({"configuration": row.get("configuration"),
+                      "Dice (eval, object classes)": sum(dice) / len(dice) if dice else None,
+                      "tile mismatch": row.get("mismatch"),
+                      "seams": "yes" if row.get("mismatch_any") else "no",
+                      "train/eval disparity": row.get("disparity")})
+    return table
+
+
+def _diagnoses(reader: _Reader, deployed: set[str]) -> list[Diagnosis]:
+    folder = reader.root / "diagnostics"
+    latest: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path in _latest(list(folder.glob("*/summary.json"))) if folder.is_dir() else []:
+        summary = reader.json(path)
+        if isinstance(summary, dict) and "model_name" in summary:
+            latest.setdefault(summary["model_name"], (path.parent, summary))
+    return [_diagnosis(reader, out, s, s["model_name"] in deployed)
+            for out, s in latest.values()]
+
+
+def _diagnosis(reader: _Reader, out: Path, s: dict[str, Any], deployed: bool) -> Diagnosis:
+    seamless, verdict = seamless_verdict(s)
+    mismatch = s.get("tile_mismatch") or {}
+    figures = [p for p in (reader.rel(f) for f in sorted((out / "figures").glob("*.png"))) if p]
+    comparison_figure = reader.rel(out / "figures" / "norm_comparison.png")
+    halo = s.get("halo")
+    return Diagnosis(
+        model=s["model_name"], folder=reader.rel(out) or str(out), norm=s.get("norm"),
+        receptive_field=(s.get("trf") or {}).get("extent"),
+        effective_field=(s.get("erf") or {}).get("extent"),
+        recommended_halo=s.get("recommended_halo"),
+        halo=[halo] * len(s.get("recommended_halo") or [0]) if isinstance(halo, int) else halo,
+        mismatch=mismatch.get("mean"), max_abs_diff=s.get("max_abs_diff"),
+        n_pairs=mismatch.get("n_pairs"),
+        disparity=(s.get("train_eval_disparity") or {}).get("disparity"), seamless=seamless,
+        verdict=verdict, disparity_verdict=_disparity_verdict(s), deployed=deployed,
+        figures=[f for f in figures if f != comparison_figure],
+        comparison=_comparison_rows(s.get("norm_comparison") or []),
+        comparison_figure=comparison_figure)
+
+
+def _export_checks(reader: _Reader, exports: dict[str, Any]) -> list[ExportCheck]:
+    checks = []
+    for name, result in (exports or {}).items():
+        path = reader.rel(result.get("path"))
+        failed = result.get("error") or (result.get("test_passed") is False and
+                                         "the bioimage.io test did not pass")
+        note = (f"not exported: {failed}" if failed else
+                f"reloaded and compared: largest difference {_g(result.get('max_abs_diff'))}")
+        checks.append(ExportCheck(name, path, _size(reader.root / path) if path else None,
+                                  result.get("max_abs_diff"), not failed, note))
+    return checks
+
+
+def _deployments(reader: _Reader) -> list[Deployment]:
+    folder = reader.root / "predictions"
+    found = []
+    for path in sorted(folder.glob("*/summary.json")) if folder.is_dir() else []:
+        s = reader.json(path)
+        if isinstance(s, dict) and "n_inputs" in s:
+            found.append(_deployment(reader, path.parent, s))
+    return found
+
+
+def _deployment(reader: _Reader, out: Path, s: dict[str, Any]) -> Deployment:
+    outputs = []
+    for written in s.get("outputs") or []:
+        rel = reader.rel(written)
+        outputs.append((rel or str(written), rel if rel and (reader.root / rel).is_file() else None,
+                        _size(reader.root / rel) if rel else _size(Path(written))))
+    inputs = sorted({str(p.get("input")) for p in s.get("predictions") or []} or {s.get("input")})
+    return Deployment(
+        model=s.get("model", out.name), folder=reader.rel(out) or str(out),
+        inputs=[reader.rel(i) or str(i) for i in inputs if i], input_kind=s.get("input_kind"),
+        outputs=outputs, voxels=s.get("voxels"), voxels_per_second=s.get("voxels_per_second"),
+        peak_memory_mb=s.get("peak_memory_mb"),
+        worker_peak_memory_mb=s.get("worker_peak_memory_mb"), n_objects=s.get("n_objects"),
+        tile_shape=s.get("tile_shape"), halo=s.get("halo"), halo_source=s.get("halo_source"),
+        scheduler=s.get("scheduler"), seconds=s.get("seconds"),
+        exports=_export_checks(reader, s.get("exports")))
+
+
+# ---------------------------------------------------------------- figures, files, problems
+
+
+def _stage_candidates(kinds: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """Per stage, the figures that show it best, first choice first (globs under the run)."""
+    adapted = {mode: [n for n, k in kinds.items() if k == mode]
+               for mode in ("transfer learning", "fine-tuning")}
+    scratch = [n for n, k in kinds.items() if k == "from scratch"] or ["*"]
+    return [
+        ("01", ["data/samples.png", "data/pairs.png", "data/*.png"]),
+        ("02", [f"models/{n}/{f}" for f in ("loss_curves.png", "validation_predictions.png")
+                for n in scratch]),
+        ("03", [f"models/{n}/figures/comparison.png" for n in adapted["transfer learning"]]),
+        ("04", [f"models/{n}/figures/{f}" for f in ("rounds.png", "comparison.png")
+                for n in adapted["fine-tuning"]]),
+        ("05", ["eval/metric_vs_threshold.png", "eval/pixel_metrics.png",
+                "eval/*/figures/overlays.png"]),
+        ("06", ["diagnostics/*/figures/norm_comparison.png",
+                "diagnostics/*/figures/tile_mismatch.png", "diagnostics/*/figures/*.png"]),
+        ("07", ["predictions/*/figures/result.png", "predictions/*/figures/*.png"]),
+    ]
+
+
+def _thumbnails(root: Path, kinds: dict[str, str]) -> list[Thumbnail]:
+    titles = dict(STAGES)
+    thumbnails = []
+    for number, patterns in _stage_candidates(kinds):
+        for pattern in patterns:
+            found = sorted(root.glob(pattern))
+            if found:
+                thumbnails.append(Thumbnail(f"{number} · {titles[number]}",
+                                            found[0].relative_to(root).as_posix()))
+                break
+    return thumbnails
+
+
+def _file_lists(root: Path) -> dict[str, list[str]]:
+    lists = {heading: [p.relative_to(root).as_posix() for p in _walk(root, suffix)]
+             for heading, suffix in (("summaries", "summary.json"), ("QC reports", "report.html"),
+                                     ("figures", ".png"))}
+    notebooks = root / "notebooks"
+    lists["notebooks and their parameters"] = sorted(
+        p.relative_to(root).as_posix() for p in notebooks.glob("*")
+        if p.is_file() and p.suffix in (".ipynb", ".html", ".json", ".jsonl")
+    ) if notebooks.is_dir() else []
+    return lists
+
+
+def _summary_problems(reader: _Reader) -> list[Problem]:
+    """``warnings`` and ``errors`` listed in any summary.json of the run."""
+    problems = []
+    for path in _walk(reader.root, "summary.json"):
+        summary = reader.json(path)
+        if not isinstance(summary, dict):
+            continue
+        source = reader.rel(path) or str(path)
+        for level, key in (("warning", "warnings"), ("error", "errors")):
+            for item in summary.get(key) or []:
+                problems.append(Problem(level, source, str(item)[:600], source))
+    return problems
+
+
+# ---------------------------------------------------------------- gather, render, write
+
+
+def gather_run_report(run_dir: str | Path) -> RunReport:
+    """Read a run folder into a :class:`RunReport` (nothing is written).
+
+    Parameters
+    ----------
+    run_dir : the run folder (``runs/<experiment>``); stages that did not run are left empty.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``run_dir`` is not a folder.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder: give the run folder (runs/<experiment>)"
+                                f" that the notebooks wrote to")
+    reader = _Reader(root)
+    notebooks, notebook_issues = _notebook_entries(reader)
+    deployments = _deployments(reader)
+    kinds = _model_kinds(reader, RunFolder(root).model_names())
+    report = RunReport(
+        header=_header(reader, notebooks), notebooks=notebooks, models=_model_rows(reader, kinds),
+        diagnoses=_diagnoses(reader, {d.model for d in deployments}), deployments=deployments,
+        thumbnails=_thumbnails(root, kinds), files=_file_lists(root))
+    report.problems = notebook_issues + _summary_problems(reader) + _export_problems(deployments)
+    report.problems += reader.problems
+    return report
+
+
+def _export_problems(deployments: list[Deployment]) -> list[Problem]:
+    return [Problem("warning", f"{d.folder}: {e.format} export", e.note, None)
+            for d in deployments for e in d.exports if not e.passed]
+
+
+def render_run_report(report: RunReport) -> str:
+    """The front page as one HTML string (see :mod:`microseg.run_report_html`)."""
+    from microseg.run_report_html import render
+
+    return render(report)
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """Gather and render the run folder's report, written atomically to ``run_dir/index.html``.
+
+    Returns the path. Raises FileNotFoundError if ``run_dir`` is not a folder.
+    """
+    page = render_run_report(gather_run_report(run_dir))
+    return atomic_write_text(Path(run_dir) / "index.html", page)
