@@ -15,7 +15,9 @@ top of large ones are not swallowed; between objects of equal size the later ROI
 
 In 3D (``shape`` is ``(Z, Y, X)``), each ROI is placed on its slice: ``z_position`` when set
 (hyperstacks), else ``position`` (plain stacks), both 1-based as ImageJ stores them. Each ROI is
-its own object, so an object outlined on several slices gets one id per slice.
+its own object, so an object outlined on several slices gets one id per slice — unless
+``group_by_name``: then ROIs named ``object <n>`` or ``object <n> z<k>`` (as
+:mod:`microseg.io.roi_export` writes them) are one object across slices.
 
 Example
 -------
@@ -26,6 +28,7 @@ Example
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +46,7 @@ ROI_EXTENSIONS = (".zip", ".roi")
 _ROISET_PREFIX = "RoiSet_"
 _AREA_TYPES = frozenset({"POLYGON", "RECT", "OVAL", "FREEHAND", "TRACED"})
 _NOT_AREA_SUBTYPES = frozenset({"TEXT", "ARROW", "IMAGE"})
+_OBJECT_NAME = re.compile(r"^object (\d+)(?: z\d+)?$")
 
 
 def read_rois(source: Any) -> list[Any]:
@@ -68,12 +72,13 @@ def read_rois(source: Any) -> list[Any]:
     return rois if isinstance(rois, list) else [rois]
 
 
-def rois_to_labels(rois: Any, shape: tuple[int, ...]) -> np.ndarray:
+def rois_to_labels(rois: Any, shape: tuple[int, ...], group_by_name: bool = False) -> np.ndarray:
     """Fill ImageJ ROIs into an int32 label image of ``shape`` (``(Y, X)`` or ``(Z, Y, X)``).
 
     ``rois``: a ``RoiSet.zip`` or ``.roi`` path, one ``roifile.ImagejRoi``, or a list of them.
-    Object ids are 1..n over the filled ROIs in file order; rules for pixels, overlaps and 3D
-    placement are in the module docstring. Parts outside the image are cut off. Warns
+    Object ids are 1..n over the filled ROIs in file order (with ``group_by_name``, over the
+    objects, ROIs named ``object <n>`` or ``object <n> z<k>`` joined); rules for pixels, overlaps and 3D placement are
+    in the module docstring. Parts outside the image are cut off. Warns
     (``UserWarning``) listing ROIs skipped for having no area or lying outside the image. Raises
     :class:`DataError` naming the ROIs that have no slice position, or one outside the volume,
     for a 3D ``shape``.
@@ -92,17 +97,19 @@ def rois_to_labels(rois: Any, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"shape must be (Y, X) or (Z, Y, X), got {shape}")
     source = str(rois) if isinstance(rois, (str, Path)) else "ROIs"
     placed, skipped = _placed_rois(read_rois(rois), shape, source)
-    objects = []
+    objects, keys = [], []
     for name, roi, z in placed:
         region = _roi_region(roi, shape[-2:])
         if region is None:
             skipped.append(f"{name} (outside the image)")
         else:
             objects.append((z, *region))
+            grouped = _OBJECT_NAME.match(roi.name or "") if group_by_name else None
+            keys.append(("object", grouped.group(1)) if grouped else ("roi", len(keys)))
     if skipped:
         warnings.warn(f"{source}: skipped {len(skipped)} ROI(s): {', '.join(skipped)}",
                       UserWarning, stacklevel=2)
-    return _paint(objects, shape)
+    return _paint(objects, shape, keys)
 
 
 def import_roi_folder(roi_dir: str | Path, images_dir: str | Path, out_labels_dir: str | Path,
@@ -300,13 +307,14 @@ def _polygons_region(outlines: Iterable[np.ndarray], plane: tuple[int, ...]
 
 
 def _paint(objects: list[tuple[int | None, tuple[slice, slice], np.ndarray]],
-           shape: tuple[int, ...]) -> np.ndarray:
+           shape: tuple[int, ...], keys: list[Any]) -> np.ndarray:
     labels = np.zeros(shape, np.int32)
+    ids = {key: k for k, key in enumerate(dict.fromkeys(keys), start=1)}
     areas = [int(mask.sum()) for _, _, mask in objects]
     # Largest first, so that smaller objects painted later keep the overlap; the sort is stable,
     # so of two equal areas the later ROI is painted last and wins.
     for index in sorted(range(len(objects)), key=lambda i: -areas[i]):
         z, (rows, cols), mask = objects[index]
         target = labels[rows, cols] if z is None else labels[z, rows, cols]
-        target[mask] = index + 1
+        target[mask] = ids[keys[index]]
     return labels
