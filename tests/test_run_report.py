@@ -128,6 +128,7 @@ def test_score_50_95_is_the_mean_over_thresholds_of_the_per_image_mean():
     few = {"instance": {"thresholds": [0.5, 0.75], "mean_over_images": {"ap": [0.5, 0.4]}}}
     assert score_50_95(few) is None
     assert score_50_95({"instance": None}) is None
+    assert score_50_95({**summary, "dsb_score": 0.25}) == 0.25  # written by the evaluation
 
 
 def test_partial_run_only_data_and_one_model(tmp_path):

@@ -30,3 +30,20 @@ def test_live_plot_saves_the_latest_figure(tmp_path):
     assert len(plot.figure.axes[0].lines[0].get_xdata()) == 5
     assert (tmp_path / "curves.png").stat().st_size > 1000
     matplotlib.pyplot.close(plot.figure)
+
+
+def test_long_image_names_fit_their_panels():
+    import numpy as np
+
+    from microseg.training.live_plot import plot_predictions
+
+    name = "2026-12-03_HeLa-H2B-GFP_confocal-63x_plate01_wellB07_field003_z0"
+    classes = np.zeros((16, 16), np.int64)
+    figure = plot_predictions([(name, np.zeros((1, 16, 16)), classes, classes)] * 2, 3)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for axis in figure.axes:
+        assert axis.title.get_window_extent(renderer).width <= \
+            axis.get_window_extent(renderer).width
+    assert figure.axes[0].get_title().startswith("2026-12") and "…" in figure.axes[0].get_title()
+    matplotlib.pyplot.close(figure)

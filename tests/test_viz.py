@@ -66,3 +66,40 @@ def test_split_and_normalization_figures(tmp_path):
     normalization = viz.show_normalization(manifest)
     offsets = np.concatenate([c.get_offsets() for c in normalization.axes[0].collections])
     assert offsets[:, 0].tolist() == [0, 1, 2, 3, 4, 5, 50, 60]
+
+
+LONG_NAME = "2026-12-03_HeLa-H2B-GFP_confocal-63x_plate01_wellB07_field003_z0"
+
+
+def titles_fit_their_panels(figure):
+    """Each panel's title is no wider than the panel, so it cannot reach the next one."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    return all(axis.title.get_window_extent(renderer).width
+               <= axis.get_window_extent(renderer).width for axis in figure.axes)
+
+
+@pytest.mark.parametrize(("name", "limit", "expected"), [
+    ("short_name", 24, "short_name"),
+    ("abcdefghij", 10, "abcdefghij"),
+    ("abcdefghijk", 10, "abcd…ghijk"),
+    ("plate01_wellB07_field003_channel1", 12, "plate…annel1"),
+])
+def test_shorten_middle(name, limit, expected):
+    short = viz.shorten_middle(name, limit)
+    assert short == expected and len(short) <= limit
+
+
+def test_shorten_middle_keeps_both_ends_of_a_long_name():
+    assert len(LONG_NAME) == 64
+    short = viz.shorten_middle(LONG_NAME, 24)
+    assert len(short) == 24 and short.count("…") == 1
+    head, tail = short.split("…")
+    assert LONG_NAME.startswith(head) and LONG_NAME.endswith(tail)
+    with pytest.raises(ValueError, match="at least 3"):
+        viz.shorten_middle(LONG_NAME, 2)
+
+
+def test_long_file_names_fit_their_panels(rng):
+    samples = [_sample(rng, (12, 16), LONG_NAME + str(k)) for k in range(3)]
+    assert titles_fit_their_panels(viz.show_samples(samples, n=3))

@@ -91,3 +91,15 @@ def test_save_figure_writes_a_png(tmp_path):
     figure = viz_eval.plot_training_curves({})
     path = viz_eval.save_figure(figure, tmp_path / "sub" / "curves.png")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_long_image_names_fit_their_panels():
+    result = instance_result(3)
+    result.stem = "2026-12-03_HeLa-H2B-GFP_confocal-63x_plate01_wellB07_field003_z0"
+    figure = viz_eval.plot_overlays([result, result], "instance")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for axis in figure.axes:
+        assert axis.title.get_window_extent(renderer).width <= \
+            axis.get_window_extent(renderer).width
+    assert "…" in figure.axes[0].get_title() and figure.axes[0].get_title().endswith(")")

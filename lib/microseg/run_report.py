@@ -409,10 +409,14 @@ def score_50_95(summary: dict[str, Any]) -> float | None:
     """The mean over IoU thresholds 0.5, 0.55, …, 0.95 of TP/(TP+FP+FN), each the mean over
     images (the Data Science Bowl 2018 score), from an evaluation summary.
 
-    Read from ``summary["instance"]["mean_over_images"]["ap"]`` at those of
-    ``summary["instance"]["thresholds"]``; None when the task is not instance segmentation, a
-    threshold was not evaluated, or a value is undefined.
+    ``summary["dsb_score"]`` when the evaluation wrote it; else computed from
+    ``summary["instance"]["mean_over_images"]["ap"]`` at those of
+    ``summary["instance"]["thresholds"]`` (the same value: an image's ratio is undefined only
+    when it holds no true and no predicted object, at every threshold alike). None when the
+    task is not instance segmentation, a threshold was not evaluated, or a value is undefined.
     """
+    if isinstance((summary or {}).get("dsb_score"), (int, float)):
+        return float(summary["dsb_score"])
     instance = (summary or {}).get("instance") or {}
     thresholds = [round(float(t), 2) for t in instance.get("thresholds", [])]
     values = (instance.get("mean_over_images") or {}).get("ap") or []

@@ -25,6 +25,25 @@ SUBSET_COLOURS = MappingProxyType({"train": "tab:blue", "val": "tab:orange", "te
 # ---------------------------------------------------------------- shared helpers
 
 
+def shorten_middle(name: str, max_chars: int = 24) -> str:
+    """``name`` if it has at most ``max_chars`` characters, else its start and its end joined by
+    "…", ``max_chars`` characters in all: long file names then fit above a figure panel, and
+    the end, where names usually differ (numbers, channels), stays visible.
+
+    Raises ValueError if ``max_chars`` is below 3.
+
+    >>> shorten_middle("plate01_wellB07_field003_channel1", 12)
+    'plate…annel1'
+    """
+    if max_chars < 3:
+        raise ValueError(f"max_chars must be at least 3 (one character, '…', one character), "
+                         f"got {max_chars}")
+    if len(name) <= max_chars:
+        return name
+    head = (max_chars - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (max_chars - 1 - head):]}"
+
+
 def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
     """Save ``figure`` as PNG (parent folders created) and return the path."""
     path = Path(path)
@@ -85,7 +104,7 @@ def show_samples(samples: Sequence[Any], n: int = 4) -> Any:
     for column, sample in enumerate(shown):
         plane = display_plane(sample.image)
         axes[0, column].imshow(_stretched(plane), cmap="gray")
-        axes[0, column].set_title(sample.stem, fontsize=9)
+        axes[0, column].set_title(shorten_middle(sample.stem), fontsize=9)
         if sample.label is not None:
             _overlay(axes[1, column], plane, display_plane(sample.label, channels=False))
         if sample.target is not None:
@@ -187,7 +206,7 @@ def show_initial_labels(image: np.ndarray, initial: np.ndarray,
     plane = display_plane(image)
     figure, axes = _grid(1, 2 + (truth is not None), size=3.2)
     axes[0, 0].imshow(_stretched(plane), cmap="gray")
-    axes[0, 0].set_title(title or "image", fontsize=9)
+    axes[0, 0].set_title(shorten_middle(title or "image", 32), fontsize=9)
     _overlay(axes[0, 1], plane, display_plane(initial, channels=False))
     axes[0, 1].set_title(f"initial labels ({int(initial.max())} objects)", fontsize=9)
     if truth is not None:

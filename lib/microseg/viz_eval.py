@@ -170,6 +170,8 @@ def plot_overlays(results: Sequence[Any], task: str, n: int = 4, threshold: floa
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from microseg.viz import shorten_middle
+
     shown = list(results)[:n]
     fig, axes = plt.subplots(max(1, len(shown)), 4, figsize=(12, 3.1 * max(1, len(shown))),
                              squeeze=False)
@@ -182,8 +184,8 @@ def plot_overlays(results: Sequence[Any], task: str, n: int = 4, threshold: floa
         codes = _error_codes(result, task, threshold, class_id)
         panels = (grey, _label_rgb(truth[at], grey), _label_rgb(predicted[at], grey),
                   _error_rgb(codes[at], grey))
-        titles = (f"{result.stem}" + ("" if plane is None else f" (z={plane})"), "truth",
-                  "prediction", getattr(result, "caption", "errors"))
+        titles = (shorten_middle(result.stem, 30) + ("" if plane is None else f" (z={plane})"),
+                  "truth", "prediction", getattr(result, "caption", "errors"))
         for ax, panel, title in zip(row, panels, titles, strict=True):
             ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, interpolation="nearest")
             ax.set_title(title, fontsize="small")

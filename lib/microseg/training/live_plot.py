@@ -105,12 +105,15 @@ def plot_search(table: Any, score: str = "value") -> Any:
 def plot_predictions(rows: Sequence[tuple[str, Any, Any, Any]], n_classes: int) -> Any:
     """Figure with one row per image: image, truth, prediction (class maps in colour).
 
-    ``rows``: (name, image (C, *S), truth (*S) class map, prediction (*S) class map). Volumes
+    ``rows``: (name, image (C, *S), truth (*S) class map, prediction (*S) class map); a long
+    name is shortened in its middle to fit above its panel. Volumes
     show their middle Z plane, images their first channel (contrast stretched to the 1st and
     99.8th percentile). Returns the Figure.
     """
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from microseg.viz import shorten_middle
 
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row, (name, image, truth, prediction) in zip(axes, rows, strict=True):
@@ -120,7 +123,7 @@ def plot_predictions(rows: Sequence[tuple[str, Any, Any, Any]], n_classes: int) 
         for axis, classes in zip(row[1:], (truth, prediction), strict=True):
             axis.imshow(_middle_plane(np.asarray(classes)), cmap="viridis", vmin=0,
                         vmax=max(1, n_classes - 1), interpolation="nearest")
-        for axis, title in zip(row, (name, "truth", "prediction"), strict=True):
+        for axis, title in zip(row, (shorten_middle(name), "truth", "prediction"), strict=True):
             axis.set_title(title)
             axis.axis("off")
     figure.tight_layout()
