@@ -78,8 +78,11 @@ def test_one_row_per_trained_model_and_set_of_images(full_run):
     assert target.score_50_95 is None and target.report == "eval/finetune-2/report.html"
 
 
-def test_how_each_model_was_trained(full_run):
-    kinds = {r.model: r.kind for r in gather_run_report(full_run).models}
+def test_how_each_model_was_trained_in_the_order_of_the_chain(full_run):
+    models = gather_run_report(full_run).models
+    assert [r.model for r in models if r.evaluated_on == HERE] == [
+        "unet", "transfer", "transfer_scratch", "finetune", "finetune_scratch", "finetune_round1"]
+    kinds = {r.model: r.kind for r in models}
     assert kinds == {"unet": "from scratch", "transfer": "transfer learning",
                      "transfer_scratch": "from scratch, same budget as transfer",
                      "finetune": "fine-tuning",
