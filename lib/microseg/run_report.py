@@ -560,10 +560,11 @@ def seamless_verdict(summary: dict[str, Any]) -> tuple[bool | None, str]:
         return False, (f"Not seamless: overlapping tiles predicted independently disagree "
                        f"(mean 1 − Dice {_g(mismatch.get('mean'))}, largest probability "
                        f"difference {_g(summary.get('max_abs_diff'))}).{short}")
+    rounding = " (float rounding)" if summary.get("max_abs_diff") else ""
     return True, (f"Seamless: {mismatch['n_pairs']} pairs of overlapping tiles, predicted "
                   f"independently with a halo of {halo} (recommended {recommended}), give "
                   f"the same hard prediction; the largest probability difference is "
-                  f"{_g(summary.get('max_abs_diff'))} (float rounding).{short}")
+                  f"{_g(summary.get('max_abs_diff'))}{rounding}.{short}")
 
 
 def _disparity_verdict(summary: dict[str, Any]) -> str:
