@@ -7,7 +7,7 @@ import pandas as pd
 
 from microseg.diagnostics import figures
 from microseg.diagnostics.comparison import NormComparison
-from microseg.diagnostics.receptive_field import ReceptiveField
+from microseg.inference.receptive_field import ReceptiveField
 
 
 def no_pyplot_figures_left():

@@ -76,7 +76,7 @@ def test_incompatible_environment_is_explained(tmp_path, monkeypatch):
 
 
 def test_inputs_that_cannot_be_exported_are_explained(tmp_path):
-    from microseg.training.checkpoint import save_checkpoint
+    from microseg.models.checkpoint import save_checkpoint
 
     model, config = _trained_like()
     model_dir = tmp_path / "models" / "unet"

@@ -11,9 +11,9 @@ import torch
 import zarr
 
 from microseg.errors import OutputExistsError
-from microseg.inference.folder import PredictionModel, predict_folder
+from microseg.inference.folder import predict_folder
 from microseg.inference.tiling import predict_whole
-from microseg.models import ModelConfig, build_model
+from microseg.models import ModelConfig, TrainedModel, build_model
 from microseg.transforms.normalization import PercentileNormalization
 
 TILE, HALO = 24, 12  # the tiny U-Net's receptive-field radius is 10
@@ -22,6 +22,11 @@ TILE, HALO = 24, 12  # the tiny U-Net's receptive-field radius is 10
 def _config(out_classes: int = 2) -> ModelConfig:
     return ModelConfig(ndim=2, channels=(4, 8, 16), strides=(2, 2), num_res_units=0, norm="batch",
                        out_classes=out_classes)
+
+
+def _trained(network: torch.nn.Module, config: ModelConfig) -> TrainedModel:
+    task = "instance" if config.out_classes == 3 else "binary"
+    return TrainedModel.from_network(network, config, task=task)
 
 
 def _image(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -49,7 +54,8 @@ def test_folder_predicted_into_labels_named_like_the_inputs(tmp_path, images):
     torch.manual_seed(0)
     model = build_model(_config()).eval()
 
-    result = predict_folder(model, images, tmp_path / "out", TILE, HALO, output="both")
+    result = predict_folder(_trained(model, _config()), images, tmp_path / "out", TILE, HALO,
+                            output="both")
 
     assert result["n_inputs"] == 3 and len(result["outputs"]) == 2
     assert len(result["errors"]) == 1 and "broken.tif" in result["errors"][0]
@@ -69,7 +75,7 @@ def test_folder_predicted_into_labels_named_like_the_inputs(tmp_path, images):
 
 def test_zarr_format_gives_the_tif_results(tmp_path, images):
     torch.manual_seed(0)
-    settings = PredictionModel(build_model(_config()).eval(), PercentileNormalization())
+    settings = _trained(build_model(_config()).eval(), _config())
 
     predict_folder(settings, images / "cells_a.tif", tmp_path / "tif", TILE, HALO, output="both")
     predict_folder(settings, images / "cells_a.tif", tmp_path / "zarr", TILE, HALO, output="both",
@@ -82,7 +88,7 @@ def test_zarr_format_gives_the_tif_results(tmp_path, images):
 
 
 def test_output_inside_the_input_folder_or_holding_results_is_refused(tmp_path, images):
-    model = build_model(_config()).eval()
+    model = _trained(build_model(_config()).eval(), _config())
     with pytest.raises(OutputExistsError, match="inside the input folder"):
         predict_folder(model, images, images / "predictions", TILE, HALO)
     with pytest.raises(OutputExistsError, match="inside the input folder"):
@@ -96,7 +102,7 @@ def test_output_inside_the_input_folder_or_holding_results_is_refused(tmp_path, 
 def test_model_folder_uses_the_runs_normalization_and_instance_postprocessing(tmp_path, images):
     from microseg.data.split import SplitManifest
     from microseg.inference.instances import InstancePostprocessing, probabilities_to_instances
-    from microseg.training.checkpoint import save_checkpoint
+    from microseg.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     config = _config(out_classes=3)
@@ -109,7 +115,8 @@ def test_model_folder_uses_the_runs_normalization_and_instance_postprocessing(tm
                   n_classes=3, normalization=normalization.to_dict()
                   ).save(tmp_path / "run" / "data" / "split.json")
 
-    predict_folder(model_dir, images / "cells_b.tif", tmp_path / "out", TILE, HALO, output="both")
+    predict_folder(TrainedModel.load(model_dir), images / "cells_b.tif", tmp_path / "out", TILE,
+                   HALO, output="both")
 
     image = tifffile.imread(images / "cells_b.tif")[None]
     expected = _expected_probabilities(model, image, low=5.0, high=95.0)

@@ -1,4 +1,5 @@
-"""Out-of-core prediction: equal to in-memory tiled prediction, resumable, lazy; label stitching."""
+"""Out-of-core prediction: equal to in-memory tiled prediction, resumable, lazy; instance
+labels stitched across blocks equal to whole-image instances."""
 
 from __future__ import annotations
 
@@ -11,13 +12,7 @@ import torch
 import zarr
 
 from microseg.errors import ConfigError, DataError, OutputExistsError
-from microseg.inference.ooc import (
-    VolumeSource,
-    merged_id_mapping,
-    overlapping_pairs,
-    predict_volume_to_zarr,
-    stitch_block_labels,
-)
+from microseg.inference.ooc import VolumeSource, predict_volume_to_zarr
 from microseg.inference.tiling import predict_tiled, predict_whole
 from microseg.models import ModelConfig, build_model
 from microseg.transforms.normalization import (
@@ -25,6 +20,7 @@ from microseg.transforms.normalization import (
     normalize,
     percentile_statistics,
 )
+from test_inference_stitching import assert_same_objects, objects_cut_by_blocks
 
 TILE, HALO = 24, 12  # the tiny U-Net's receptive-field radius is 10; halo 12 is a multiple of 4
 
@@ -207,80 +203,6 @@ def test_volume_source_reads_regions_in_canonical_axes(tmp_path):
     np.testing.assert_array_equal(volume[1, ::2], stored[::2, 1])
 
 
-def _random_labels(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
-    """Touching and overlapping blobs of random sizes; every id one connected object."""
-    from skimage.measure import label
-
-    rng = np.random.default_rng(seed)
-    grid = np.indices(shape)
-    truth = np.zeros(shape, dtype=np.int32)
-    for k in range(1, n + 1):
-        centre = rng.uniform(0, shape)
-        radii = rng.uniform(2, 9, size=len(shape))
-        inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1
-        truth[inside] = k
-    return label(truth, background=0).astype(np.int32)
-
-
-def _assert_same_objects(found: np.ndarray, truth: np.ndarray) -> None:
-    pairs = np.unique(np.stack([truth.ravel(), found.ravel()], axis=1), axis=0)
-    assert np.all((pairs[:, 0] == 0) == (pairs[:, 1] == 0)), "background differs"
-    objects = pairs[pairs[:, 0] > 0]
-    assert len(np.unique(objects[:, 0])) == len(objects) == len(np.unique(objects[:, 1]))
-
-
-@pytest.mark.parametrize(("shape", "block", "overlap"), [((100, 90), 24, 3), ((30, 40, 44), 16, 2)])
-def test_stitched_block_labels_match_the_truth_object_by_object(tmp_path, shape, block, overlap):
-    from skimage.measure import label
-
-    truth = _random_labels(shape, n=60 if len(shape) == 2 else 40, seed=len(shape))
-    out = np.zeros(shape, dtype=np.int32)
-
-    n_objects = stitch_block_labels(truth, out, (block,) * len(shape), overlap, label,
-                                    tmp_path / "work", scheduler="synchronous")
-
-    _assert_same_objects(out, truth)
-    assert n_objects == truth.max() == out.max()
-    assert _objects_cut_by_blocks(truth, block) > 10, "the test should cut many objects"
-
-
-def _objects_cut_by_blocks(truth: np.ndarray, block: int) -> int:
-    cut: set[int] = set()
-    for axis, side in enumerate(truth.shape):
-        for s in range(block, side, block):
-            before, after = np.take(truth, s - 1, axis=axis), np.take(truth, s, axis=axis)
-            cut |= set(np.unique(before[(before == after) & (before > 0)]).tolist())
-    return len(cut)
-
-
-def test_block_labels_are_stitched_into_zarr_with_threads(tmp_path):
-    from skimage.measure import label
-
-    truth = _random_labels((64, 64), n=25, seed=7)
-    out = zarr.create_array(str(tmp_path / "labels.zarr"), shape=truth.shape, chunks=(16, 16),
-                            dtype="int32")
-    stitch_block_labels(truth, out, (16, 16), 4, label, tmp_path / "work")
-    _assert_same_objects(out[...], truth)
-
-
-def test_overlapping_pairs_and_merged_ids_against_brute_force():
-    rng = np.random.default_rng(5)
-    first, second = rng.integers(0, 4, size=200), rng.integers(0, 5, size=200)
-    expected = []
-    for a in range(1, 4):
-        for b in range(1, 5):
-            shared = np.sum((first == a) & (second == b))
-            smaller = min(np.sum(first == a), np.sum(second == b))
-            if shared and shared >= 0.5 * smaller:
-                expected.append((a, b))
-    assert [tuple(p) for p in overlapping_pairs(first, second)] == expected
-    mapping = merged_id_mapping(6, [np.array([[2, 5], [5, 6]]), np.array([[4, 1]])])
-    assert mapping.tolist() == [0, 1, 2, 3, 1, 2, 2]
-    only_present = merged_id_mapping(6, [np.array([[2, 5], [5, 6]])], present=np.array([6, 3, 4]))
-    assert only_present.tolist() == [0, 0, 3, 1, 2, 3, 3]
-
-
-@pytest.mark.slow
 def test_distributed_local_cluster_gives_the_same_result(tmp_path, model2d, image2d):
     from distributed import Client, LocalCluster
 
@@ -306,14 +228,17 @@ def test_instance_labels_stitched_across_blocks_equal_whole_image_instances(tmp_
         model.bias.zero_()
     postprocessing = InstancePostprocessing()
 
+    def instances(probabilities):
+        return probabilities_to_instances(probabilities, postprocessing)
+
     result = predict_volume_to_zarr(model, one_hot * 1.0, tmp_path / "out", 16, 4,
                                     normalization_stats=([0.0] * 3, [1.0] * 3), output="labels",
-                                    postprocessing=postprocessing, block_shape=32)
+                                    instance_labels=instances, block_shape=32)
 
     whole = predict_whole(model, one_hot, halo=4)
     expected = probabilities_to_instances(whole, postprocessing)
     found = zarr.open_array(str(tmp_path / "out" / "labels.zarr"), mode="r")[...]
-    _assert_same_objects(found, expected)
+    assert_same_objects(found, expected)
     assert result["n_objects"] == expected.max() > 10
-    assert _objects_cut_by_blocks(expected, 32) > 3
+    assert objects_cut_by_blocks(expected, 32) > 3
     assert not (tmp_path / "out" / "probabilities.zarr").exists()

@@ -10,7 +10,7 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
-from microseg.diagnostics.receptive_field import (
+from microseg.inference.receptive_field import (
     HaloTooSmallWarning,
     ReceptiveField,
     check_halo,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ def _model_folder(run_dir, name="unet", ndim=2, num_res_units=2):
     import torch
 
     from microseg.models import ModelConfig, build_model
-    from microseg.training.checkpoint import save_checkpoint
+    from microseg.models.checkpoint import save_checkpoint
 
     config = ModelConfig(ndim=ndim, channels=(4, 8, 16), strides=(2, 2),
                          num_res_units=num_res_units, out_classes=2, norm="batchrenorm")
@@ -74,12 +73,12 @@ def test_halo_comes_from_the_receptive_field(deployed):
 
 def test_out_of_core_prediction_equals_whole_image_prediction(deployed):
     from microseg.inference.tiling import predict_whole
-    from microseg.training.checkpoint import load_model
+    from microseg.models.checkpoint import load_network
     from microseg.transforms.normalization import normalize, percentile_statistics
 
     run_dir, summary = deployed
     image = _read(summary["input"])
-    model, _, _ = load_model(run_dir / "models" / "unet")
+    model, _, _ = load_network(run_dir / "models" / "unet")
     low, high = percentile_statistics(image)
     expected = predict_whole(model, normalize(image, low, high), halo=24)
     found = _read(summary["predictions"][0]["probabilities"])
@@ -210,17 +209,22 @@ def test_output_next_to_the_input_is_refused(run_2d, tmp_path):
                       overwrite=True, export_formats=())
 
 
-def test_choose_halo_prefers_given_then_notebook_06_then_default(tmp_path, monkeypatch):
-    from microseg.models import ModelConfig
-    from microseg.runs import write_summary
+def test_choose_halo_prefers_given_then_the_models_own(tmp_path):
+    from microseg.models import TrainedModel
 
-    config = ModelConfig(ndim=3, channels=(4, 8), strides=(2,))
-    assert recipe.choose_halo(None, config, 5) == ((5, 5, 5), "given")
-    write_summary(tmp_path, {"recommended_halo": [4, 8, 8]})
-    assert recipe.choose_halo(None, config, None, tmp_path) == ((4, 8, 8), "notebook 06")
-    monkeypatch.setitem(sys.modules, "microseg.diagnostics.receptive_field", None)
-    assert recipe.choose_halo(None, config, None, tmp_path / "none") == (
-        (recipe.DEFAULT_HALO[3],) * 3, "default")
+    folder = _model_folder(tmp_path / "run", ndim=3, num_res_units=0)
+    model = TrainedModel.load(folder)
+    assert recipe.choose_halo(model, 5) == ((5, 5, 5), "given")
+    model.settings = model.settings.replace(halo=[4, 8, 8])
+    assert recipe.choose_halo(model, None) == ((4, 8, 8), "receptive field")
+
+
+def test_tiles_below_the_size_divisor_are_refused_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    _model_folder(run_dir, num_res_units=0)
+    with pytest.raises(ConfigError, match="size divisor 4"):
+        recipe.deploy(run_dir, tile_shape=0, halo=0, quick=True, export_formats=())
+    assert not (run_dir / "predictions" / "unet" / "input.zarr").exists()
 
 
 def test_choose_tile_defaults_and_rounding():

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from microseg.diagnostics.receptive_field import HaloTooSmallWarning
+from microseg.inference.receptive_field import HaloTooSmallWarning
 from microseg.errors import RunOrderError
 from microseg.recipes.diagnose import diagnose_model, sweep_sizes
 

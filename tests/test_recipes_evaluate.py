@@ -11,10 +11,7 @@ import pytest
 
 from microseg.errors import ConfigError, DataError, OutputExistsError, RunOrderError
 from microseg.recipes.evaluate import (
-    EvaluationConfig,
     evaluate_models,
-    load_evaluation_data,
-    predict_probabilities,
 )
 
 
@@ -59,9 +56,9 @@ def recomputed(run_dir, stem_order):
     from microseg.inference.instances import load_postprocessing, probabilities_to_instances
     from microseg.inference.tiling import predict_whole
     from microseg.metrics.instance import match_instances
-    from microseg.training.checkpoint import load_model
+    from microseg.models.checkpoint import load_network
 
-    model, _, _ = load_model(run_dir / "models" / "unet", device="cpu")
+    model, _, _ = load_network(run_dir / "models" / "unet", device="cpu")
     post = load_postprocessing(run_dir / "models" / "unet")
     halo = json.loads((run_dir / "eval" / "unet" / "eval_config.json").read_text())["halo"]
     f1, counts = {}, np.zeros((3, 3))
@@ -217,7 +214,7 @@ def test_prediction_of_the_wrong_shape_is_explained(run_dir, monkeypatch):
 
 def test_model_that_does_not_fit_the_data_is_explained_or_skipped(run_dir, caplog):
     from microseg.models import ModelConfig, build_model
-    from microseg.training.checkpoint import save_checkpoint
+    from microseg.models.checkpoint import save_checkpoint
 
     folder = run_dir / "models" / "binary"
     config = ModelConfig(channels=(4, 8), strides=(2,), num_res_units=0, out_classes=2)
@@ -230,19 +227,6 @@ def test_model_that_does_not_fit_the_data_is_explained_or_skipped(run_dir, caplo
     with caplog.at_level("WARNING", logger="microseg"):
         result = evaluate_models(run_dir, device="cpu", quick=True)
     assert list(result["models"]) == ["unet"] and "skipping model 'binary'" in caplog.text
-
-
-def test_tiled_prediction_equals_whole_image_prediction(run_dir):
-    from microseg.training.checkpoint import load_model
-
-    model, model_config, _ = load_model(run_dir / "models" / "unet", device="cpu")
-    sample = load_evaluation_data(run_dir).samples[0]
-    whole, how_whole = predict_probabilities(model, model_config, sample.image,
-                                             EvaluationConfig(device="cpu"))
-    tiled, how_tiled = predict_probabilities(model, model_config, sample.image,
-                                             EvaluationConfig(device="cpu", tile_shape=(24, 24)))
-    assert how_whole.startswith("on whole images") and how_tiled.startswith("in tiles")
-    assert np.abs(whole - tiled).max() < 1e-5
 
 
 def test_output_folder_collision_with_a_file_is_refused(run_dir):
@@ -281,20 +265,3 @@ def test_a_3d_binary_model_is_evaluated_per_pixel(tmp_path):
     assert "f1@0.5" not in result["tables"]["unet3d"].columns
     assert result["summary"]["ranked_by"] == "mean class Dice (pooled)"
     assert len(list((run_dir / "eval" / "unet3d" / "figures").glob("*.png"))) == 4
-
-
-@pytest.mark.parametrize("shape", [(1, 20, 25), (1, 70, 45)])
-def test_fixed_input_shape_models_are_predicted_in_windows_of_that_shape(shape):
-    from microseg.models import ModelConfig, build_model
-
-    config = ModelConfig(architecture="unetr", img_size=(64, 64), hidden_size=16, mlp_dim=16,
-                         num_heads=2, feature_size=4)
-    model = build_model(config).eval()
-    seen = []
-    model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[2:])))
-    image = np.random.default_rng(0).random(shape).astype(np.float32)
-    probabilities, how = predict_probabilities(model, config, image,
-                                               EvaluationConfig(device="cpu"))
-    assert probabilities.shape == (3, *shape[1:]) and "fixed input shape" in how
-    assert set(seen) == {(64, 64)}
-    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)

@@ -18,7 +18,7 @@ from microseg.recipes.train import (
     validation_predictions,
 )
 from microseg.runs import RunFolder
-from microseg.training.checkpoint import load_model
+from microseg.models.checkpoint import load_network
 from microseg.training.config import TrainConfig
 from microseg.training.live_plot import plot_predictions
 
@@ -46,7 +46,7 @@ def test_quick_training_prepares_data_and_writes_the_model_folder(trained_run):
     assert summary["fit_diagnosis"]["verdict"] == "too short to tell"
     assert 0 <= summary["best_val_dice"] <= 1
     assert sum(summary["class_frequencies"]) == pytest.approx(1.0)
-    model, config, extra = load_model(folder)
+    model, config, extra = load_network(folder)
     assert config.channels == (4, 8, 16) and config.norm == "batchrenorm"
     assert config.out_classes == 3 and extra["best_val_loss"] == summary["best_val_loss"]
     assert run.model_names() == ["unet"]
@@ -68,7 +68,7 @@ def test_tuned_configs_are_used_as_saved(trained_run, tmp_path):
     TrainConfig(epochs=9, steps_per_epoch=2, batch_size=2, patch_size=(32, 32)).save(
         tmp_path / "best_train_config.json")
     summary = train_model(run_dir, model_name="tuned", tuned=tmp_path, epochs=1)
-    _, config, extra = load_model(summary["model_dir"])
+    _, config, extra = load_network(summary["model_dir"])
     assert config.channels == (2, 4) and config.norm == "batch"
     assert extra["train_config"]["epochs"] == 1 and extra["train_config"]["patch_size"] == [32, 32]
     with pytest.raises(RunOrderError, match="run_search=True"):
@@ -80,7 +80,7 @@ def test_command_line(trained_run, caplog):
     with caplog.at_level(logging.INFO):
         summary = main(["--run-dir", str(run_dir), "--model-name", "cli", "--quick",
                         "--patch-size", "32", "--norm", "group", "--batch-size", "auto"])
-    _, config, extra = load_model(summary["model_dir"])
+    _, config, extra = load_network(summary["model_dir"])
     assert config.norm == "group" and extra["train_config"]["patch_size"] == [32, 32]
     assert extra["train_config"]["batch_size"] == 2  # no GPU: the default, with a message
     assert "keeping batch_size=2" in caplog.text
@@ -115,7 +115,7 @@ def test_validation_predictions_are_class_maps_of_the_best_model(trained_run):
     run_dir, _ = trained_run
     rows = validation_predictions(run_dir, "unet", n=2)
     assert 1 <= len(rows) <= 2
-    model, _, _ = load_model(RunFolder(run_dir).model_dir("unet"))
+    model, _, _ = load_network(RunFolder(run_dir).model_dir("unet"))
     for _, image, truth, prediction in rows:
         assert image.ndim == 3 and prediction.shape == truth.shape == image.shape[1:]
         with torch.no_grad():  # the synthetic images are multiples of the size divisor
@@ -145,6 +145,6 @@ def test_quick_training_in_3d(tmp_path):
 
     prepare_data(tmp_path, ndim=3, quick=True, n_synthetic=4, synthetic_shape=(16, 32, 32))
     summary = train_model(tmp_path, quick=True)
-    _, config, extra = load_model(summary["model_dir"])
+    _, config, extra = load_network(summary["model_dir"])
     assert config.ndim == 3 and extra["train_config"]["patch_size"] == [16, 32, 32]
     assert summary["epochs_run"] == 2

@@ -9,18 +9,17 @@ from microseg.errors import DataError, MicrosegError, OutputExistsError, RunOrde
 from microseg.export.torchscript import export_torchscript
 from microseg.io import write_image
 from microseg.models import ModelConfig, build_model
+from microseg.models.checkpoint import load_checkpoint, save_checkpoint
+from microseg.recipes.fine_tune import correction_rounds, fine_tune
 from microseg.recipes.prepare import prepare_data
 from microseg.recipes.transfer import (
     adapt_pretrained,
     comparison_table,
-    correction_rounds,
-    fine_tune,
     prepare_transfer,
     transfer_learning,
     zero_shot,
 )
 from microseg.runs import RunFolder, read_json
-from microseg.training.checkpoint import load_checkpoint, save_checkpoint
 from microseg.transfer.adapt import AdaptConfig
 from microseg.transfer.freezing import layer_groups
 

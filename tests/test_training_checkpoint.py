@@ -1,4 +1,4 @@
-"""Checkpoints: weights-only loading, load_model round trip, clear errors, RNG states, and a
+"""Checkpoints: weights-only loading, load_network round trip, clear errors, RNG states, and a
 training killed with SIGKILL that resumes to bitwise the same weights and history."""
 
 import os
@@ -13,15 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from microseg.errors import MicrosegError, RunOrderError
+from microseg.errors import DataError, MicrosegError, OutputExistsError, RunOrderError
 from microseg.models import ModelConfig, build_model
-from microseg.training.checkpoint import (
-    load_checkpoint,
-    load_model,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-)
+from microseg.models.checkpoint import load_checkpoint, load_network, save_checkpoint
+from microseg.training.checkpoint import restore_rng_states, rng_states
 from microseg.training.config import TrainConfig
 from microseg.training.history import TIMING_COLUMNS
 from microseg.training.trainer import Trainer
@@ -97,9 +92,9 @@ def test_checkpoints_load_with_weights_only(trained):
     assert state["epoch"] == 2 and state["step"] == 4 and len(state["history"]) == 2
 
 
-def test_load_model_gives_the_same_predictions(trained):
+def test_load_network_gives_the_same_predictions(trained):
     trainer, folder = trained
-    model, config, extra = load_model(folder, which="latest")
+    model, config, extra = load_network(folder, which="latest")
     assert not model.training and config == trainer.model_config
     assert extra["epoch"] == 2 and extra["history"] == trainer.history
     assert extra["train_config"]["epochs"] == 2
@@ -107,30 +102,70 @@ def test_load_model_gives_the_same_predictions(trained):
     trainer.module.eval()
     with torch.no_grad():
         assert torch.equal(model(inputs), trainer.module(inputs))
-    best, _, best_extra = load_model(folder)
+    best, _, best_extra = load_network(folder)
     assert best_extra["best_epoch"] == trainer.best_epoch
     assert best_extra["checkpoint"] == folder / "best.pt"
 
 
-def test_load_model_errors_name_the_folder_and_the_notebook(tmp_path, trained):
+def test_load_network_errors_name_the_folder_and_the_notebook(tmp_path, trained):
     with pytest.raises(RunOrderError, match="config.json is missing.*02_train_from_scratch"):
-        load_model(tmp_path / "nothing")
+        load_network(tmp_path / "nothing")
     _, folder = trained
     (folder / "best.pt").unlink()
     with pytest.raises(RunOrderError, match="best.pt does not exist"):
-        load_model(folder)
+        load_network(folder)
     torch.save({"weights": torch.zeros(1)}, folder / "other.pt")
     with pytest.raises(MicrosegError, match="not a microseg checkpoint"):
-        load_model(folder, which="other.pt")
+        load_network(folder, which="other.pt")
     (folder / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(MicrosegError, match="cannot read checkpoint"):
-        load_model(folder, which="broken.pt")
+        load_network(folder, which="broken.pt")
 
 
-def test_pickled_objects_are_refused(tmp_path):
+def test_pickled_objects_are_refused_without_advising_to_turn_safety_off(tmp_path):
     path = save_checkpoint(tmp_path / "evil.pt", {"config": TrainConfig()})
-    with pytest.raises(MicrosegError, match="cannot read checkpoint"):
+    with pytest.raises(MicrosegError, match="Python objects besides weights") as raised:
         load_checkpoint(path)
+    assert "weights_only=False" not in str(raised.value)
+    assert "state_dict" in str(raised.value)
+
+
+def test_an_empty_checkpoint_says_it_is_empty(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(MicrosegError, match=r"empty \(0 bytes\).*copy it again"):
+        load_checkpoint(tmp_path / "best.pt")
+
+
+@pytest.mark.parametrize("which", ["../elsewhere.pt", "/tmp/x.pt", "sub/best.pt", "config.json"])
+def test_checkpoints_are_read_from_the_model_folder_only(trained, which):
+    _, folder = trained
+    save_checkpoint(folder.parent / "elsewhere.pt", {"model": {}})
+    with pytest.raises(MicrosegError, match="not a checkpoint of the model folder"):
+        load_network(folder, which=which)
+
+
+def test_a_config_that_does_not_match_the_weights_lists_the_layers(trained):
+    _, folder = trained
+    ModelConfig(ndim=2, channels=(4, 16), strides=(2,), num_res_units=0,
+                out_classes=2).save(folder / "config.json")
+    with pytest.raises(DataError, match="do not fit this network") as raised:
+        load_network(folder)
+    assert "config.json" in str(raised.value)
+    assert any("the file has shape" in line for line in raised.value.problems)
+
+
+def test_resume_without_latest_checkpoint_never_replaces_the_best_one(trained):
+    trainer, folder = trained
+    (folder / "latest.pt").unlink()
+    before = (folder / "best.pt").read_bytes()
+    model_config = ModelConfig(ndim=2, channels=(4, 8), strides=(2,), num_res_units=0,
+                               out_classes=2)
+    config = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, patch_size=(16, 16),
+                         amp="none", val_tile=32)
+    with pytest.raises(OutputExistsError, match="latest.pt is missing.*nothing to resume"):
+        Trainer(build_model(model_config), config, tiny_pairs(2), tiny_pairs(1, seed=1),
+                model_config=model_config, model_dir=folder, resume=True, progress=False).fit()
+    assert (folder / "best.pt").read_bytes() == before
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):

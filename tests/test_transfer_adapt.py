@@ -123,9 +123,9 @@ def test_adapt_config_round_trip_and_checks(tmp_path):
     config = AdaptConfig(mode="finetune", freeze=" encoder ,bottleneck,",
                          group_learning_rates={"encoder": 1e-5})
     assert config.freeze == ("encoder", "bottleneck")
-    assert config.effective_learning_rate() == pytest.approx(2e-4)
+    assert config.effective_learning_rate(2e-3) == pytest.approx(2e-4)
     assert AdaptConfig.load(config.save(tmp_path / "adapt.json")) == config
-    assert AdaptConfig(learning_rate=1e-3).effective_learning_rate() == 1e-3
+    assert AdaptConfig(learning_rate=1e-3).effective_learning_rate(2e-3) == 1e-3
     with pytest.raises(ConfigError, match="keep_last must be >= 0"):
         AdaptConfig(keep_last=-1)
     with pytest.raises(ConfigError, match="'partial'"):

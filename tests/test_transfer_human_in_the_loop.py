@@ -8,8 +8,10 @@ import pytest
 from microseg.data.dataset import load_subset
 from microseg.data.split import SplitManifest, manifest_entry
 from microseg.errors import DataError, OutputExistsError
+from microseg.inference.instances import InstancePostprocessing
 from microseg.io import read_image, read_label, write_image
 from microseg.metrics import match_instances
+from microseg.models import TrainedModel
 from microseg.transfer.human_in_the_loop import (
     _changed_share,
     add_corrections_to_split,
@@ -19,12 +21,9 @@ from microseg.transfer.human_in_the_loop import (
     write_correction_round,
     write_rounds_csv,
 )
-from microseg.transfer.quality import TilingSettings
 from microseg.transforms.normalization import PercentileNormalization, percentile_statistics
 from microseg.transforms.targets import labels_to_target
-from test_transfer_quality import ClassValueOracle, disc_labels
-
-SETTINGS = TilingSettings(tile=32, halo=4, device="cpu")
+from test_transfer_quality import ClassValueOracle, disc_labels, trained
 
 
 def user_folder(root):
@@ -50,10 +49,10 @@ def round_one(tmp_path):
     before = snapshot(user)
     run_dir = tmp_path / "run"
     # percentiles 0 and 100 map the class values 0..2 to 0..1 exactly: the oracle reads 2·x
-    normalization = PercentileNormalization(low=0.0, high=100.0)
-    round_ = write_correction_round(run_dir, 1, ClassValueOracle(scale=2.0), None,
-                                    sorted((user / "images").iterdir()), "instance",
-                                    normalization, SETTINGS)
+    model = TrainedModel.from_network(
+        ClassValueOracle(scale=2.0), halo=(4, 4), postprocessing=InstancePostprocessing(),
+        normalization=PercentileNormalization(low=0.0, high=100.0))
+    round_ = write_correction_round(run_dir, 1, model, sorted((user / "images").iterdir()))
     return round_, user, truths, before, run_dir
 
 
@@ -84,8 +83,8 @@ def test_predictions_are_editable_instance_labels(round_one):
 def test_a_round_is_never_written_over(round_one):
     round_, user, _, _, run_dir = round_one
     with pytest.raises(OutputExistsError, match="already holds results"):
-        write_correction_round(run_dir, 1, ClassValueOracle(), None,
-                               [user / "images" / "cell_a.tif"], "instance")
+        write_correction_round(run_dir, 1, trained(ClassValueOracle()),
+                               [user / "images" / "cell_a.tif"])
 
 
 def test_simulated_corrections_round_trip(round_one, tmp_path):

@@ -12,10 +12,10 @@ import yaml
 from microseg.errors import ConfigError, DataError, MicrosegError
 from microseg.export.torchscript import export_torchscript
 from microseg.models import ModelConfig, build_model
+from microseg.models.checkpoint import load_weights
 from microseg.transfer.loading import (
     check_zip_members,
     load_pretrained,
-    load_weights,
     read_state_dict,
     safe_extract,
 )
@@ -49,7 +49,7 @@ def sha256(path):
 
 
 def write_model_folder(folder, model, config=CONFIG):
-    from microseg.training.checkpoint import save_checkpoint
+    from microseg.models.checkpoint import save_checkpoint
 
     folder.mkdir(parents=True)
     config.save(folder / "config.json")

@@ -9,15 +9,16 @@ import torch
 
 from microseg.data.dataset import Sample
 from microseg.errors import DataError
-from microseg.transfer.quality import (
-    TilingSettings,
-    labels_from_probabilities,
-    measure_quality,
-    predict_probabilities,
-)
+from microseg.inference.instances import InstancePostprocessing
+from microseg.models import TrainedModel
+from microseg.transfer.quality import measure_quality
 from microseg.transforms.targets import labels_to_target
 
-SETTINGS = TilingSettings(tile=32, halo=4, device="cpu")
+
+def trained(network, task="instance"):
+    """``network`` with a 4-pixel halo and the default instance post-processing."""
+    return TrainedModel.from_network(network, task=task, halo=(4, 4),
+                                     postprocessing=InstancePostprocessing())
 
 
 class ClassValueOracle(torch.nn.Module):
@@ -70,15 +71,15 @@ def samples():
 
 def test_tiled_prediction_of_the_oracle_is_the_target():
     sample = samples()[1]
-    probabilities = predict_probabilities(ClassValueOracle(), sample.image, settings=SETTINGS)
+    probabilities = trained(ClassValueOracle()).predict(sample.image, normalized=True,
+                                                        tile_shape=32, device="cpu")
     assert probabilities.shape == (3, 40, 56)
     assert np.array_equal(probabilities.argmax(0), sample.target)
     assert np.allclose(probabilities.sum(0), 1.0, atol=1e-5)
 
 
 def test_perfect_model_scores_one_and_recovers_every_object():
-    quality = measure_quality(ClassValueOracle(), samples(), "oracle", "instance",
-                              settings=SETTINGS)
+    quality = measure_quality(trained(ClassValueOracle()), samples(), "oracle")
     assert quality.foreground_dice == 1.0 and quality.object_f1 == 1.0
     assert [r["stem"] for r in quality.per_image] == ["a", "b"]
     for sample, predicted in zip(samples(), quality.predictions, strict=True):
@@ -89,7 +90,7 @@ def test_perfect_model_scores_one_and_recovers_every_object():
 
 def test_pooled_foreground_dice_matches_brute_force():
     data = samples()
-    quality = measure_quality(AllForeground(), data, "everything", "instance", settings=SETTINGS)
+    quality = measure_quality(trained(AllForeground()), data, "everything")
     truth = [int((s.target > 0).sum()) for s in data]
     pixels = [s.target.size for s in data]
     pooled = 2 * sum(truth) / (sum(truth) + sum(pixels))
@@ -103,17 +104,14 @@ def test_pooled_foreground_dice_matches_brute_force():
 def test_binary_task_has_no_objects_and_class_maps():
     labels = disc_labels()
     sample = class_map_sample("a", labels, task="binary")
-    quality = measure_quality(ClassValueOracle(n_classes=2), [sample], "binary", "binary",
-                              settings=SETTINGS)
+    quality = measure_quality(trained(ClassValueOracle(n_classes=2), "binary"), [sample],
+                              "binary")
     assert quality.object_f1 is None and quality.foreground_dice == 1.0
     assert np.array_equal(quality.predictions[0], (labels > 0).astype(np.int32))
-    probabilities = np.zeros((3, 4, 4), np.float32)
-    probabilities[2] = 1.0
-    assert labels_from_probabilities(probabilities, "semantic").max() == 2
 
 
 def test_unlabelled_images_are_refused():
     sample = samples()[0]
     sample.label = sample.target = None
     with pytest.raises(DataError, match="has no labels"):
-        measure_quality(ClassValueOracle(), [sample], "x", "instance", settings=SETTINGS)
+        measure_quality(trained(ClassValueOracle()), [sample], "x")

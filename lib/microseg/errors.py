@@ -31,3 +31,7 @@ class RunOrderError(MicrosegError, RuntimeError):
 
 class OutputExistsError(MicrosegError, FileExistsError):
     """A run would overwrite earlier results; pass ``overwrite=True`` or choose a new name."""
+
+
+class MissingFileError(MicrosegError, FileNotFoundError):
+    """A file microseg needs does not exist; the message names it and what makes it."""

@@ -56,10 +56,7 @@ def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any]) -> Ru
 
 def saved_parameters(name: str, run_dir: str | Path) -> dict[str, Any] | None:
     """The parameters notebook ``name`` last ran with in ``run_dir``, or None if it never ran."""
-    path = Path(run_dir) / "notebooks" / f"{name}.params.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())["parameters"]
+    return RunFolder(run_dir).saved_parameters(name)
 
 
 def _configure_logging() -> None:

@@ -26,7 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microseg.errors import OutputExistsError, RunOrderError
+from microseg.errors import DataError, MissingFileError, OutputExistsError, RunOrderError
+
+MODEL_CONFIG_FILE = "config.json"
+"""In a model folder: the ModelConfig, which network to build."""
+TRAIN_CONFIG_FILE = "train_config.json"
+"""In a model folder: the TrainConfig it was trained with."""
+BEST_CHECKPOINT = "best.pt"
+"""In a model folder: the weights at the epoch with the lowest validation loss."""
+LATEST_CHECKPOINT = "latest.pt"
+"""In a model folder: the training state after the last finished epoch (what resume reads)."""
+PREDICTION_FILE = "prediction.json"
+"""In a model folder: how to predict with it (task, input normalization, halo, object scale)."""
+POSTPROCESSING_FILE = "instance_postprocessing.json"
+"""In a model folder: the instance post-processing tuned on validation images."""
+HISTORY_FILE = "history.csv"
+"""In a model folder: one row per training epoch."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,37 @@ class RunFolder:
         models = self.root / "models"
         if not models.is_dir():
             return []
-        return sorted(p.name for p in models.iterdir() if (p / "best.pt").is_file())
+        return sorted(p.name for p in models.iterdir() if (p / BEST_CHECKPOINT).is_file())
+
+    def saved_parameters(self, notebook: str) -> dict[str, Any] | None:
+        """The parameters notebook ``notebook`` (e.g. ``"02_train_from_scratch"``) last ran with
+        here, or None if it never ran in this run folder."""
+        path = self.root / "notebooks" / f"{notebook}.params.json"
+        return read_json(path)["parameters"] if path.is_file() else None
+
+    def default_model_name(self) -> str:
+        """The model a later stage uses when none is named: the one policy of every notebook.
+
+        In order: the model notebook 02 last trained here (its saved ``model_name``), when it
+        finished; the only trained model; a trained model named ``"unet"`` (notebook 02's
+        default name).
+
+        Raises
+        ------
+        RunOrderError
+            No trained model, or several and none of the above picks one (naming them).
+        """
+        names = self.model_names()
+        trained = (self.saved_parameters("02_train_from_scratch") or {}).get("model_name")
+        for candidate in (trained, names[0] if len(names) == 1 else None, "unet"):
+            if candidate in names:
+                return candidate
+        if not names:
+            raise RunOrderError(
+                f"no trained model in {self.root / 'models'}: run "
+                f"notebooks/02_train_from_scratch.ipynb with run_dir={str(self.root)!r} first")
+        raise RunOrderError(f"{self.root / 'models'} holds several models "
+                            f"({', '.join(names)}): name the one to use (model_name=...)")
 
     def require_split(self) -> Path:
         """The split manifest path; :class:`RunOrderError` naming notebook 01 if it is missing."""
@@ -84,7 +129,7 @@ class RunFolder:
     def require_model(self, name: str) -> Path:
         """A model folder holding ``best.pt``; :class:`RunOrderError` naming notebook 02 if not."""
         folder = self.model_dir(name)
-        if not (folder / "best.pt").is_file():
+        if not (folder / BEST_CHECKPOINT).is_file():
             found = ", ".join(self.model_names()) or "none"
             raise RunOrderError(
                 f"no trained model in {folder} (models found in this run folder: {found}): "
@@ -173,9 +218,11 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+        raise MissingFileError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}): the file is damaged, e.g. by a "
+                        f"full disk or an interrupted run; delete it and run the step that "
+                        f"writes it again") from None
 
 
 def _json_default(value: Any) -> Any:
@@ -207,9 +254,11 @@ def environment_record() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "packages": packages,
-        "git_commit": _git_commit(),
+        # In an image there is no git checkout: the image carries the commit it was built from.
+        "git_commit": _git_commit() or os.environ.get("MICROSEG_SOURCE_REVISION") or None,
         "container_image": os.environ.get("MICROSEG_IMAGE") or None,
         "container_digest": os.environ.get("MICROSEG_IMAGE_DIGEST") or None,
+        "container_base": os.environ.get("MICROSEG_BASE_IMAGE") or None,
     }
     if "torch" in sys.modules or packages["torch"]:
         import torch

@@ -1,8 +1,8 @@
-"""Normalization diagnostics: receptive field and halo, tile mismatch, train/eval disparity,
-tile-size sweep, and the comparison of normalization layers.
+"""Normalization diagnostics: tile mismatch, train/eval disparity, tile-size sweep, and the
+comparison of normalization layers. (The receptive field and the halo it implies are part of
+prediction: :mod:`microseg.inference.receptive_field`.)
 
 Import the submodules; this package imports nothing heavy.
 
->>> from microseg.diagnostics.receptive_field import theoretical_receptive_field  # doctest: +SKIP
 >>> from microseg.diagnostics.mismatch import tile_mismatch                       # doctest: +SKIP
 """

@@ -441,7 +441,7 @@ def _geometry(
     config: NormComparisonConfig, val: Sequence[Any], example_model: Any
 ) -> dict[str, Any]:
     """Halo (from the receptive field unless given), inner tile and mismatch tile."""
-    from microseg.diagnostics.receptive_field import recommended_halo, theoretical_receptive_field
+    from microseg.inference.receptive_field import recommended_halo, theoretical_receptive_field
 
     divisor = int(getattr(example_model, "size_divisor", 1))
     halo = config.halo

@@ -61,8 +61,8 @@ def plot_receptive_field(
 
     Parameters
     ----------
-    magnitude : (*spatial) from :func:`~microseg.diagnostics.receptive_field.input_gradient_magnitude`.
-    trf, erf : :class:`~microseg.diagnostics.receptive_field.ReceptiveField` (theoretical, effective).
+    magnitude : (*spatial) from :func:`~microseg.inference.receptive_field.input_gradient_magnitude`.
+    trf, erf : :class:`~microseg.inference.receptive_field.ReceptiveField` (theoretical, effective).
     halo : halo per axis, drawn as a square of side ``2·halo + 1`` around the pixel.
     divisor : the network's size divisor (where the measured pixel lies).
     """

@@ -42,7 +42,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -50,9 +50,6 @@ from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError, MicrosegError
 from microseg.export.checks import refuse_existing
 from microseg.runs import atomic_write
-
-if TYPE_CHECKING:
-    import torch
 
 ARCHITECTURE_MODULE = "microseg.export.bioimageio_arch"
 ARCHITECTURE_CALLABLE = "build_from_kwargs"
@@ -111,11 +108,11 @@ class _PackageFiles:
 
 
 def export_bioimageio(
-    model: str | Path | tuple[torch.nn.Module, Any],
+    model: Any,
     out_path: str | Path,
     test_input: np.ndarray,
-    normalization: Any,
-    halo: int | Sequence[int],
+    normalization: Any = None,
+    halo: int | Sequence[int] | None = None,
     metadata: BioimageioMetadata | None = None,
     *,
     overwrite: bool = False,
@@ -124,17 +121,17 @@ def export_bioimageio(
 
     Parameters
     ----------
-    model : a model folder (``config.json`` + ``best.pt``, loaded with
-        :func:`microseg.training.checkpoint.load_model`), or ``(network, ModelConfig)``.
+    model : a :class:`~microseg.models.TrainedModel`, a model folder (loaded with
+        :meth:`~microseg.models.TrainedModel.load`), or ``(network, ModelConfig)``.
     out_path : the ``.zip`` to write (written atomically).
     test_input : one raw image (C, Y, X) or (C, Z, Y, X), any real dtype, *not* normalized;
         each spatial side a multiple of the model's size divisor and larger than twice the halo.
         It becomes the package's test input; keep it small (e.g. 64² or 32³).
     normalization : the :class:`~microseg.transforms.normalization.PercentileNormalization`
-        (global mode) the model was trained with, e.g.
-        ``load_manifest(run_dir).normalization_config()``; None: its defaults (1 and 99.8).
+        (global mode) the model was trained with; None: the trained model's own (the defaults,
+        1 and 99.8, for a bare network).
     halo : pixels to crop from each side of every predicted tile (one value, or one per spatial
-        axis ZYX/YX), e.g. the recommended halo from the receptive-field diagnostics.
+        axis ZYX/YX); None: the trained model's halo (its receptive-field radius).
     metadata : names, authors, licence, citations; None: :class:`BioimageioMetadata` defaults.
     overwrite : replace an existing package at ``out_path``.
 
@@ -151,10 +148,11 @@ def export_bioimageio(
     express; MicrosegError if the package cannot be built or does not load back.
     """
     out_path = _checked_out_path(out_path, overwrite)
-    network, config = _network_and_config(model)
+    trained = _trained_model(model)
+    network, config = trained.network, trained.config
     metadata = metadata or BioimageioMetadata()
-    normalization = _checked_normalization(normalization)
-    halos = _per_axis_halo(halo, config.ndim)
+    normalization = _checked_normalization(normalization or trained.normalization)
+    halos = _per_axis_halo(trained.halo if halo is None else halo, config.ndim)
     image = _checked_test_input(test_input, config, halos)
     problem = bioimageio_unavailable_reason()
     if problem:
@@ -247,14 +245,16 @@ def _checked_out_path(out_path: str | Path, overwrite: bool) -> Path:
     return out_path
 
 
-def _network_and_config(model: str | Path | tuple[torch.nn.Module, Any]) -> tuple[Any, Any]:
-    if isinstance(model, (str, Path)):
-        from microseg.training.checkpoint import load_model
+def _trained_model(model: Any) -> Any:
+    """A TrainedModel from a model folder, a ``(network, ModelConfig)`` pair or itself."""
+    from microseg.models import TrainedModel
 
-        network, config, _ = load_model(model, which="best", device="cpu")
-        return network, config
+    if isinstance(model, TrainedModel):
+        return model
+    if isinstance(model, (str, Path)):
+        return TrainedModel.load(model, which="best", device="cpu")
     network, config = model
-    return network, config
+    return TrainedModel.from_network(network, config)
 
 
 def _checked_normalization(normalization: Any) -> Any:

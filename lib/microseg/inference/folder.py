@@ -1,7 +1,10 @@
 """Predict every image of a folder (or one image) with a trained model, into a new folder.
 
-Each image is normalized with the percentiles of the whole image (the run's normalization
-settings), predicted tile by tile with a halo, and written under the input's stem:
+The model is a :class:`microseg.models.TrainedModel` (or anything with its ``predict``,
+``labels``, ``predict_volume`` and ``settings``): each image is normalized with the percentiles
+of the whole image (the model's normalization settings), predicted whole or tile by tile with a
+halo (:meth:`~microseg.models.TrainedModel.plan_prediction`), and written under the input's
+stem:
 
 - ``format="tif"``: ``output_dir/labels/<stem>.tif`` (int32) and/or
   ``output_dir/probabilities/<stem>.tif`` (float32, K channels), in memory per image. The
@@ -16,8 +19,8 @@ predicted anyway. ``output_dir/predictions.json`` records what was done.
 
 Example
 -------
->>> result = predict_folder("runs/demo/models/unet", "new_images/", "runs/demo/predictions/new",
-...                         tile_shape=256, halo=32)                    # doctest: +SKIP
+>>> model = TrainedModel.load("runs/demo/models/unet")                  # doctest: +SKIP
+>>> result = predict_folder(model, "new_images/", "runs/demo/predictions/new")  # doctest: +SKIP
 >>> result["n_inputs"], result["errors"]                                # doctest: +SKIP
 (12, [])
 """
@@ -32,84 +35,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from microseg.errors import ConfigError, DataError, OutputExistsError
+
+__all__ = ["FORMATS", "predict_folder"]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("tif", "zarr")
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictionModel:
-    """A network with what prediction needs from its run: normalization and post-processing.
-
-    ``postprocessing`` is an :class:`~microseg.inference.instances.InstancePostprocessing` for
-    instance models (labels are objects), None otherwise (labels are classes); ``input_axes``
-    are the axes the training images were read with (None: metadata or guess).
-    """
-
-    network: Any
-    normalization: Any
-    postprocessing: Any = None
-    input_axes: str | None = None
-
-
-def prediction_model(model: str | Path | Any, normalization: Any = None,
-                     postprocessing: Any = None) -> PredictionModel:
-    """The network and its settings from a model folder, or a network with given settings.
-
-    A model folder inside a run folder (``runs/<experiment>/models/<name>``) takes the
-    normalization, task and input axes from the run's split manifest and, for instance models,
-    the post-processing saved beside the model (defaults when not tuned). Arguments given
-    explicitly win. A bare network gets :class:`PercentileNormalization` defaults.
-
-    Raises
-    ------
-    RunOrderError if the model folder holds no trained model.
-    """
-    from microseg.transforms.normalization import PercentileNormalization
-
-    if not isinstance(model, (str, Path)):
-        return PredictionModel(model, normalization or PercentileNormalization(), postprocessing)
-    from microseg.inference.instances import load_postprocessing
-    from microseg.training.checkpoint import load_model
-
-    network, _, _ = load_model(model, device="cpu")
-    manifest = _run_manifest(Path(model))
-    if manifest is not None:
-        normalization = normalization or manifest.normalization_config()
-        if postprocessing is None and manifest.task == "instance":
-            postprocessing = load_postprocessing(model)
-    return PredictionModel(network, normalization or PercentileNormalization(), postprocessing,
-                           manifest.input_axes if manifest is not None else None)
-
-
-def _run_manifest(model_dir: Path) -> Any:
-    from microseg.data.split import SplitManifest
-
-    path = model_dir.resolve().parent.parent / "data" / "split.json"
-    if not path.is_file():
-        logger.info("%s is not inside a run folder with a split manifest: using the default "
-                    "normalization and class labels", model_dir)
-        return None
-    return SplitManifest.load(path)
+ZARR_TILE = {2: 512, 3: 96}
+"""Inner tile of out-of-core prediction when none is given."""
 
 
 def predict_folder(
-    model: str | Path | Any,
+    model: Any,
     input_path: str | Path,
     output_dir: str | Path,
-    tile_shape: int | Sequence[int],
-    halo: int | Sequence[int],
+    tile_shape: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
     output: Literal["labels", "probabilities", "both"] = "labels",
     format: Literal["tif", "zarr"] = "tif",
     overwrite: bool = False,
     *,
     axes: str | None = None,
-    normalization: Any = None,
-    postprocessing: Any = None,
     batch_size: int = 4,
     device: Any = None,
     scheduler: Any = None,
@@ -118,21 +65,21 @@ def predict_folder(
 
     Parameters
     ----------
-    model : a model folder, a network, or a :class:`PredictionModel` (see
-        :func:`prediction_model` for where normalization and post-processing come from).
+    model : a :class:`~microseg.models.TrainedModel` (its normalization, halo and instance
+        post-processing are used).
     input_path : folder of images (TIFF, PNG, JPEG, .npy, Zarr/OME-Zarr) or one image file.
     output_dir : a new or empty folder, not inside the input folder.
-    tile_shape, halo : inner tile and context per side (per axis or one value), as for
-        :func:`~microseg.inference.tiling.predict_tiled`; take the halo from the receptive-field
-        diagnostics (notebook 06).
+    tile_shape, halo : inner tile and context per side (per axis or one value); None: the
+        model's choice (:meth:`~microseg.models.TrainedModel.plan_prediction`). ``"zarr"``
+        needs a tile: None there means 512 (2D) or 96 (3D).
     output : "labels", "probabilities" or "both".
     format : "tif" (in memory per image) or "zarr" (out of core); layouts in the module docstring.
     overwrite : write into an ``output_dir`` that already holds files (they are replaced one by
         one as new results are written).
-    axes : axes of the input files as stored, when metadata and the guess are wrong.
-    normalization, postprocessing : override the model folder's settings.
+    axes : axes of the input files as stored, when metadata and the guess are wrong; None: the
+        axes the model's training images were read with.
     batch_size : tiles per forward pass.
-    device : torch device (None: CUDA if available, else CPU).
+    device : torch device (None: where the model is).
     scheduler : Dask scheduler for ``format="zarr"`` (see predict_volume_to_zarr).
 
     Returns
@@ -153,21 +100,35 @@ def predict_folder(
     _check_choices(output, format)
     inputs, input_folder = _inputs(Path(input_path))
     _refuse_output_inside(Path(output_dir), input_folder)
-    settings = model if isinstance(model, PredictionModel) else prediction_model(
-        model, normalization, postprocessing)
     out = create_output_dir(output_dir, overwrite)
+    request = _Request(model, out, tile_shape, halo, output, axes or model.settings.input_axes,
+                       batch_size, device, scheduler, overwrite)
     outputs, errors = [], []
     for path in inputs:
         try:
-            outputs.append(_predict_one(settings, path, out, tile_shape, halo, output, format,
-                                        axes or settings.input_axes, batch_size, device,
-                                        scheduler, overwrite))
+            outputs.append(_predict_one(request, path, format))
         except DataError as err:
             logger.warning("skipping %s: %s", path, err)
             errors.append(f"{path}: {err}")
     result = _summary(inputs, outputs, errors)
     atomic_write_json(out / "predictions.json", result)
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """What every image of one :func:`predict_folder` call shares."""
+
+    model: Any
+    out: Path
+    tile_shape: Any
+    halo: Any
+    output: str
+    axes: str | None
+    batch_size: int
+    device: Any
+    scheduler: Any
+    overwrite: bool
 
 
 def _check_choices(output: str, format: str) -> None:
@@ -202,93 +163,55 @@ def _refuse_output_inside(output_dir: Path, input_folder: Path) -> None:
         )
 
 
-def _predict_one(settings: PredictionModel, path: Path, out: Path, tile_shape: Any, halo: Any,
-                 output: str, format: str, axes: str | None, batch_size: int, device: Any,
-                 scheduler: Any, overwrite: bool) -> dict[str, Any]:
+def _predict_one(request: _Request, path: Path, format: str) -> dict[str, Any]:
     from microseg.io import image_stem
 
     started = time.perf_counter()
     stem = image_stem(path)
     if format == "zarr":
-        written = _predict_zarr(settings, path, out / stem, tile_shape, halo, output, axes,
-                                batch_size, device, scheduler, overwrite)
+        written = _predict_zarr(request, path, request.out / stem)
     else:
-        written = _predict_tif(settings, path, out, stem, tile_shape, halo, output, axes,
-                               batch_size, device, overwrite)
+        written = _predict_tif(request, path, stem)
     return {"input": str(path), **written, "seconds": time.perf_counter() - started}
 
 
-def _predict_tif(settings: PredictionModel, path: Path, out: Path, stem: str, tile_shape: Any,
-                 halo: Any, output: str, axes: str | None, batch_size: int, device: Any,
-                 overwrite: bool) -> dict[str, Any]:
+def _predict_tif(request: _Request, path: Path, stem: str) -> dict[str, Any]:
     """Predict one image in memory and write TIFF files."""
     from microseg.io import read_image, write_image
 
-    image = read_image(path, axes)
-    probabilities = predict_image(settings, image, tile_shape, halo, batch_size, device)
+    image = read_image(path, request.axes)
+    probabilities = request.model.predict(image, tile_shape=request.tile_shape, halo=request.halo,
+                                          batch_size=request.batch_size, device=request.device)
     spatial_axes = "ZYX"[-(image.ndim - 1):]
     written = {"shape": list(image.shape), "labels": None, "probabilities": None}
-    if output != "labels":
-        target = out / "probabilities" / f"{stem}.tif"
+    if request.output != "labels":
+        target = request.out / "probabilities" / f"{stem}.tif"
         written["probabilities"] = str(write_image(target, probabilities, axes="C" + spatial_axes,
-                                                   overwrite=overwrite))
-    if output != "probabilities":
-        target = out / "labels" / f"{stem}.tif"
-        labels = labels_from_probabilities(probabilities, settings.postprocessing)
-        written["labels"] = str(write_image(target, labels, axes=spatial_axes,
-                                            overwrite=overwrite))
+                                                   overwrite=request.overwrite))
+    if request.output != "probabilities":
+        target = request.out / "labels" / f"{stem}.tif"
+        written["labels"] = str(write_image(target, request.model.labels(probabilities),
+                                            axes=spatial_axes, overwrite=request.overwrite))
     return written
 
 
-def predict_image(settings: PredictionModel, image: np.ndarray, tile_shape: Any, halo: Any,
-                  batch_size: int = 4, device: Any = None) -> np.ndarray:
-    """Class probabilities (K, *spatial) float32 of one image (C, *spatial), normalized with the
-    percentiles of the whole image and predicted tile by tile.
-
-    Raises :class:`DataError` if the image does not fit the network.
-    """
-    import functools
-
-    from microseg.inference.ooc import check_volume_fits_model
-    from microseg.inference.tiling import predict_tiled
-    from microseg.transforms.normalization import normalize, percentile_statistics
-
-    check_volume_fits_model(image, settings.network)
-    low, high = percentile_statistics(image, settings.normalization)
-    normalizer = functools.partial(normalize, low=low, high=high,
-                                   clip=settings.normalization.clip)
-    return predict_tiled(settings.network, image, tile_shape, halo, batch_size=batch_size,
-                         device=device, tile_transform=normalizer)
-
-
-def labels_from_probabilities(probabilities: np.ndarray, postprocessing: Any = None) -> np.ndarray:
-    """int32 labels (*spatial): instances when ``postprocessing`` is given (three-class
-    probabilities), else the class of highest probability."""
-    if postprocessing is None:
-        return probabilities.argmax(axis=0).astype(np.int32)
-    from microseg.inference.instances import probabilities_to_instances
-
-    return probabilities_to_instances(probabilities, postprocessing)
-
-
-def _predict_zarr(settings: PredictionModel, path: Path, target: Path, tile_shape: Any,
-                  halo: Any, output: str, axes: str | None, batch_size: int, device: Any,
-                  scheduler: Any, overwrite: bool) -> dict[str, Any]:
+def _predict_zarr(request: _Request, path: Path, target: Path) -> dict[str, Any]:
     """Predict one image out of core into ``target`` (a prediction folder)."""
-    from microseg.inference.ooc import VolumeSource, predict_volume_to_zarr
+    from microseg.inference.ooc import VolumeSource
 
-    volume = VolumeSource(path, axes)
-    result = predict_volume_to_zarr(
-        settings.network, volume, target, tile_shape, halo, normalization=settings.normalization,
-        output=output, postprocessing=settings.postprocessing, batch_size=batch_size,
-        device=device, scheduler=scheduler, overwrite=overwrite)
+    volume = VolumeSource(path, request.axes)
+    tile = request.tile_shape or ZARR_TILE[len(volume.shape) - 1]
+    result = request.model.predict_volume(
+        volume, target, tile_shape=tile, halo=request.halo, output=request.output,
+        batch_size=request.batch_size, device=request.device, scheduler=request.scheduler,
+        overwrite=request.overwrite)
     return {"shape": list(volume.shape), "labels": result["labels"],
             "probabilities": result["probabilities"]}
 
 
 def _summary(inputs: list[Path], outputs: list[dict[str, Any]], errors: list[str]
              ) -> dict[str, Any]:
-    from microseg.inference.ooc import peak_memory_mb
+    from microseg.inference.scheduling import peak_memory_mb
 
     voxels = sum(math.prod(o["shape"][1:]) for o in outputs)
     seconds = sum(o["seconds"] for o in outputs)

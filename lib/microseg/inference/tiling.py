@@ -26,7 +26,7 @@ starts on the stride grid of the whole image (``k·D``, whose padded input start
 ``−halo`` with ``border="extend"``) and every window side is a multiple of D (the image side is
 padded at its far end to a multiple of D by ``pad_mode``, in the whole image and in the windows
 alike). Every output pixel depends only on inputs within the receptive-field radius (see
-:mod:`microseg.diagnostics.receptive_field`), so with ``halo`` at least that radius a kept pixel
+:mod:`microseg.inference.receptive_field`), so with ``halo`` at least that radius a kept pixel
 sees the same input values in its window as in the whole image, and the network's own zero
 padding at a window border reaches a kept pixel only where that border is the whole image's
 border too. Networks with tile-wise statistics (InstanceNorm) or tile-wise input normalization
@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from microseg.devices import resolve_device
 from microseg.errors import ConfigError, DataError
 
 __all__ = [
@@ -429,14 +430,6 @@ def _make_plan(
     return _Plan(spatial_shape, tile, halo_aligned, step, blending, border, divisor)
 
 
-def _resolve_device(device: Any) -> Any:
-    import torch
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _model_dtype(model: Any) -> Any:
     import torch
 
@@ -520,7 +513,7 @@ def _make_runner(
         )
     if amp is not None and amp not in AMP_DTYPES:
         raise ConfigError(f"amp {amp!r} is not known; choose 'bf16', 'fp16' or None")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if amp is not None and device.type != "cuda":
         logger.info(
             "mixed precision (amp=%r) applies on CUDA only; predicting in full precision on %s",
@@ -585,7 +578,7 @@ def predict_tiled(
         side rounded up to it. Windows at the image border keep more than ``tile_shape``.
     halo : context read on every side of a block, per axis; rounded up to a multiple of the size
         divisor. Take at least the receptive-field radius
-        (:func:`microseg.diagnostics.receptive_field.recommended_halo`) for seamless stitching.
+        (:func:`microseg.inference.receptive_field.recommended_halo`) for seamless stitching.
     batch_size : windows per forward pass.
     device : ``None``/``"auto"`` (CUDA if available, else CPU), or any torch device.
     pad_mode : how windows are filled beyond the image border (:data:`PAD_MODES`): up to the

@@ -4,7 +4,7 @@ Importing this package imports torch and MONAI and registers ``"batchrenorm"``, 
 ``"identity"`` and ``"fittedgroup"`` in MONAI's ``Norm`` factory (:mod:`microseg.models.norms`),
 so any MONAI network accepts ``norm="batchrenorm"``.
 
->>> from microseg.models import ModelConfig, build_model, model_preset    # doctest: +SKIP
+>>> from microseg.models import ModelConfig, TrainedModel, build_model    # doctest: +SKIP
 >>> from microseg.models.batchrenorm import RenormSchedule, fold_batchrenorm  # doctest: +SKIP
 """
 
@@ -27,6 +27,7 @@ from microseg.models.factory import (
     size_divisor,
 )
 from microseg.models.norms import register_monai_norms
+from microseg.models.trained import PredictionSettings, TrainedModel, receptive_field_halo
 
 register_monai_norms()
 
@@ -35,13 +36,16 @@ __all__ = [
     "BatchRenorm2d",
     "BatchRenorm3d",
     "ModelConfig",
+    "PredictionSettings",
     "RenormSchedule",
+    "TrainedModel",
     "build_model",
     "count_parameters",
     "fold_batchrenorm",
     "model_preset",
     "model_summary",
     "preset_names",
+    "receptive_field_halo",
     "required_input_shape",
     "set_renorm_limits",
     "size_divisor",

@@ -3,10 +3,10 @@
 What notebook 07 calls. :func:`deploy` runs the four steps below in one call; the notebook calls
 them one by one to show each result.
 
-1. :func:`plan_deployment` — the model folder (notebook 02's model by default), the halo (given;
-   else notebook 06's recommendation; else measured from the model's receptive field; else
-   :data:`DEFAULT_HALO`) and the tile (given; else :data:`DEFAULT_TILE`, at least twice the
-   halo);
+1. :func:`plan_deployment` — the model (a :class:`~microseg.models.TrainedModel`; notebook
+   02's model by default), the halo (given, else the model's: its receptive-field radius,
+   measured after training) and the tile (given; else :data:`DEFAULT_TILE`, at least twice
+   the halo);
 2. :func:`prepare_input` — the user's folder or file, or, without one, a large synthetic volume
    (3D model) or image (2D model) written chunk by chunk (:mod:`microseg.data.synthetic_volume`);
 3. :func:`predict_input` — a folder image by image (:func:`microseg.inference.folder.
@@ -36,13 +36,12 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -52,11 +51,11 @@ import numpy as np
 
 from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError, MicrosegError, OutputExistsError
+from microseg.inference.scheduling import LOCAL_CLUSTER, LOCAL_SCHEDULERS
 from microseg.inference.tiling import per_axis
-from microseg.runs import RunFolder, read_json, write_summary
+from microseg.runs import RunFolder, write_summary
 
 __all__ = [
-    "DEFAULT_HALO",
     "DEFAULT_TILE",
     "EXPORT_FORMATS",
     "DeployConfig",
@@ -64,7 +63,6 @@ __all__ = [
     "DeploymentPlan",
     "choose_halo",
     "choose_tile",
-    "dask_scheduler",
     "deploy",
     "deployment_summary",
     "export_model",
@@ -81,14 +79,11 @@ EXPORT_FORMATS = ("torchscript", "onnx", "bioimageio")
 DEFAULT_TILE = MappingProxyType({2: 512, 3: 96})
 """Inner tile side per spatial dimensionality; large tiles waste less work on halos."""
 QUICK_TILE = MappingProxyType({2: 128, 3: 32})
-DEFAULT_HALO = MappingProxyType({2: 32, 3: 16})
 """Halo used only when neither a halo is given nor the receptive-field diagnostics are
 installed: enough for the default 2D U-Net (radius 23) and the tiny 3D one (radius 13)."""
 SYNTHETIC_SHAPE = MappingProxyType({2: (4096, 4096), 3: (128, 256, 256)})
 QUICK_SYNTHETIC_SHAPE = MappingProxyType({2: (384, 384), 3: (32, 96, 96)})
 SYNTHETIC_CHUNKS = MappingProxyType({2: (1024, 1024), 3: (64, 128, 128)})
-LOCAL_CLUSTER = "local-cluster"
-_LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
 _MIN_EXPORT_SIDE = MappingProxyType({2: 64, 3: 32})
 
 
@@ -132,36 +127,21 @@ class DeployConfig(StageConfig):
         unknown = [f for f in self.export_formats if f not in EXPORT_FORMATS]
         if unknown:
             raise ConfigError(f"unknown export format(s) {unknown}; choose from {EXPORT_FORMATS}")
-        known = (None, *_LOCAL_SCHEDULERS, LOCAL_CLUSTER)
+        known = (None, *LOCAL_SCHEDULERS, LOCAL_CLUSTER)
         if self.scheduler not in known and "://" not in self.scheduler:
             raise ConfigError(
                 f"scheduler {self.scheduler!r} is not known; use None (local threads), "
-                f"{', '.join(map(repr, _LOCAL_SCHEDULERS))}, {LOCAL_CLUSTER!r} or a scheduler "
+                f"{', '.join(map(repr, LOCAL_SCHEDULERS))}, {LOCAL_CLUSTER!r} or a scheduler "
                 f"address such as 'tcp://127.0.0.1:8786'")
 
 
 @dataclass(frozen=True)
-class DeployModel:
-    """The model to deploy: its folder and name, the network with its prediction settings
-    (:class:`microseg.inference.folder.PredictionModel`) and its ModelConfig."""
-
-    folder: Path
-    name: str
-    settings: Any
-    config: Any
-
-    @property
-    def divisor(self) -> int:
-        """Every network input side must be a multiple of this."""
-        return int(getattr(self.settings.network, "size_divisor", 1))
-
-
-@dataclass(frozen=True)
 class DeploymentPlan:
-    """What :func:`plan_deployment` decided: model, halo, tile, where results go."""
+    """What :func:`plan_deployment` decided: model (a :class:`~microseg.models.TrainedModel`),
+    halo, tile, where results go."""
 
     config: DeployConfig
-    model: DeployModel
+    model: Any
     results: Path
     halo: tuple[int, ...]
     halo_source: str
@@ -180,9 +160,10 @@ class DeploymentPlan:
         """The plan as a small table (name → value) for a notebook."""
         config = self.model.config
         return {"model": self.model.name, "model folder": str(self.model.folder),
-                "dimensions": config.ndim, "input channels": config.in_channels,
-                "output classes": config.out_classes, "normalization layers": config.norm,
-                "size divisor": self.model.divisor, "halo": list(self.halo),
+                "task": self.model.task, "dimensions": config.ndim,
+                "input channels": config.in_channels, "output classes": config.out_classes,
+                "normalization layers": config.norm, "size divisor": self.model.size_divisor,
+                "halo": list(self.halo),
                 "halo from": self.halo_source, "tile": list(self.tile),
                 "results": str(self.results)}
 
@@ -266,42 +247,31 @@ def plan_deployment(run_dir: str | Path, config: DeployConfig | None = None,
     OutputExistsError for a finished deployment of this model without ``overwrite``;
     ConfigError for a halo or tile that does not fit the model (see :func:`choose_tile`).
     """
+    from microseg.models import TrainedModel
+
     config = config or DeployConfig()
     run = RunFolder(run_dir)
-    model = _load_deploy_model(run, config.model_name)
+    model = TrainedModel.load(_model_folder(run, config.model_name))
     results = _results_dir(run, model.name, overwrite)
-    halo, source = choose_halo(model.settings.network, model.config, config.halo,
-                               run.diagnostics_dir(model.name), config.quick)
-    tile = choose_tile(config.tile_shape, halo, model.config.ndim, model.divisor, config.quick)
+    halo, source = choose_halo(model, config.halo)
+    tile = choose_tile(config.tile_shape, halo, model.ndim, model.size_divisor, config.quick)
     results.mkdir(parents=True, exist_ok=True)
     config.save(results / "deploy_config.json")
     return DeploymentPlan(config, model, results, halo, source, tile, overwrite)
 
 
-def _load_deploy_model(run: RunFolder, model_name: str | None) -> DeployModel:
-    """The model folder (default: notebook 02's model) and its network, ready to predict."""
-    from microseg.inference.folder import prediction_model
-    from microseg.models import ModelConfig
-
-    folder = _model_folder(run, model_name)
-    settings = prediction_model(folder)
-    return DeployModel(folder, folder.name, settings, ModelConfig.load(folder / "config.json"))
-
-
 def _model_folder(run: RunFolder, model_name: str | None) -> Path:
-    """``run/models/<name>``, a path to a model folder, or notebook 02's model by default.
+    """``run/models/<name>``, a path to a model folder, or the run's model by default
+    (:meth:`~microseg.runs.RunFolder.default_model_name`).
 
     Raises :class:`RunOrderError` (naming notebook 02) when the folder holds no trained model.
     """
-    from microseg.notebook import saved_parameters
+    from microseg.runs import BEST_CHECKPOINT
 
     if model_name is not None and ("/" in model_name or os.sep in model_name):
         folder = Path(model_name)
-        return folder if (folder / "best.pt").is_file() else run.require_model(model_name)
-    if model_name is None:
-        trained = saved_parameters("02_train_from_scratch", run.root) or {}
-        model_name = trained.get("model_name") or "unet"
-    return run.require_model(model_name)
+        return folder if (folder / BEST_CHECKPOINT).is_file() else run.require_model(model_name)
+    return run.require_model(model_name or run.default_model_name())
 
 
 def _results_dir(run: RunFolder, name: str, overwrite: bool) -> Path:
@@ -314,47 +284,21 @@ def _results_dir(run: RunFolder, name: str, overwrite: bool) -> Path:
     return results
 
 
-def choose_halo(network: Any, model_config: Any, halo: int | Sequence[int] | None,
-                diagnostics_dir: str | Path | None = None, quick: bool = False
+def choose_halo(model: Any, halo: int | Sequence[int] | None = None
                 ) -> tuple[tuple[int, ...], str]:
-    """The halo per spatial axis and where it came from.
-
-    In order: ``halo`` if given ("given"); the ``recommended_halo`` of notebook 06's
-    ``diagnostics_dir/summary.json`` ("notebook 06"); the theoretical receptive-field radius of
-    ``network`` rounded up to its size divisor ("receptive field"; one random input instead of
-    four when ``quick``); :data:`DEFAULT_HALO` if the diagnostics module is not installed
-    ("default"). A network whose outputs depend on the whole tile (InstanceNorm) gets a
-    warning: no halo stitches it seamlessly.
+    """The halo per spatial axis and where it came from: ``halo`` if given (``"given"``), else
+    the model's (``"receptive field"``: its radius rounded up to the size divisor, saved in
+    the model folder after training or measured now; see :attr:`~microseg.models.TrainedModel.
+    halo`).
 
     Raises :class:`ConfigError` for a halo of the wrong length or a negative one.
     """
-    ndim = model_config.ndim
     if halo is not None:
-        return per_axis(halo, ndim, "halo"), "given"
-    saved = Path(diagnostics_dir) / "summary.json" if diagnostics_dir is not None else None
-    if saved is not None and saved.is_file():
-        recommended = read_json(saved).get("recommended_halo")
-        if recommended is not None:
-            return per_axis(recommended, ndim, "recommended_halo"), "notebook 06"
-    try:
-        from microseg.diagnostics.receptive_field import (
-            recommended_halo,
-            theoretical_receptive_field,
-        )
-    except ImportError:
-        log.info("receptive-field diagnostics not installed: using the default halo %s",
-                 DEFAULT_HALO[ndim])
-        return (DEFAULT_HALO[ndim],) * ndim, "default"
-    log.info("measuring the receptive field of the model to choose the halo (pass halo=... "
-             "to skip; 3D models take a minute or more)")
-    receptive = theoretical_receptive_field(network, ndim, model_config.in_channels,
-                                          n_trials=1 if quick else 4)
-    if receptive.whole_input:
-        log.warning("every output of this model depends on the whole tile (tile-wise "
-                    "normalization): tiled predictions will show seams whatever the halo; "
-                    "deploy a model trained with norm='batchrenorm' for seamless results")
-    divisor = int(getattr(network, "size_divisor", 1))
-    return tuple(int(h) for h in recommended_halo(receptive, divisor)), "receptive field"
+        return per_axis(halo, model.ndim, "halo"), "given"
+    if model.settings.halo is None:
+        log.info("measuring the receptive field of the model to choose the halo (pass halo=... "
+                 "to skip; 3D models take a minute or more)")
+    return model.halo, "receptive field"
 
 
 def choose_tile(tile_shape: int | Sequence[int] | None, halo: Sequence[int], ndim: int,
@@ -365,8 +309,8 @@ def choose_tile(tile_shape: int | Sequence[int] | None, halo: Sequence[int], ndi
     gives :data:`DEFAULT_TILE` (:data:`QUICK_TILE` when quick), enlarged to twice the halo
     and rounded up to ``divisor``.
 
-    Raises :class:`ConfigError` when a given tile is smaller than twice the halo on some axis
-    (every tile would read several times its own size).
+    Raises :class:`ConfigError` when a given tile is smaller than the divisor (e.g. 0) or than
+    twice the halo on some axis (every tile would read several times its own size).
 
     Example
     -------
@@ -380,6 +324,11 @@ def choose_tile(tile_shape: int | Sequence[int] | None, halo: Sequence[int], ndi
         base = (QUICK_TILE if quick else DEFAULT_TILE)[ndim]
         return tuple(math.ceil(max(base, 2 * h) / divisor) * divisor for h in halo)
     tile = per_axis(tile_shape, ndim, "tile_shape")
+    if min(tile) < max(divisor, 1):
+        raise ConfigError(
+            f"tile_shape {tile} is smaller than the model's size divisor {divisor}: use tiles of "
+            f"at least {max(divisor, 2 * max(halo, default=0))} pixels per side (or leave "
+            f"tile_shape None for the default)")
     if any(t < 2 * h for t, h in zip(tile, halo, strict=True)):
         raise ConfigError(
             f"tile_shape {tile} is smaller than twice the halo {halo}: every tile would read "
@@ -502,7 +451,7 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
     if plan.config.scheduler is not None:
         log.info("a folder is predicted image by image in this process; scheduler %r is used "
                  "for single large volumes only", plan.config.scheduler)
-    result = predict_folder(plan.model.settings, source.path, plan.prediction_path, plan.tile,
+    result = predict_folder(plan.model, source.path, plan.prediction_path, plan.tile,
                             plan.halo, output=plan.config.output, overwrite=plan.overwrite,
                             batch_size=batch_size, device=device)
     if not result["outputs"]:
@@ -512,7 +461,7 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
                    for o in result["outputs"]]
     voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
     example = example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
-                           plan.model.divisor)
+                           plan.model.size_divisor)
     return {**result, "predictions": predictions, "voxels": voxels, "n_objects": None,
             "worker_peak_memory_mb": None, "example": example}
 
@@ -520,74 +469,23 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
 def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, device: Any,
                     progress: bool) -> dict[str, Any]:
     """One image or volume out of core, normalized with statistics of the whole input."""
-    from microseg.inference.ooc import check_volume_fits_model, predict_volume_to_zarr
-    from microseg.transforms.normalization import percentile_statistics
+    from microseg.inference.scheduling import dask_scheduler, progress_bar, worker_peak_memory
 
-    settings = plan.model.settings
-    volume = _open_first(source, settings.input_axes)
-    check_volume_fits_model(volume, settings.network)
-    statistics = percentile_statistics(volume, settings.normalization)
-    with dask_scheduler(plan.config.scheduler) as scheduler, _progress_bar(progress, scheduler):
-        result = predict_volume_to_zarr(
-            settings.network, volume, plan.prediction_path, plan.tile, plan.halo,
-            normalization_stats=statistics, normalization=settings.normalization, output=plan.config.output,
-            postprocessing=settings.postprocessing, batch_size=batch_size, device=device,
-            scheduler=scheduler, overwrite=plan.overwrite)
-        workers = _worker_peak_memory(scheduler)
+    model = plan.model
+    volume = _open_first(source, model.settings.input_axes)
+    model.check_fits(volume.shape[0], len(volume.shape) - 1, str(source.path))
+    statistics = model.normalization_statistics(volume)
+    with dask_scheduler(plan.config.scheduler) as scheduler, progress_bar(progress, scheduler):
+        result = model.predict_volume(
+            volume, plan.prediction_path, tile_shape=plan.tile, halo=plan.halo,
+            normalization_stats=statistics, output=plan.config.output, batch_size=batch_size,
+            device=device, scheduler=scheduler, overwrite=plan.overwrite)
+        workers = worker_peak_memory(scheduler)
     predictions = [{"input": str(source.path), "labels": result["labels"],
                     "probabilities": result["probabilities"]}]
     return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
             "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
-            "example": example_crop(volume, plan.halo, plan.model.divisor)}
-
-
-@contextlib.contextmanager
-def dask_scheduler(scheduler: str | None, n_workers: int | None = None) -> Iterator[Any]:
-    """What :func:`~microseg.inference.ooc.predict_volume_to_zarr` takes as its scheduler.
-
-    ``"local-cluster"`` starts a ``dask.distributed`` LocalCluster of ``n_workers`` processes
-    (default: the CPU count, at most 4) with one thread each and yields a Client connected to
-    it; a scheduler address (``"tcp://host:8786"``) yields a Client connected to that running
-    scheduler. Both are closed afterwards (a LocalCluster also shut down). None or a local
-    scheduler name is passed through unchanged.
-    """
-    if scheduler is None or scheduler in _LOCAL_SCHEDULERS:
-        yield scheduler
-        return
-    from distributed import Client, LocalCluster
-
-    if scheduler != LOCAL_CLUSTER:
-        with Client(scheduler) as client:
-            log.info("connected to the Dask scheduler at %s", scheduler)
-            yield client
-        return
-
-    workers = n_workers or min(4, os.cpu_count() or 1)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        log.info("started a LocalCluster of %d single-threaded worker processes", workers)
-        yield client
-
-
-@contextlib.contextmanager
-def _progress_bar(progress: bool, scheduler: Any) -> Iterator[None]:
-    """Dask's text progress bar, for local schedulers (clusters have their dashboard)."""
-    if not progress or not (scheduler is None or scheduler in _LOCAL_SCHEDULERS):
-        yield
-        return
-    from dask.diagnostics import ProgressBar
-
-    with ProgressBar(minimum=1.0):
-        yield
-
-
-def _worker_peak_memory(scheduler: Any) -> dict[str, float] | None:
-    """Peak resident memory (MiB) of every worker of a distributed Client, else None."""
-    if not hasattr(scheduler, "run"):
-        return None
-    from microseg.inference.ooc import peak_memory_mb
-
-    return {str(k): float(v) for k, v in scheduler.run(peak_memory_mb).items()}
+            "example": example_crop(volume, plan.halo, model.size_divisor)}
 
 
 def example_crop(volume: Any, halo: Sequence[int], divisor: int) -> np.ndarray:
@@ -618,7 +516,7 @@ def export_model(plan: DeploymentPlan, example: np.ndarray) -> dict[str, dict[st
     """
     from microseg.transforms.normalization import normalize, percentile_statistics
 
-    normalization = plan.model.settings.normalization
+    normalization = plan.model.normalization
     low, high = percentile_statistics(example, normalization)
     batch = normalize(example, low, high, normalization.clip)[None]
     exporters = {"torchscript": _export_torchscript, "onnx": _export_onnx,
@@ -637,7 +535,7 @@ def _export_torchscript(plan: DeploymentPlan, batch: np.ndarray, example: np.nda
                         ) -> dict[str, Any]:
     from microseg.export import export_torchscript
 
-    found = export_torchscript(plan.model.settings.network, batch,
+    found = export_torchscript(plan.model.network, batch,
                                plan.results / "export" / "model.torchscript.pt",
                                overwrite=plan.overwrite)
     return {"path": found["path"], "max_abs_diff": found["max_abs_diff"]}
@@ -646,7 +544,7 @@ def _export_torchscript(plan: DeploymentPlan, batch: np.ndarray, example: np.nda
 def _export_onnx(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray) -> dict[str, Any]:
     from microseg.export import export_onnx
 
-    found = export_onnx(plan.model.settings.network, batch,
+    found = export_onnx(plan.model.network, batch,
                         plan.results / "export" / "model.onnx", overwrite=plan.overwrite)
     return {"path": found["path"], "max_abs_diff": found["max_abs_diff"]}
 
@@ -656,9 +554,8 @@ def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndar
     from microseg.export.bioimageio import BioimageioMetadata, export_bioimageio
 
     model = plan.model
-    found = export_bioimageio((model.settings.network, model.config),
-                              plan.results / "export" / "model.bioimageio.zip", example,
-                              normalization=model.settings.normalization, halo=list(plan.halo),
+    found = export_bioimageio(model, plan.results / "export" / "model.bioimageio.zip", example,
+                              halo=list(plan.halo),
                               metadata=BioimageioMetadata(name=f"microseg {model.name}"),
                               overwrite=plan.overwrite)
     return {"path": found["path"], "max_abs_diff": found["torchscript_max_abs_diff"],

@@ -33,12 +33,9 @@ import numpy as np
 from microseg.errors import ConfigError, RunOrderError
 from microseg.runs import RunFolder, create_output_dir, unique_name, write_summary
 
-__all__ = ["DEFAULT_MODEL_NAME", "diagnose_model", "sweep_sizes"]
+__all__ = ["diagnose_model", "sweep_sizes"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_NAME = "unet"
-"""The model notebook 02 trains by default; diagnosed when no name is given and it exists."""
 
 COMPARISON_DATA = ("synthetic", "run")
 
@@ -55,7 +52,9 @@ class _Subject:
 
     @property
     def divisor(self) -> int:
-        return int(getattr(self.model, "size_divisor", 1))
+        from microseg.models import size_divisor
+
+        return size_divisor(self.config)
 
     @property
     def patch_size(self) -> tuple[int, ...]:
@@ -83,8 +82,8 @@ def diagnose_model(
     Parameters
     ----------
     run_dir : the run folder (notebooks 01 and 02 ran there).
-    model_name : a model folder in ``run_dir/models``; None: ``"unet"`` (notebook 02's default)
-        if it exists, else the only model.
+    model_name : a model folder in ``run_dir/models``; None: the run's model
+        (:meth:`microseg.runs.RunFolder.default_model_name`: the one notebook 02 trained).
     tile_shape : inner tile side of the tiled prediction; None: the training patch side.
     halo : halo in pixels; None: the recommended halo of the measured receptive field.
     compare_norms : also train and compare small models with each normalization (minutes; see
@@ -160,26 +159,18 @@ def diagnose_model(
 def _load_subject(run: RunFolder, model_name: str | None, quick: bool, device: Any) -> _Subject:
     from microseg.data.dataset import load_subset
     from microseg.data.split import load_manifest
-    from microseg.training.checkpoint import load_model
+    from microseg.models import TrainedModel
 
     run.require_split()
-    name = _model_name(run, model_name)
-    model, config, extra = load_model(run.require_model(name), which="best", device=device)
+    name = model_name or run.default_model_name()
+    model = TrainedModel.load(run.require_model(name), device=device)
     val = load_subset(load_manifest(run.root), "val")
     if not val:
         raise RunOrderError(
             f"the split in {run.split_manifest} has no validation images: re-run notebook 01"
         )
-    return _Subject(name, model, config, extra.get("train_config") or {}, val[:1] if quick else val)
-
-
-def _model_name(run: RunFolder, model_name: str | None) -> str:
-    if model_name is not None:
-        return model_name
-    names = run.model_names()
-    if DEFAULT_MODEL_NAME in names or len(names) != 1:
-        return DEFAULT_MODEL_NAME
-    return names[0]
+    return _Subject(name, model.network, model.config, model.checkpoint.get("train_config") or {},
+                    val[:1] if quick else val)
 
 
 def _output_dir(run: RunFolder, name: str, overwrite: bool) -> Path:
@@ -193,7 +184,7 @@ def _output_dir(run: RunFolder, name: str, overwrite: bool) -> Path:
 
 
 def _receptive_field(subject: _Subject, halo: int | None, quick: bool) -> dict[str, Any]:
-    from microseg.diagnostics.receptive_field import (
+    from microseg.inference.receptive_field import (
         check_halo,
         effective_receptive_field,
         input_gradient_magnitude,

@@ -37,6 +37,8 @@ from microseg.errors import ConfigError, DataError, RunOrderError
 from microseg.metrics.instance import DEFAULT_IOU_THRESHOLDS, InstanceMatching
 from microseg.metrics.pixel import ClassMetrics
 from microseg.runs import (
+    HISTORY_FILE,
+    MODEL_CONFIG_FILE,
     RunFolder,
     atomic_write,
     atomic_write_text,
@@ -48,19 +50,14 @@ from microseg.runs import (
 )
 
 __all__ = [
-    "DEFAULT_TILE",
     "EvaluationConfig",
     "EvaluationData",
     "ImageResult",
     "evaluate_models",
     "load_evaluation_data",
-    "predict_probabilities",
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TILE = {2: 512, 3: 128}
-"""Images with every side at most this are predicted whole; larger ones in tiles of this side."""
 
 QUICK_IMAGES = 2
 
@@ -77,11 +74,11 @@ class EvaluationConfig(StageConfig):
     report_threshold : the IoU threshold of the per-image table, the ranking "worst first" and
         the overlays; must be one of ``iou_thresholds``.
     tile_shape : inner tile per spatial axis for tiled prediction; None: images whose sides are
-        all at most :data:`DEFAULT_TILE` are predicted whole, larger ones in such tiles.
+        all at most :data:`microseg.models.trained.DEFAULT_TILE` are predicted whole, larger
+        ones in such tiles (:meth:`microseg.models.TrainedModel.plan_prediction`).
     halo : context per axis around each tile (windows stay inside the image, so at the image
         border the network sees the same edge as on the whole image); None: the model's
-        receptive-field radius
-        (:func:`microseg.diagnostics.receptive_field.recommended_halo`), measured per model.
+        receptive-field radius (:attr:`microseg.models.TrainedModel.halo`).
     batch_size : tiles per forward pass.
     device : ``"auto"`` (GPU if available), ``"cpu"``, ``"cuda"``, ...
     tune_postprocessing : instance task: when the model folder has no
@@ -267,90 +264,6 @@ def load_evaluation_data(run_dir: str | Path, subset: str = "test",
     return EvaluationData(samples, task, n_classes, class_names(task, n_classes), source, manifest)
 
 
-def _tile_shape(spatial: tuple[int, ...], config: EvaluationConfig) -> tuple[int, ...] | None:
-    """The tile for tiled prediction, or None when the image fits one tile (predicted whole)."""
-    tile = config.tile_shape or (DEFAULT_TILE[len(spatial)],)
-    if len(tile) == 1:
-        tile = tile * len(spatial)
-    return None if all(s <= t for s, t in zip(spatial, tile, strict=True)) else tuple(tile)
-
-
-def _recommended_halo(model: Any, model_config: Any) -> tuple[int, ...]:
-    from microseg.diagnostics.receptive_field import recommended_halo, theoretical_receptive_field
-    from microseg.models import size_divisor
-
-    field = theoretical_receptive_field(model, model_config.ndim, model_config.in_channels)
-    if field.whole_input:
-        log.warning("every output of this model depends on the whole tile (tile-wise "
-                    "normalization): tiled predictions will show seams; predict smaller images "
-                    "whole or use a model with norm='batchrenorm'")
-    return recommended_halo(field, size_divisor(model_config))
-
-
-def predict_probabilities(model: Any, model_config: Any, image: np.ndarray,
-                          config: EvaluationConfig | None = None) -> tuple[np.ndarray, str]:
-    """Class probabilities (K, *spatial) float32 of one image, and how they were predicted.
-
-    Images whose sides all fit one tile (``config.tile_shape``, default :data:`DEFAULT_TILE`) are
-    predicted whole; larger ones with :func:`microseg.inference.tiling.predict_tiled`, whose
-    tiles read ``config.halo`` pixels of context (by default the receptive-field radius), so the
-    tiled result equals the whole-image one and an image's prediction does not depend on how it
-    was cut.
-
-    Raises
-    ------
-    DataError
-        If the prediction's spatial shape differs from the image's.
-    """
-    from microseg.inference.tiling import predict_tiled, predict_whole
-    from microseg.models import required_input_shape, size_divisor
-
-    config = config or EvaluationConfig()
-    spatial = tuple(image.shape[1:])
-    divisor = size_divisor(model_config)
-    fixed = required_input_shape(model_config)
-    halo = config.halo or (None if fixed else _recommended_halo(model, model_config))
-    tile = _tile_shape(spatial, config)
-    if fixed:
-        probabilities, how = _predict_fixed_shape(model, image, tuple(fixed), divisor, config)
-    elif tile is None:
-        probabilities = predict_whole(model, image, halo, device=config.device,
-                                      size_divisor=divisor)
-        how = "on whole images"
-    else:
-        probabilities = predict_tiled(model, image, tile, halo, batch_size=config.batch_size,
-                                      device=config.device, size_divisor=divisor)
-        how = f"in tiles of {tile} pixels with a halo of {halo}"
-    if tuple(probabilities.shape[1:]) != spatial:
-        raise DataError(f"the prediction has spatial shape {tuple(probabilities.shape[1:])} but "
-                        f"the image and its label have {spatial}: check the model's input size "
-                        f"(size divisor {divisor}) and the tiling parameters")
-    return probabilities, how
-
-
-def _predict_fixed_shape(model: Any, image: np.ndarray, fixed: tuple[int, ...], divisor: int,
-                         config: EvaluationConfig) -> tuple[np.ndarray, str]:
-    """Prediction by a network that accepts one input shape only (UNETR's ``img_size``).
-
-    Windows of exactly ``fixed`` pixels: a quarter of each side (rounded down to the divisor)
-    is context, the rest is kept and blended with Gaussian weights, because such networks
-    (global attention) cannot be stitched exactly. Images smaller than one kept block are
-    padded by reflection and cropped back.
-    """
-    from microseg.inference.tiling import predict_tiled
-
-    halo = tuple(side // 4 // divisor * divisor for side in fixed)
-    tile = tuple(side - 2 * h for side, h in zip(fixed, halo, strict=True))
-    spatial = image.shape[1:]
-    padding = [(0, 0)] + [(0, max(0, t - s)) for s, t in zip(spatial, tile, strict=True)]
-    padded = np.pad(image, padding, mode="reflect" if min(spatial) > 1 else "edge")
-    probabilities = predict_tiled(model, padded, tile, halo, batch_size=config.batch_size,
-                                  device=config.device, size_divisor=divisor, blending="gaussian")
-    crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
-    return probabilities[crop], (f"in windows of the model's fixed input shape {fixed}, with "
-                                 f"Gaussian blending")
-
-
 def _check_model_fits(name: str, model_config: Any, data: EvaluationData) -> None:
     first = data.samples[0]
     problems = []
@@ -379,7 +292,8 @@ def _fitting_models(run: RunFolder, names: list[str], data: EvaluationData) -> l
     fitting, problems = [], []
     for name in names:
         try:
-            _check_model_fits(name, ModelConfig.load(run.model_dir(name) / "config.json"), data)
+            _check_model_fits(name, ModelConfig.load(run.model_dir(name) / MODEL_CONFIG_FILE),
+                              data)
             fitting.append(name)
         except (ConfigError, DataError) as err:
             log.warning("skipping model %r: %s", name, err)
@@ -391,8 +305,7 @@ def _fitting_models(run: RunFolder, names: list[str], data: EvaluationData) -> l
 
 
 def _image_result(sample: Any, probabilities: np.ndarray, data: EvaluationData,
-                  postprocessing: Any, config: EvaluationConfig) -> ImageResult:
-    from microseg.inference.instances import probabilities_to_instances
+                  model: Any, config: EvaluationConfig) -> ImageResult:
     from microseg.metrics.instance import match_instances
     from microseg.metrics.pixel import check_same_shape, pixel_metrics
 
@@ -402,7 +315,7 @@ def _image_result(sample: Any, probabilities: np.ndarray, data: EvaluationData,
     objects = pixel_metrics(prediction > 0, sample.target > 0, 2)[1]
     instances = matching = None
     if data.task == "instance":
-        instances = probabilities_to_instances(probabilities, postprocessing)
+        instances = model.labels(probabilities)
         matching = match_instances(instances, sample.label, config.iou_thresholds)
     row = _table_row(sample.stem, pixel, objects, matching, data, config)
     return ImageResult(sample.stem, sample.image, sample.label, sample.target, prediction,
@@ -434,32 +347,35 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
-def _postprocessing(model: Any, model_config: Any, model_dir: Path, data: EvaluationData,
-                    config: EvaluationConfig, quick: bool) -> Any:
+def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
+                    quick: bool) -> Any:
     """The instance post-processing of the model folder, tuned on validation images if absent."""
-    from microseg.inference.instances import (
-        POSTPROCESSING_FILE,
-        load_postprocessing,
-        save_postprocessing,
-        tune_postprocessing,
-    )
+    from microseg.inference.instances import tune_postprocessing
+    from microseg.runs import POSTPROCESSING_FILE
 
+    model_dir = model.folder
     if (model_dir / POSTPROCESSING_FILE).is_file() or not config.tune_postprocessing:
-        return load_postprocessing(model_dir)
+        return model.instance_postprocessing()
     validation = _validation_samples(data, quick)
     if not validation:
-        return load_postprocessing(model_dir)
-    probabilities = [predict_probabilities(model, model_config, s.image, config)[0]
-                     for s in validation]
+        return model.instance_postprocessing()
+    probabilities = [_predict(model, s.image, config) for s in validation]
     grid = {"foreground_threshold": [0.5], "seed_threshold": [0.0, 0.4]} if quick else None
     best, table = tune_postprocessing(probabilities, [s.label for s in validation], grid=grid)
     log.info("tuned the instance post-processing on %d validation image(s): %s (mean F1 %s)",
              len(validation), best.to_dict(), table["f1"].iloc[0])
+    model.postprocessing = best
     if not quick:
-        save_postprocessing(best, model_dir)
+        model.save(model_dir)
         atomic_write_text(model_dir / "instance_postprocessing_search.csv",
                           table.to_csv(index=False))
     return best
+
+
+def _predict(model: Any, image: np.ndarray, config: EvaluationConfig) -> np.ndarray:
+    """Probabilities of one normalized sample image, with the evaluation's tiling settings."""
+    return model.predict(image, normalized=True, tile_shape=config.tile_shape, halo=config.halo,
+                         batch_size=config.batch_size, device=config.device)
 
 
 def _validation_samples(data: EvaluationData, quick: bool) -> list[Any]:
@@ -476,7 +392,7 @@ def _validation_samples(data: EvaluationData, quick: bool) -> list[Any]:
 def _fit_diagnosis(model_dir: Path) -> dict[str, str] | None:
     from microseg.training.diagnosis import diagnose_fit
 
-    history = model_dir / "history.csv"
+    history = model_dir / HISTORY_FILE
     if not history.is_file():
         log.warning("%s not found: no fit diagnosis", history)
         return None
@@ -486,7 +402,7 @@ def _fit_diagnosis(model_dir: Path) -> dict[str, str] | None:
 def _read_history(model_dir: Path) -> Any:
     import pandas as pd
 
-    path = model_dir / "history.csv"
+    path = model_dir / HISTORY_FILE
     return pd.read_csv(path) if path.is_file() else None
 
 
@@ -624,22 +540,21 @@ def _model_info(name: str, model_dir: Path, model_config: Any, extra: dict[str, 
 
 def _evaluate_model(run: RunFolder, name: str, data: EvaluationData, config: EvaluationConfig,
                     quick: bool, overwrite: bool) -> dict[str, Any]:
-    from microseg.models import required_input_shape
-    from microseg.training.checkpoint import load_model
+    from microseg.models import TrainedModel
 
     start = time.perf_counter()
     model_dir = run.require_model(name)
-    model, model_config, extra = load_model(model_dir, "best", device=config.device)
-    _check_model_fits(name, model_config, data)
-    if config.halo is None and required_input_shape(model_config) is None:
-        config = config.replace(halo=_recommended_halo(model, model_config))
-    post = (_postprocessing(model, model_config, model_dir, data, config, quick)
-            if data.task == "instance" else None)
+    model = TrainedModel.load(model_dir, "best", device=config.device)
+    _check_model_fits(name, model.config, data)
+    if config.halo is None and model.fixed_input_shape is None:
+        config = config.replace(halo=model.halo)
+    post = _postprocessing(model, data, config, quick) if data.task == "instance" else None
     results, how = [], set()
     for sample in data.samples:
-        probabilities, method = predict_probabilities(model, model_config, sample.image, config)
-        how.add(method)
-        results.append(_image_result(sample, probabilities, data, post, config))
+        probabilities = _predict(model, sample.image, config)
+        how.add(model.plan_prediction(sample.image.shape[1:], config.tile_shape,
+                                      config.halo).describe())
+        results.append(_image_result(sample, probabilities, data, model, config))
     table = _results_table(results, data.task, config)
     out_dir = _output_dir(run, name, overwrite)
     history = _read_history(model_dir)
@@ -648,7 +563,7 @@ def _evaluate_model(run: RunFolder, name: str, data: EvaluationData, config: Eva
              "fit_diagnosis": _fit_diagnosis(model_dir)}
     summary = _model_summary(name, results, data, config, facts)
     figures = _figures(name, summary, table, results, history, data.task, config)
-    model_info = _model_info(name, model_dir, model_config, extra, post)
+    model_info = _model_info(name, model_dir, model.config, model.checkpoint, post)
     summary["files"] = _write_model_outputs(out_dir, summary, table, figures, model_info, data,
                                             config)
     summary["seconds"] = round(time.perf_counter() - start, 3)

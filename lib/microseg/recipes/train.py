@@ -84,7 +84,8 @@ def train_model(run_dir: str | Path, model_name: str = "unet", architecture: str
     ``best_val_dice``, ``best_val_foreground_dice``, ``best_epoch``, ``epochs_run``,
     ``stopped_early``, ``fit_diagnosis`` ({verdict, reason}), ``model_dir``, ``device``,
     ``seconds``, ``steps``, ``parameters``, ``class_frequencies``, ``warnings``,
-    ``world_size``.
+    ``world_size`` and ``halo`` (the context tiled prediction reads, from the receptive field,
+    saved with the task and normalization in the model folder's ``prediction.json``).
 
     Raises
     ------
@@ -107,6 +108,8 @@ def train_model(run_dir: str | Path, model_name: str = "unet", architecture: str
         summary = _train(run.model_dir(model_name), model_config, train_config, train, val,
                          dict(device=device, overwrite=overwrite, resume=resume,
                               callbacks=list(callbacks), distributed=context), automatic)
+        if context.is_main:
+            summary["halo"] = _finish_model_folder(run.model_dir(model_name), manifest, quick)
         summary["seconds"] = round(time.perf_counter() - started, 2)
         if context.is_main:
             write_summary(run.model_dir(model_name), summary)
@@ -281,17 +284,16 @@ def validation_predictions(run_dir: str | Path, model_name: str = "unet", n: int
                            device: str = "auto") -> list[tuple[str, Any, Any, Any]]:
     """(stem, image, truth, prediction) for the first ``n`` validation images, best model.
 
-    Predictions are whole-image argmax class maps (*S) of ``models/<model_name>/best.pt``.
+    Predictions are argmax class maps (*S) of the best model (:class:`~microseg.models.TrainedModel`).
     """
     from microseg.data.dataset import load_subset
-    from microseg.inference.tiling import predict_whole
-    from microseg.training.checkpoint import load_model
+    from microseg.models import TrainedModel
 
     run = RunFolder(run_dir)
-    model, _, _ = load_model(run.require_model(model_name), device=device)
+    model = TrainedModel.load(run.require_model(model_name), device=device)
     samples = load_subset(split_manifest(run_dir), "val")[:n]
-    return [(s.stem, s.image, s.target,
-             predict_whole(model, s.image, device=device).argmax(0)) for s in samples]
+    return [(s.stem, s.image, s.target, model.predict(s.image, normalized=True).argmax(0))
+            for s in samples]
 
 
 def _train(model_dir: Path, model_config: Any, train_config: Any, train: list, val: list,
@@ -337,6 +339,16 @@ def _train(model_dir: Path, model_config: Any, train_config: Any, train: list, v
         "warnings": report.warnings + batch_report.warnings,
         "world_size": trainer.context.world_size,
     }
+
+
+def _finish_model_folder(model_dir: Path, manifest: Any, quick: bool) -> list[int]:
+    """Write ``prediction.json`` (task, normalization, axes, measured halo); returns the halo."""
+    from microseg.models import TrainedModel
+
+    model = TrainedModel.finish(model_dir, task=manifest.task,
+                                normalization=manifest.normalization_config(),
+                                input_axes=manifest.input_axes, quick=quick)
+    return list(model.halo)
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -1,8 +1,8 @@
-"""Stages 03 and 04: adapt a pretrained model to new images with few annotations.
+"""Stage 03: adapt a pretrained model to new images with few annotations (transfer learning).
 
-What ``notebooks/03_transfer_learning.ipynb`` and ``notebooks/04_fine_tune.ipynb`` call, step by
-step (so a notebook shows each result before the next step runs), and in one call
-(:func:`transfer_learning`, :func:`fine_tune`) for headless use:
+What ``notebooks/03_transfer_learning.ipynb`` calls, step by step (so a notebook shows each
+result before the next step runs), and in one call (:func:`transfer_learning`) for headless use.
+Stage 04 (:mod:`microseg.recipes.fine_tune`) shares steps 1–4 and adds the correction rounds:
 
 1. :func:`prepare_transfer` — load the pretrained model (default: notebook 02's model in the same
    run folder) and the *target* data: the user's folder, or built-in synthetic images of the
@@ -15,8 +15,9 @@ step (so a notebook shows each result before the next step runs), and in one cal
    fine-tuning (every layer, lower learning rate), saved as ``run_dir/models/<name>/`` like any
    model, so notebook 05 evaluates it.
 4. :func:`train_scratch` — the same budget from scratch on the target images alone, to compare.
-5. (04) :func:`correction_rounds` — human in the loop: predict new images, a person corrects
-   them (simulated from the true labels in headless runs), fine-tune again with them added.
+5. (04) :func:`microseg.recipes.fine_tune.correction_rounds` — human in the loop: predict new
+   images, a person corrects them (simulated from the true labels in headless runs), fine-tune
+   again with them added.
 
 Every adapted model folder gets a ``summary.json`` (:func:`adaptation_summary`) with at least
 ``zero_shot_dice``, ``adapted_dice``, ``scratch_dice`` (foreground Dice on the target test
@@ -38,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from microseg.errors import ConfigError, MicrosegError
+from microseg.errors import MicrosegError
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -46,11 +47,10 @@ __all__ = [
     "TransferSetup",
     "adapt_pretrained",
     "adaptation_summary",
-    "ask_for_corrections",
     "comparison_table",
-    "correction_rounds",
-    "fine_tune",
+    "fit_model",
     "prepare_transfer",
+    "scratch_learning_rate",
     "train_budget",
     "train_scratch",
     "transfer_learning",
@@ -58,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PRETRAINED_MODEL = "unet"
-"""Model name notebook 02 trains by default: the pretrained model when none is given."""
 
 TARGET_FOLDER = "target"
 """The target data's own run folder inside the run folder."""
@@ -77,7 +74,7 @@ class TransferSetup:
     run: the run folder; target: ``run_dir/target`` (its own split); pretrained: the loaded
     :class:`~microseg.transfer.loading.PretrainedModel`; manifest: the target split; train, val,
     test: its samples; pool_dir: unlabelled target images for the correction rounds (None until
-    needed); quick, seed, device: the run's settings; settings: tiling for prediction.
+    needed); quick, seed, device: the run's settings.
     """
 
     run: RunFolder
@@ -90,7 +87,6 @@ class TransferSetup:
     quick: bool
     seed: int
     device: str
-    settings: Any
     pool_dir: Path | None = None
 
     @property
@@ -98,13 +94,26 @@ class TransferSetup:
         """The target data's task: "binary", "semantic" or "instance"."""
         return self.manifest.task
 
+    def predictor(self, network: Any, config: Any) -> Any:
+        """``network`` as a :class:`~microseg.models.TrainedModel` for the target data: its
+        task and normalization, the default instance post-processing (nothing is tuned on the
+        few target images)."""
+        from microseg.inference.instances import InstancePostprocessing
+        from microseg.models import TrainedModel
+
+        return TrainedModel.from_network(network, config, task=self.task,
+                                         normalization=self.manifest.normalization_config(),
+                                         postprocessing=InstancePostprocessing(),
+                                         input_axes=self.manifest.input_axes)
+
 
 @dataclasses.dataclass
 class Adapted:
     """One trained model (adapted or from scratch) and how it did.
 
     name: model folder name; mode: ``"transfer"``, ``"finetune"``, ``"scratch"`` or
-    ``"round<k>"``; model, config: the best checkpoint, loaded; fit: the trainer's
+    ``"round<k>"``; model, config: the network of the best checkpoint and its ModelConfig;
+    fit: the trainer's
     :class:`~microseg.training.trainer.FitResult`; quality: on the target test images;
     freeze_report, adapt_report: what was frozen and which layers were replaced (None for
     scratch); train_config: the budget.
@@ -137,8 +146,8 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     ----------
     run_dir : the run folder.
     pretrained : a model folder, bioimage.io package or state dict (see
-        :func:`microseg.transfer.loading.load_pretrained`); None: ``run_dir/models/unet`` from
-        notebook 02.
+        :func:`microseg.transfer.loading.load_pretrained`); None: the run folder's model
+        (:meth:`microseg.runs.RunFolder.default_model_name`: the one notebook 02 trained).
     target_data_dir : the user's target images (``images/`` + ``labels/``); None: built-in
         synthetic images of the ``"target"`` appearance (written into ``run_dir/target/data``).
     n_target_train, n_target_val : training and validation images of the target split.
@@ -154,16 +163,15 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     Raises
     ------
     RunOrderError
-        ``pretrained`` is None and notebook 02 has not trained ``run_dir/models/unet``.
+        ``pretrained`` is None and notebook 02 has not trained a model in ``run_dir``.
     DataError, ConfigError
         Unusable pretrained weights or target data (every problem listed).
     """
     from microseg.data.dataset import load_subset
     from microseg.transfer.loading import load_pretrained
-    from microseg.transfer.quality import TilingSettings
 
     run = RunFolder(run_dir)
-    source = run.require_model(PRETRAINED_MODEL) if pretrained is None else Path(pretrained)
+    source = run.model_dir(run.default_model_name()) if pretrained is None else Path(pretrained)
     loaded = load_pretrained(source, allow_torchscript=allow_torchscript, device="cpu")
     log.info("pretrained model: %s", loaded.describe())
     target = RunFolder(run.root / TARGET_FOLDER)
@@ -171,7 +179,7 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
                              n_target_test, quick, seed, overwrite)
     subsets = {s: load_subset(manifest, s) for s in ("train", "val", "test")}
     return TransferSetup(run, target, loaded, manifest, subsets["train"], subsets["val"],
-                         subsets["test"], quick, seed, device, TilingSettings(device=device))
+                         subsets["test"], quick, seed, device)
 
 
 def _target_split(run: RunFolder, target: RunFolder, loaded: Any, data_dir: Any, n_train: int,
@@ -228,9 +236,8 @@ def zero_shot(setup: TransferSetup) -> dict[str, Any]:
     """
     from microseg.transfer.quality import measure_quality
 
-    model, config = setup.pretrained.model, setup.pretrained.config
-    return {subset: measure_quality(model, getattr(setup, subset), "zero-shot", setup.task,
-                                    config, setup.settings)
+    model = setup.predictor(setup.pretrained.model, setup.pretrained.config)
+    return {subset: measure_quality(model, getattr(setup, subset), "zero-shot")
             for subset in ("val", "test")}
 
 
@@ -254,6 +261,14 @@ def train_budget(quick: bool = False, epochs: int | None = None,
     changes = dict(epochs=epochs, learning_rate=learning_rate, patience=patience)
     base.update({k: v for k, v in changes.items() if v is not None})
     return TrainConfig(seed=seed, **base)
+
+
+def scratch_learning_rate() -> float:
+    """The learning rate of training from scratch (the TrainConfig default); adapting
+    pretrained weights uses a tenth of it unless told otherwise."""
+    from microseg.training.config import TrainConfig
+
+    return TrainConfig().learning_rate
 
 
 def _pretrained_network(setup: TransferSetup) -> tuple[Any, Any]:
@@ -304,10 +319,10 @@ def adapt_pretrained(setup: TransferSetup, model_name: str, adapt: Any = None,
                                               setup.manifest.n_classes, adapt.input_weights)
     freeze_report = (freeze(model, adapt.freeze, adapt.keep_last, adapt.keep_norm_statistics)
                      if adapt.mode == "transfer" else unfreeze(model))
-    budget = train_budget(setup.quick, epochs, adapt.effective_learning_rate(), setup.seed,
+    budget = train_budget(setup.quick, epochs, adapt.effective_learning_rate(scratch_learning_rate()), setup.seed,
                           config.ndim)
     callbacks = [*callbacks, *_unfreezing(model, adapt)]
-    adapted = _fit(setup, model_name, adapt.mode, model, config, budget, callbacks, overwrite,
+    adapted = fit_model(setup, model_name, adapt.mode, model, config, budget, callbacks, overwrite,
                    adapt.group_learning_rates, freeze_report, adapt_report)
     adapt.save(adapted.model_dir / "adapt_config.json")
     return adapted
@@ -339,15 +354,18 @@ def train_scratch(setup: TransferSetup, model_name: str, epochs: int | None = No
     seed_everything(setup.seed)
     model = build_model(config)
     budget = train_budget(setup.quick, epochs, learning_rate, setup.seed, config.ndim)
-    return _fit(setup, model_name, "scratch", model, config, budget, callbacks, overwrite)
+    return fit_model(setup, model_name, "scratch", model, config, budget, callbacks, overwrite)
 
 
-def _fit(setup: TransferSetup, model_name: str, mode: str, model: Any, config: Any, budget: Any,
+def fit_model(setup: TransferSetup, model_name: str, mode: str, model: Any, config: Any, budget: Any,
          callbacks: Sequence[Callable], overwrite: bool, group_learning_rates: Any = None,
          freeze_report: Any = None, adapt_report: Any = None,
          train: Sequence[Any] | None = None) -> Adapted:
-    """Train ``model`` on the target training images (or ``train``) and measure the best one."""
-    from microseg.training.checkpoint import load_model
+    """Train ``model`` on the target training images (or ``train``) for ``budget`` (a
+    TrainConfig), save it as ``models/<model_name>/`` and measure the best checkpoint on the
+    target test images. ``mode`` names the result (``"transfer"``, ``"finetune"``,
+    ``"scratch"``, ``"round<k>"``); ``group_learning_rates`` apply to all modes but scratch."""
+    from microseg.models import TrainedModel
     from microseg.training.checks import check_training_data
     from microseg.training.trainer import Trainer
     from microseg.transfer.adapt import parameter_groups
@@ -365,12 +383,16 @@ def _fit(setup: TransferSetup, model_name: str, mode: str, model: Any, config: A
                       callbacks=list(callbacks), overwrite=overwrite, parameters=groups,
                       progress=not setup.quick)
     fit = trainer.fit()
-    best, best_config, _ = load_model(fit.model_dir, which="best", device=trainer.device)
-    quality = measure_quality(best, setup.test, mode, setup.task, best_config, setup.settings)
+    manifest = setup.manifest
+    best = TrainedModel.finish(fit.model_dir, task=manifest.task,
+                               normalization=manifest.normalization_config(),
+                               input_axes=manifest.input_axes, quick=setup.quick,
+                               device=trainer.device)
+    quality = measure_quality(setup.predictor(best.network, best.config), setup.test, mode)
     log.info("%s (%s): foreground Dice %.3f on %d target test image(s)", model_name, mode,
              quality.foreground_dice, len(setup.test))
-    return Adapted(model_name, mode, best, best_config, fit, quality, budget, freeze_report,
-                   adapt_report)
+    return Adapted(model_name, mode, best.network, best.config, fit, quality, budget,
+                   freeze_report, adapt_report)
 
 
 def comparison_table(zero_shot_quality: Any, *models: Adapted) -> Any:
@@ -470,165 +492,3 @@ def transfer_learning(run_dir: str | Path, pretrained: str | Path | None = None,
     summary = adaptation_summary(setup, zero, adapted, scratch)
     write_summary(adapted.model_dir, summary)
     return summary
-
-
-def fine_tune(run_dir: str | Path, pretrained: str | Path | None = None,
-              target_data_dir: str | Path | None = None, n_target_train: int = 4,
-              n_target_val: int = 2, learning_rate: float | None = None,
-              group_learning_rates: dict[str, float] | None = None, epochs: int | None = None,
-              rounds: int = 1, images_per_round: int = 2,
-              unlabelled_dir: str | Path | None = None, model_name: str = "finetune",
-              seed: int = 0, device: str = "auto", quick: bool = False, overwrite: bool = False,
-              callbacks: Sequence[Callable] = ()) -> dict[str, Any]:
-    """Notebook 04 in one call: zero-shot, fine-tuning, scratch baseline, correction rounds.
-
-    Fine-tunes every layer (``models/<model_name>/``), trains ``models/<model_name>_scratch/``
-    with the same budget, then runs ``rounds`` human-in-the-loop rounds with simulated
-    corrections (:func:`correction_rounds`), and writes the summary with ``rounds`` into
-    ``models/<model_name>/summary.json``; the rounds also go to
-    ``run_dir/corrections/rounds.csv``. Returns the summary.
-    """
-    from microseg.transfer.adapt import AdaptConfig
-
-    setup = prepare_transfer(run_dir, pretrained, target_data_dir, n_target_train, n_target_val,
-                             quick=quick, seed=seed, device=device, overwrite=overwrite)
-    zero = zero_shot(setup)
-    adapt = AdaptConfig(mode="finetune", learning_rate=learning_rate,
-                        group_learning_rates=group_learning_rates)
-    adapted = adapt_pretrained(setup, model_name, adapt, epochs, callbacks, overwrite)
-    scratch = train_scratch(setup, f"{model_name}_scratch", epochs=epochs, callbacks=callbacks,
-                            overwrite=overwrite)
-    done = correction_rounds(setup, adapted, rounds, images_per_round, unlabelled_dir,
-                             simulate=True, epochs=epochs, overwrite=overwrite)
-    summary = adaptation_summary(setup, zero, adapted, scratch, [r["record"] for r in done])
-    write_summary(adapted.model_dir, summary)
-    return summary
-
-
-def correction_rounds(setup: TransferSetup, start: Adapted, rounds: int = 1,
-                      images_per_round: int = 2, unlabelled_dir: str | Path | None = None,
-                      simulate: bool = True, wait: Callable[[Any], None] | None = None,
-                      epochs: int | None = None, learning_rate: float | None = None,
-                      overwrite: bool = False) -> list[dict[str, Any]]:
-    """Human-in-the-loop rounds, each: predict → correct → add to training → fine-tune again.
-
-    Round k predicts the next ``images_per_round`` unlabelled images with the current model
-    into ``run_dir/corrections/round_<k>/`` (see :mod:`microseg.transfer.human_in_the_loop`);
-    then the labels are corrected — by ``simulate`` (the true labels, from
-    ``unlabelled_dir/labels`` or the built-in synthetic pool), or by a person while ``wait``
-    blocks (e.g. :func:`ask_for_corrections`); then every layer is fine-tuned from the current
-    model on the target training images plus all corrected images so far, saved as
-    ``models/<start.name>_round<k>/``.
-
-    Parameters
-    ----------
-    unlabelled_dir : folder with ``images/`` (and ``labels/`` to simulate); None: built-in
-        synthetic target images (``run_dir/target/data/pool``), with true labels.
-
-    Returns
-    -------
-    One dict per round: ``{"record": {...}, "round": CorrectionRound, "model": Adapted}``;
-    the records (``round``, ``images_added``, ``n_train``, ``changed_pixels``, ``dice_before``,
-    ``dice_after``, ``model_dir``) are also written to ``run_dir/corrections/rounds.csv``.
-    """
-    from microseg.transfer.human_in_the_loop import write_rounds_csv
-
-    if rounds < 0 or images_per_round < 1:
-        raise ConfigError(f"rounds={rounds}, images_per_round={images_per_round}: need rounds "
-                          f">= 0 and at least one image per round")
-    if rounds == 0:
-        return []
-    pool = _pool(setup, unlabelled_dir, rounds * images_per_round, simulate)
-    done, current, manifest = [], start, setup.manifest
-    for k in range(1, rounds + 1):
-        images = pool[(k - 1) * images_per_round: k * images_per_round]
-        result, manifest = _one_round(setup, current, f"{start.name}_round{k}", manifest, k,
-                                      images, simulate, wait, epochs, learning_rate, overwrite)
-        done.append(result)
-        current = result["model"]
-    if done:
-        write_rounds_csv([r["record"] for r in done],
-                         setup.run.root / "corrections" / "rounds.csv")
-    return done
-
-
-def _pool(setup: TransferSetup, unlabelled_dir: str | Path | None, needed: int,
-          simulate: bool) -> list[Path]:
-    """Unlabelled image files, sorted; the built-in synthetic pool is written when needed."""
-    from microseg.errors import DataError
-    from microseg.io import list_images
-
-    if unlabelled_dir is None:
-        unlabelled_dir = _synthetic_pool(setup, needed)
-    setup.pool_dir = Path(unlabelled_dir)
-    if simulate and not (setup.pool_dir / "labels").is_dir():
-        raise DataError(f"simulated corrections need the true labels in "
-                        f"{setup.pool_dir / 'labels'}, which does not exist",
-                        ["correct the predictions yourself (simulate_corrections = False), or "
-                         "give a folder with images/ and labels/"])
-    images = list_images(setup.pool_dir / "images")
-    if len(images) < needed:
-        raise DataError(f"{setup.pool_dir / 'images'} holds {len(images)} image(s); the "
-                        f"correction rounds need {needed}",
-                        ["lower rounds or images_per_round, or add unlabelled images"])
-    return images
-
-
-def _synthetic_pool(setup: TransferSetup, needed: int) -> Path:
-    from microseg.data.synthetic import write_synthetic_dataset
-    from microseg.runs import read_json
-
-    folder = setup.target.data_dir / "pool"
-    shape = tuple(setup.train[0].image.shape[1:])
-    if (folder / "synthetic.json").is_file():
-        record = read_json(folder / "synthetic.json")
-        if record["n_images"] >= needed and tuple(record["shape"]) == shape:
-            return folder
-        raise MicrosegError(f"{folder} holds another synthetic pool ({record['n_images']} "
-                            f"images of {record['shape']}); use another run_dir")
-    # another seed than the target split's, so the pool images are new images
-    return write_synthetic_dataset(folder, n_images=needed, shape=shape,
-                                   domain="target", seed=setup.seed + 1)
-
-
-def _one_round(setup: TransferSetup, current: Adapted, name: str, manifest: Any, k: int,
-               images: Sequence[Path], simulate: bool, wait: Callable[[Any], None] | None,
-               epochs: int | None, learning_rate: float | None,
-               overwrite: bool) -> tuple[dict[str, Any], Any]:
-    from microseg.data.dataset import load_subset
-    from microseg.transfer import human_in_the_loop as hitl
-    from microseg.transfer.adapt import AdaptConfig
-
-    round_ = hitl.write_correction_round(
-        setup.run.root, k, current.model, current.config, images, setup.task,
-        manifest.normalization_config(), setup.settings, ndim=manifest.ndim,
-        axes=manifest.input_axes, overwrite=overwrite)
-    if simulate:
-        hitl.simulate_corrections(round_, setup.pool_dir / "labels")
-    elif wait is not None:
-        wait(round_)
-    pairs, changed = hitl.read_corrections(round_, ndim=manifest.ndim, axes=manifest.input_axes)
-    manifest = hitl.add_corrections_to_split(manifest, pairs, k)
-    manifest.save(round_.folder / "split.json")
-    model = copy.deepcopy(current.model)
-    rate = AdaptConfig(mode="finetune", learning_rate=learning_rate).effective_learning_rate()
-    budget = train_budget(setup.quick, epochs, rate, setup.seed + k, current.config.ndim)
-    after = _fit(setup, name, f"round{k}", model,
-                 current.config, budget, (), overwrite, train=load_subset(manifest, "train"))
-    record = {"round": k, "images_added": [p.stem for p in pairs], "n_train": len(manifest.train),
-              "changed_pixels": float(sum(changed.values()) / max(1, len(changed))),
-              "dice_before": current.quality.foreground_dice,
-              "dice_after": after.quality.foreground_dice, "model_dir": str(after.model_dir),
-              "corrections_dir": str(round_.folder), "simulated": simulate}
-    return {"record": record, "round": round_, "model": after}, manifest
-
-
-def ask_for_corrections(round_: Any) -> None:
-    """``wait`` for :func:`correction_rounds` in a notebook: show where to correct, then pause.
-
-    Prints the round folder and its README, then waits for the person to press Enter (a text
-    box in Jupyter). Needs a person: headless runs use simulated corrections instead.
-    """
-    print(round_.readme.read_text())
-    print(f"Correct the label images in {round_.labels_dir}, save them, then press Enter.")
-    input("Press Enter when the corrections are saved: ")

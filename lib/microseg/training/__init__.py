@@ -10,7 +10,7 @@ Submodules:
   mixed precision, BatchRenorm schedule, resume;
 - :mod:`microseg.training.validation` — what validation predicts, hard Dice;
 - :mod:`microseg.training.history` — ``history.csv``;
-- :mod:`microseg.training.checkpoint` — the model folder, :func:`load_model`;
+- :mod:`microseg.training.checkpoint` — generator states for an exact resume;
 - :mod:`microseg.training.diagnosis` — :func:`diagnose_fit` from the loss curves;
 - :mod:`microseg.training.distributed` — several GPUs with ``torchrun`` (DDP);
 - :mod:`microseg.training.tuning` — hyperparameter search with Optuna;
@@ -18,7 +18,7 @@ Submodules:
 
 The names below are imported on first use, so ``import microseg.training`` stays cheap.
 
->>> from microseg.training import TrainConfig, Trainer, load_model  # doctest: +SKIP
+>>> from microseg.training import TrainConfig, Trainer  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ _LAZY = {
     "TrainConfig": "microseg.training.config",
     "Trainer": "microseg.training.trainer",
     "FitResult": "microseg.training.trainer",
-    "load_model": "microseg.training.checkpoint",
     "diagnose_fit": "microseg.training.diagnosis",
     "FitDiagnosis": "microseg.training.diagnosis",
     "make_loss": "microseg.training.losses",

@@ -42,8 +42,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from microseg.devices import resolve_device
 from microseg.errors import ConfigError, MicrosegError, OutputExistsError
-from microseg.training import checkpoint as ckpt
+from microseg.models.checkpoint import load_checkpoint, save_checkpoint
+from microseg.runs import (
+    BEST_CHECKPOINT,
+    HISTORY_FILE,
+    LATEST_CHECKPOINT,
+    MODEL_CONFIG_FILE,
+    TRAIN_CONFIG_FILE,
+)
+from microseg.training.checkpoint import restore_rng_states, rng_states
 from microseg.training.config import TrainConfig
 from microseg.training.distributed import (
     DistributedContext,
@@ -64,7 +73,6 @@ __all__ = [
     "build_scheduler",
     "find_max_batch_size",
     "out_of_memory_message",
-    "resolve_device",
     "seed_everything",
 ]
 
@@ -74,13 +82,6 @@ EpochCallback = Callable[["Trainer", dict[str, Any]], None]
 """``callback(trainer, record)`` after every epoch; ``record`` is the new history row."""
 
 _RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers")
-
-
-def resolve_device(device: Any = "auto") -> torch.device:
-    """``"auto"`` → the first GPU when CUDA is available, else the CPU; other values as given."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -154,7 +155,7 @@ class Trainer:
         class map, ``.stem``) or (image, target) pairs.
     model_config : the model's ModelConfig; saved as ``config.json`` and used for the
         BatchRenorm limits and the size divisor. Needed when ``model_dir`` is given.
-    model_dir : the model folder to write (see :mod:`microseg.training.checkpoint`), or None to
+    model_dir : the model folder to write (see :mod:`microseg.models.checkpoint`), or None to
         keep everything in memory (quick experiments, hyperparameter trials).
     device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; ignored when distributed.
     augment_factory : ``seed -> augment(image, target)`` (see
@@ -287,7 +288,7 @@ class Trainer:
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "renorm_schedule": None if self.renorm is None else self.renorm.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": ckpt.rng_states(),
+            "rng": rng_states(),
             "epoch": self.epoch,
             "step": self.step,
             "best_epoch": self.best_epoch,
@@ -307,7 +308,7 @@ class Trainer:
                            (self.renorm, "renorm_schedule"), (self.sampler, "sampler")):
             if part is not None and state[name] is not None:
                 part.load_state_dict(state[name])
-        ckpt.restore_rng_states(state["rng"])
+        restore_rng_states(state["rng"])
         for name in ("epoch", "step", "best_epoch", "best_val_loss", "best_val_dice",
                      "stopped_early"):
             setattr(self, name, state[name])
@@ -462,9 +463,9 @@ class Trainer:
             return
         state = self.state_dict()
         if improved:
-            ckpt.save_checkpoint(self.model_dir / ckpt.BEST, state)
-        ckpt.save_checkpoint(self.model_dir / ckpt.LATEST, state)
-        write_history_csv(self.model_dir / "history.csv", self.history)
+            save_checkpoint(self.model_dir / BEST_CHECKPOINT, state)
+        save_checkpoint(self.model_dir / LATEST_CHECKPOINT, state)
+        write_history_csv(self.model_dir / HISTORY_FILE, self.history)
 
     def _prepare_model_dir(self, overwrite: bool, resume: bool) -> bool:
         """Check the model folder; load ``latest.pt`` when resuming. True if resumed."""
@@ -476,14 +477,22 @@ class Trainer:
         if self.model_config is None:
             raise ConfigError("a model_dir needs model_config (saved as config.json), so that "
                               "the model can be rebuilt later")
-        latest = folder / ckpt.LATEST
+        latest = folder / LATEST_CHECKPOINT
         if resume and latest.is_file():
-            state = ckpt.load_checkpoint(latest, self.device)
+            state = load_checkpoint(latest, self.device)
             self._check_same_run(state, latest)
             self.load_state_dict(state)
             logger.info("resuming %s after epoch %d (step %d)", folder, self.epoch, self.step)
             return True
         existing = folder.is_dir() and any(folder.iterdir())
+        if resume and existing:
+            raise OutputExistsError(
+                f"resume=True, but {latest} is missing, so there is nothing to resume; the "
+                f"folder holds other files ({', '.join(sorted(p.name for p in folder.iterdir())[:6])}) "
+                f"that training from scratch would replace. Train under a new model name, or "
+                f"pass overwrite=True (and resume=False) to train a new model over it")
+        if resume:
+            logger.info("resume=True but %s holds no training yet: starting from scratch", folder)
         if existing and self.context.is_main and not (overwrite or resume):
             raise OutputExistsError(
                 f"{folder} already holds a model; choose another model name, pass resume=True "
@@ -516,8 +525,8 @@ class Trainer:
         from microseg.runs import atomic_write_json, environment_record
 
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        self.model_config.save(self.model_dir / ckpt.MODEL_CONFIG)
-        self.config.save(self.model_dir / ckpt.TRAIN_CONFIG)
+        self.model_config.save(self.model_dir / MODEL_CONFIG_FILE)
+        self.config.save(self.model_dir / TRAIN_CONFIG_FILE)
         atomic_write_json(self.model_dir / "environment.json", environment_record())
 
     def _progress_bar(self) -> Any:

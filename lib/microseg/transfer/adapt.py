@@ -88,11 +88,12 @@ class AdaptConfig(StageConfig):
         if problems:
             raise ConfigError("AdaptConfig is not valid: " + "; ".join(problems))
 
-    def effective_learning_rate(self) -> float:
-        """``learning_rate``, or a tenth of the from-scratch default when it is None."""
-        from microseg.training.config import TrainConfig
-
-        return self.learning_rate if self.learning_rate is not None else TrainConfig().learning_rate / 10
+    def effective_learning_rate(self, scratch_learning_rate: float) -> float:
+        """``learning_rate``, or a tenth of ``scratch_learning_rate`` (training from scratch)
+        when it is None."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return scratch_learning_rate / 10
 
 
 @dataclasses.dataclass(frozen=True)

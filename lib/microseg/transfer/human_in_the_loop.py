@@ -140,12 +140,7 @@ def write_correction_round(
     run_dir: str | Path,
     index: int,
     model: Any,
-    config: Any,
     image_paths: Sequence[str | Path],
-    task: str,
-    normalization: Any = None,
-    settings: Any = None,
-    postprocessing: Any = None,
     ndim: int | None = None,
     axes: str | None = None,
     overwrite: bool = False,
@@ -156,14 +151,12 @@ def write_correction_round(
     ----------
     run_dir : the run folder; the round goes into ``run_dir/corrections/round_<index>/``.
     index : round number, from 1.
-    model, config : the current network (eval mode is used) and its ModelConfig.
+    model : the current :class:`~microseg.models.TrainedModel`: its task (``"instance"``:
+        objects via seeded watershed; ``"binary"``/``"semantic"``: classes), its input
+        normalization (percentiles of each whole image) and its post-processing are used.
     image_paths : unlabelled image files (any format :func:`microseg.io.read_image` reads).
-    task : ``"instance"`` (objects via seeded watershed), ``"binary"`` or ``"semantic"``.
-    normalization : the :class:`~microseg.transforms.normalization.PercentileNormalization` of
-        the training data (percentiles of each whole image); None: defaults.
-    settings : :class:`~microseg.transfer.quality.TilingSettings`.
-    postprocessing : :class:`~microseg.inference.instances.InstancePostprocessing`.
-    ndim, axes : how to read the images (as in :func:`microseg.io.read_image`).
+    ndim, axes : how to read the images (as in :func:`microseg.io.read_image`); ``axes`` None:
+        the model's input axes.
     overwrite : write into a round folder that already holds files (its files are replaced).
 
     Returns
@@ -185,10 +178,10 @@ def write_correction_round(
     stems = [image_stem(p) for p in sources]
     _check_names(stems, sources)
     folder = create_output_dir(correction_round_dir(run_dir, index), overwrite=overwrite)
+    task = model.task
     round_ = CorrectionRound(int(index), folder, tuple(stems), tuple(str(p) for p in sources), task)
     for source, stem in zip(sources, stems, strict=True):
-        labels = _predicted_labels(model, config, source, task, normalization, settings,
-                                   postprocessing, ndim, axes)
+        labels = _predicted_labels(model, source, ndim, axes or model.settings.input_axes)
         _copy_image(source, round_.images_dir)
         _write_labels(round_.labels_dir / f"{stem}.tif", labels)
         _write_labels(round_.predicted_dir / f"{stem}.tif", labels)
@@ -215,23 +208,11 @@ def _check_names(stems: list[str], sources: list[Path]) -> None:
                          for s in repeated])
 
 
-def _predicted_labels(model: Any, config: Any, source: Path, task: str, normalization: Any,
-                      settings: Any, postprocessing: Any, ndim: int | None,
+def _predicted_labels(model: Any, source: Path, ndim: int | None,
                       axes: str | None) -> np.ndarray:
     from microseg.io import read_image
-    from microseg.transfer.quality import labels_from_probabilities, predict_probabilities
-    from microseg.transforms.normalization import (
-        PercentileNormalization,
-        normalize,
-        percentile_statistics,
-    )
 
-    normalization = normalization or PercentileNormalization()
-    image = read_image(source, axes=axes, ndim=ndim)
-    low, high = percentile_statistics(image, normalization)
-    normalized = normalize(image, low, high, normalization.clip)
-    probabilities = predict_probabilities(model, normalized, config, settings)
-    return labels_from_probabilities(probabilities, task, postprocessing)
+    return model.predict_labels(read_image(source, axes=axes, ndim=ndim))
 
 
 def _copy_image(source: Path, images_dir: Path) -> None:

@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from microseg.errors import ConfigError, DataError, MicrosegError
+from microseg.runs import BEST_CHECKPOINT, LATEST_CHECKPOINT, MODEL_CONFIG_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +53,6 @@ __all__ = [
     "load_model_folder",
     "load_pretrained",
     "load_state_dict_file",
-    "load_weights",
     "read_state_dict",
     "safe_extract",
 ]
@@ -131,7 +131,7 @@ def load_pretrained(
         raise DataError(f"pretrained model {path} does not exist",
                         ["give a model folder (config.json + best.pt, written by notebook 02), a "
                          "bioimage.io package (.zip or folder with rdf.yaml) or a state dict (.pt)"])
-    if path.is_dir() and (path / "config.json").is_file() and _has_checkpoint(path):
+    if path.is_dir() and (path / MODEL_CONFIG_FILE).is_file() and _has_checkpoint(path):
         return load_model_folder(path, device=device)
     if (path.is_dir() and _rdf_file(path) is not None) or (
             path.suffix == ".zip" and not _is_torchscript_file(path)):
@@ -144,7 +144,7 @@ def load_pretrained(
 
 
 def _has_checkpoint(folder: Path) -> bool:
-    return (folder / "best.pt").is_file() or (folder / "latest.pt").is_file()
+    return (folder / BEST_CHECKPOINT).is_file() or (folder / LATEST_CHECKPOINT).is_file()
 
 
 def _listing(folder: Path) -> str:
@@ -155,11 +155,11 @@ def _listing(folder: Path) -> str:
 def load_model_folder(folder: str | Path, which: str = "best", device: Any = "cpu") -> PretrainedModel:
     """Load a model folder written by notebook 02 (or 03/04) with its ``which`` checkpoint.
 
-    Uses :func:`microseg.training.checkpoint.load_model` (weights-only loading, strict).
+    Uses :func:`microseg.models.checkpoint.load_network` (weights-only loading, strict).
     """
-    from microseg.training.checkpoint import load_model
+    from microseg.models.checkpoint import load_network
 
-    model, config, extra = load_model(folder, which=which, device=device)
+    model, config, extra = load_network(folder, which=which, device=device)
     details = {k: v for k, v in dict(extra or {}).items() if isinstance(v, (int, float, str))}
     details["checkpoint"] = which
     return PretrainedModel(model.eval(), config, "model_folder", str(folder), details)
@@ -183,7 +183,7 @@ def load_state_dict_file(
     model_config = _model_config(path, config)
     state = read_state_dict(path)
     model = _built(model_config)
-    load_weights(model, state, path)
+    _load_weights(model, state, path)
     return PretrainedModel(model.to(device).eval(), model_config, "state_dict", str(path))
 
 
@@ -192,7 +192,7 @@ def _model_config(weights: Path, config: Any) -> Any:
 
     if isinstance(config, ModelConfig):
         return config
-    config_path = Path(config) if config is not None else weights.parent / "config.json"
+    config_path = Path(config) if config is not None else weights.parent / MODEL_CONFIG_FILE
     if not config_path.is_file():
         raise ConfigError(
             f"{weights} holds weights only; the architecture is missing: pass config= (a "
@@ -247,43 +247,10 @@ def _state_in(loaded: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, Any], source: str | Path) -> nn.Module:
-    """Load ``state_dict`` into ``model`` strictly, or raise one error listing every mismatch.
+def _load_weights(model: nn.Module, state: Mapping[str, Any], source: str | Path) -> nn.Module:
+    from microseg.models.checkpoint import load_weights
 
-    Raises
-    ------
-    DataError
-        Naming ``source``, with one line per layer whose shape differs (file shape and model
-        shape), per tensor missing from the file and per tensor the model does not have. Nothing
-        is loaded then.
-
-    Example
-    -------
-    >>> import torch
-    >>> load_weights(torch.nn.Linear(2, 3), {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)},
-    ...              "w.pt")
-    Traceback (most recent call last):
-    ...
-    microseg.errors.DataError: the weights in w.pt do not fit this network (1 problem(s)); ...
-      - layer weight: the file has shape (3, 4), the network expects (3, 2)
-    """
-    expected = model.state_dict()
-    problems = [
-        f"layer {name}: the file has shape {tuple(state_dict[name].shape)}, the network expects "
-        f"{tuple(tensor.shape)}"
-        for name, tensor in expected.items()
-        if name in state_dict and tuple(state_dict[name].shape) != tuple(tensor.shape)
-    ]
-    problems += [f"layer {name}: missing from the file" for name in expected if name not in state_dict]
-    problems += [f"layer {name}: in the file but not in the network" for name in state_dict
-                 if name not in expected]
-    if problems:
-        raise DataError(
-            f"the weights in {source} do not fit this network ({len(problems)} problem(s)); "
-            f"check that the model config (channels, strides, norm, in_channels, out_classes) "
-            f"is the one the weights were trained with", problems)
-    model.load_state_dict(dict(state_dict), strict=True)
-    return model
+    return load_weights(model, state, source)
 
 
 def _is_torchscript_file(path: Path) -> bool:
@@ -386,7 +353,7 @@ def _load_package_folder(folder: Path, source: Path, allow_torchscript: bool, de
         config = _package_config(entry, source)
         state = read_state_dict(_package_file(folder, entry, source))
         model = _built(config)
-        load_weights(model, state, source)
+        _load_weights(model, state, source)
         details["weights_format"] = "pytorch_state_dict"
         return PretrainedModel(model.to(device).eval(), config, "bioimageio", str(source), details)
     if isinstance(weights.get("torchscript"), Mapping) and allow_torchscript:

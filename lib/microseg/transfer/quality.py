@@ -9,12 +9,12 @@ trained from scratch on the same few images. All use the same measure:
   different classes (e.g. a binary pretrained model on an instance task). Pooled over images:
   TP, FP and FN summed over all images, then ``2·TP / (2·TP + FP + FN)``;
 - **object F1 at IoU 0.5** (instance task, models with three classes): objects from
-  :func:`microseg.inference.instances.probabilities_to_instances` matched one to one to the true
-  objects (:func:`microseg.metrics.match_instances`), pooled over images.
+  :meth:`microseg.models.TrainedModel.labels` matched one to one to the true objects
+  (:func:`microseg.metrics.match_instances`), pooled over images.
 
 Example
 -------
->>> quality = measure_quality(model, samples, "zero-shot", task="instance")   # doctest: +SKIP
+>>> quality = measure_quality(model, samples, "zero-shot")                 # doctest: +SKIP
 >>> round(quality.foreground_dice, 3)                                          # doctest: +SKIP
 0.712
 """
@@ -27,75 +27,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Quality", "TilingSettings", "labels_from_probabilities", "measure_quality",
-           "predict_probabilities"]
+__all__ = ["Quality", "measure_quality"]
 
 F1_THRESHOLD = 0.5
-
-
-@dataclasses.dataclass(frozen=True)
-class TilingSettings:
-    """How images are predicted: inner tile side and halo per axis (multiples of the divisor).
-
-    tile: inner block side; halo: context read around each tile (at least the network's
-    receptive-field radius for seamless results); device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-    """
-
-    tile: int = 256
-    halo: int = 32
-    device: str = "auto"
-
-
-def _size_divisor(model: Any, config: Any) -> int:
-    """The model's size divisor; TorchScript models carry none, so assume 16 (four levels)."""
-    if getattr(model, "size_divisor", None):
-        return int(model.size_divisor)
-    if config is not None:
-        from microseg.models import size_divisor
-
-        return size_divisor(config)
-    return 16
-
-
-def _tile_and_halo(config: Any, settings: TilingSettings) -> tuple[Any, Any]:
-    """UNETR accepts only ``img_size``: tiles are then ``img_size`` minus the halo on each side."""
-    from microseg.models import required_input_shape
-
-    fixed = None if config is None else required_input_shape(config)
-    if fixed is None:
-        return settings.tile, settings.halo
-    halo = min(settings.halo, min(fixed) // 4) // 16 * 16
-    return tuple(side - 2 * halo for side in fixed), halo
-
-
-def predict_probabilities(model: Any, image: np.ndarray, config: Any = None,
-                          settings: TilingSettings | None = None) -> np.ndarray:
-    """Class probabilities (K, *spatial) float32 of one normalized image (C, *spatial).
-
-    Tiled with :func:`microseg.inference.tiling.predict_tiled` (exact stitching for U-Nets when
-    the halo covers the receptive field); ``config`` (the ModelConfig, None for TorchScript)
-    gives the size divisor and UNETR's fixed input shape.
-    """
-    from microseg.inference.tiling import predict_tiled
-
-    settings = settings or TilingSettings()
-    tile, halo = _tile_and_halo(config, settings)
-    return predict_tiled(model, image, tile_shape=tile, halo=halo, device=settings.device,
-                         size_divisor=_size_divisor(model, config))
-
-
-def labels_from_probabilities(probabilities: np.ndarray, task: str,
-                              postprocessing: Any = None) -> np.ndarray:
-    """An editable label image from probabilities (K, *spatial): int32 (*spatial).
-
-    Instance task with three classes: objects 1..n (:func:`probabilities_to_instances` with
-    ``postprocessing``, default thresholds); otherwise the class map (argmax).
-    """
-    if task == "instance" and probabilities.shape[0] == 3:
-        from microseg.inference.instances import probabilities_to_instances
-
-        return probabilities_to_instances(probabilities, postprocessing)
-    return probabilities.argmax(0).astype(np.int32)
 
 
 @dataclasses.dataclass
@@ -121,20 +55,16 @@ class Quality:
                 "object_f1": self.object_f1, "per_image": [dict(r) for r in self.per_image]}
 
 
-def measure_quality(model: Any, samples: Sequence[Any], name: str, task: str, config: Any = None,
-                    settings: TilingSettings | None = None, postprocessing: Any = None) -> Quality:
-    """Predict every labelled sample and score it (module docstring).
+def measure_quality(model: Any, samples: Sequence[Any], name: str) -> Quality:
+    """Predict every labelled sample with ``model`` and score it (module docstring).
 
     Parameters
     ----------
-    model : network mapping (N, C, *S) to logits; used in eval mode.
+    model : a :class:`~microseg.models.TrainedModel` (its task says whether objects are
+        scored; its post-processing makes them).
     samples : :class:`~microseg.data.dataset.Sample` objects with ``image`` (normalized),
         ``target`` (class map) and ``label`` (instance ids).
     name : label of the result.
-    task : the data's task: ``"binary"``, ``"semantic"`` or ``"instance"``.
-    config : the model's ModelConfig (None for TorchScript).
-    settings : tiling; default :class:`TilingSettings`.
-    postprocessing : :class:`~microseg.inference.instances.InstancePostprocessing` or None.
 
     Raises
     ------
@@ -146,11 +76,11 @@ def measure_quality(model: Any, samples: Sequence[Any], name: str, task: str, co
     rows, predictions, pixel, matchings = [], [], [], []
     for sample in samples:
         _require_labels(sample)
-        probabilities = predict_probabilities(model, sample.image, config, settings)
-        labels = labels_from_probabilities(probabilities, task, postprocessing)
+        probabilities = model.predict(sample.image, normalized=True)
+        labels = model.labels(probabilities)
         metrics = pixel_metrics(probabilities.argmax(0) > 0, sample.target > 0, n_classes=2)
         matching = None
-        if task == "instance" and probabilities.shape[0] == 3:
+        if model.task == "instance" and probabilities.shape[0] == 3:
             matching = match_instances(labels, sample.label, thresholds=(F1_THRESHOLD,))
             matchings.append(matching)
         pixel.append(metrics)

@@ -1,0 +1,209 @@
+"""TrainedModel: the one way every stage loads a model folder, predicts an image and labels it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from microseg.errors import ConfigError, DataError, RunOrderError
+from microseg.models import ModelConfig, build_model
+from microseg.models.checkpoint import save_checkpoint
+from microseg.models.trained import PredictionSettings, TrainedModel
+from microseg.transforms.normalization import (
+    PercentileNormalization,
+    normalize,
+    percentile_statistics,
+)
+
+
+def tiny_unet(ndim: int = 2, norm: str = "batch", out_classes: int = 3):
+    """A warmed-up tiny U-Net in eval mode with non-trivial running statistics."""
+    import torch
+
+    config = ModelConfig(ndim=ndim, channels=(4, 8, 16), strides=(2, 2), num_res_units=1,
+                         norm=norm, norm_momentum=0.5, out_classes=out_classes)
+    network = build_model(config)
+    network.train()
+    with torch.no_grad():
+        for _ in range(3):
+            network(2.0 * torch.randn((2, 1) + (16,) * ndim) + 0.5)
+    return network.eval(), config
+
+
+def model_folder(tmp_path, network, config, settings=None, name="unet"):
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
+    config.save(folder / "config.json")
+    save_checkpoint(folder / "best.pt", {"model": network.state_dict(), "epoch": 3,
+                                         "best_epoch": 2})
+    if settings is not None:
+        settings.save(folder / "prediction.json")
+    return folder
+
+
+def test_load_reads_network_settings_and_postprocessing(tmp_path):
+    from microseg.inference.instances import InstancePostprocessing
+
+    network, config = tiny_unet()
+    settings = PredictionSettings(task="instance", normalization=PercentileNormalization(
+        low=2.0, high=98.0).to_dict(), input_axes="YX", halo=(8, 8))
+    folder = model_folder(tmp_path, network, config, settings)
+    InstancePostprocessing(seed_threshold=0.3).save(folder / "instance_postprocessing.json")
+    model = TrainedModel.load(folder)
+    assert model.name == "unet" and model.task == "instance" and model.halo == (8, 8)
+    assert model.normalization.low == 2.0 and model.settings.input_axes == "YX"
+    assert model.postprocessing.seed_threshold == 0.3
+    assert model.checkpoint["best_epoch"] == 2 and model.size_divisor == 4
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    import torch
+
+    with torch.no_grad():
+        direct = network(torch.from_numpy(image[None])).softmax(1)[0].numpy()
+    np.testing.assert_allclose(model.predict(image, normalized=True, device="cpu"), direct,
+                               atol=1e-6)
+
+
+def test_save_and_load_round_trip_the_prediction_settings(tmp_path):
+    from microseg.inference.instances import InstancePostprocessing
+
+    network, config = tiny_unet()
+    folder = model_folder(tmp_path, network, config)
+    model = TrainedModel.from_network(network, config, task="instance", halo=12,
+                                      normalization={"low": 0.5, "high": 99.0},
+                                      postprocessing=InstancePostprocessing(min_size=4))
+    model.save(folder)
+    again = TrainedModel.load(folder)
+    assert again.settings == model.settings and again.halo == (12, 12)
+    assert again.postprocessing == model.postprocessing
+    assert again.settings.class_names == ("background", "foreground", "boundary")
+
+
+def test_older_model_folders_take_their_settings_from_the_run_manifest(tmp_path):
+    from microseg.recipes.prepare import prepare_data
+
+    run = tmp_path / "run"
+    prepare_data(run, quick=True, n_synthetic=4, synthetic_shape=(32, 32),
+                 fractions=(0.5, 0.25, 0.25), normalization={"low": 3.0, "high": 97.0})
+    network, config = tiny_unet()
+    model = TrainedModel.load(model_folder(run / "models", network, config))
+    assert model.task == "instance" and model.normalization.low == 3.0
+    alone = TrainedModel.load(model_folder(tmp_path / "elsewhere", network, config))
+    assert alone.normalization == PercentileNormalization()
+
+
+def test_missing_folder_names_notebook_02(tmp_path):
+    with pytest.raises(RunOrderError, match="02_train_from_scratch"):
+        TrainedModel.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("ndim, shape, tile", [(2, (1, 700, 90), (64, 48)),
+                                               (3, (1, 40, 36, 100), (16, 16, 32))])
+def test_tiled_prediction_equals_whole_image_prediction(ndim, shape, tile):
+    network, config = tiny_unet(ndim)
+    model = TrainedModel.from_network(network, config)
+    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    plan = model.plan_prediction(shape[1:])
+    whole = model.predict(image, normalized=True, tile_shape=max(shape[1:]) * 2, device="cpu")
+    tiled = model.predict(image, normalized=True, tile_shape=tile, device="cpu")
+    assert plan.kind == ("tiled" if ndim == 2 else "whole")
+    assert np.abs(whole - tiled).max() < 1e-5
+    assert model.plan_prediction(shape[1:], tile).describe().startswith("in tiles of")
+
+
+def test_the_halo_is_the_receptive_field_radius_rounded_to_the_divisor():
+    from microseg.inference.receptive_field import theoretical_receptive_field
+
+    network, config = tiny_unet()
+    field = theoretical_receptive_field(network, 2, 1)
+    expected = tuple(-(-r // 4) * 4 for r in field.radius)
+    assert TrainedModel.from_network(network, config).halo == expected
+
+
+def test_images_are_normalized_with_percentiles_of_the_whole_image():
+    network, config = tiny_unet()
+    normalization = PercentileNormalization(low=1.0, high=99.0)
+    model = TrainedModel.from_network(network, config, normalization=normalization)
+    raw = np.random.default_rng(2).gamma(2.0, 300.0, size=(1, 600, 80)).astype(np.uint16)
+    low, high = percentile_statistics(raw.astype(np.float64), normalization)
+    by_hand = model.predict(normalize(raw, low, high), normalized=True, device="cpu",
+                            tile_shape=(128, 64))
+    np.testing.assert_allclose(model.predict(raw, device="cpu", tile_shape=(128, 64)), by_hand,
+                               atol=1e-6)
+    np.testing.assert_allclose(model.predict(raw[0], axes="YX", device="cpu"), by_hand,
+                               atol=1e-5)
+
+
+def test_nan_pixels_stop_prediction_with_a_clear_message():
+    network, config = tiny_unet()
+    image = np.ones((1, 32, 32), np.float32)
+    image[0, 3, 4] = np.nan
+    with pytest.raises(DataError, match="NaN or infinite"):
+        TrainedModel.from_network(network, config).predict(image, device="cpu")
+
+
+def test_images_that_do_not_fit_the_network_are_explained():
+    network, config = tiny_unet()
+    model = TrainedModel.from_network(network, config)
+    with pytest.raises(DataError, match="2 channel"):
+        model.predict(np.zeros((2, 32, 32), np.float32), device="cpu")
+    with pytest.raises(DataError, match="3D, the model is 2D"):
+        model.predict(np.zeros((1, 8, 32, 32), np.float32), device="cpu")
+    with pytest.raises(DataError, match="axes"):
+        model.predict(np.zeros((32, 32), np.float32), device="cpu")
+
+
+def test_tiles_below_the_size_divisor_are_refused():
+    network, config = tiny_unet()
+    model = TrainedModel.from_network(network, config, halo=0)
+    with pytest.raises(ConfigError, match="size divisor 4"):
+        model.predict(np.zeros((1, 64, 64), np.float32), tile_shape=0, device="cpu")
+
+
+def test_labels_are_objects_for_instance_models_and_classes_otherwise(caplog):
+    from microseg.inference.instances import InstancePostprocessing, probabilities_to_instances
+
+    probabilities = np.zeros((3, 12, 12), np.float32)
+    probabilities[0] = 1
+    for box in ((slice(1, 5), slice(1, 5)), (slice(6, 11), slice(6, 11))):
+        probabilities[(slice(None), *box)] = 0
+        probabilities[(1, *box)] = 1
+    network, config = tiny_unet()
+    post = InstancePostprocessing(min_size=1)
+    instances = TrainedModel.from_network(network, config, postprocessing=post)
+    np.testing.assert_array_equal(instances.labels(probabilities),
+                                  probabilities_to_instances(probabilities, post))
+    assert instances.labels(probabilities).max() == 2
+    semantic = TrainedModel.from_network(network, config, task="semantic")
+    np.testing.assert_array_equal(semantic.labels(probabilities), probabilities.argmax(0))
+    with caplog.at_level("WARNING", logger="microseg"):
+        TrainedModel.from_network(network, config).labels(probabilities)
+    assert "no tuned instance post-processing" in caplog.text
+
+
+@pytest.mark.parametrize("shape", [(1, 20, 25), (1, 70, 45)])
+def test_fixed_input_shape_models_are_predicted_in_windows_of_that_shape(shape):
+    config = ModelConfig(architecture="unetr", img_size=(64, 64), hidden_size=16, mlp_dim=16,
+                         num_heads=2, feature_size=4)
+    network = build_model(config).eval()
+    seen = []
+    network.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[2:])))
+    model = TrainedModel.from_network(network, config)
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    probabilities = model.predict(image, normalized=True, device="cpu")
+    plan = model.plan_prediction(shape[1:])
+    assert probabilities.shape == (3, *shape[1:]) and plan.kind == "fixed"
+    assert plan.halo == (16, 16) and model.halo == (16, 16)
+    assert "fixed input shape (64, 64)" in plan.describe()
+    assert set(seen) == {(64, 64)}
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
+
+
+def test_saved_settings_are_json_a_person_can_read(tmp_path):
+    network, config = tiny_unet()
+    folder = model_folder(tmp_path, network, config)
+    TrainedModel.from_network(network, config, task="binary", halo=(8, 12)).save(folder)
+    saved = json.loads((folder / "prediction.json").read_text())
+    assert saved["task"] == "binary" and saved["halo"] == [8, 12]
+    assert saved["normalization"]["low"] == 1.0
