@@ -246,6 +246,14 @@ def test_notebook_problems_keep_each_message_once():
         ("02_x, cell 4", "WARNING a: b")]
 
 
+def test_ordinary_output_is_not_a_problem():
+    text = ("mean squared error: 0.3\nwarnings: none\nError: 0.1 (a column name)\n"
+            "loss 0.2 -- RuntimeWarning avoided\n")
+    notebook = {"cells": [{"outputs": [{"output_type": "stream", "name": "stdout",
+                                        "text": text}]}]}
+    assert notebook_problems(notebook, "02_x") == []
+
+
 def test_unreadable_summary_is_reported_not_raised(full_run):
     (full_run / "eval" / "unet" / "summary.json").write_text("{not json")
     report = gather_run_report(full_run)

@@ -46,6 +46,7 @@ __all__ = [
     "RunReport",
     "Thumbnail",
     "gather_run_report",
+    "notebook_problems",
     "render_run_report",
     "score_50_95",
     "seamless_verdict",
@@ -66,7 +67,7 @@ METRICS = (
 """Model-table columns where higher is better: key of :class:`ModelRow` and heading."""
 
 _IOU_50_95 = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
-_PROBLEM_LINE = re.compile(r"^(WARNING|ERROR|CRITICAL)\b|\b\w*(Warning|Error)\b:")
+_PROBLEM_LINE = re.compile(r"^(WARNING|ERROR|CRITICAL)\b|\b[A-Z]\w*(Warning|Error):")
 _SKIPPED_DIRS = ("notebooks",)
 
 
