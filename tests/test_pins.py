@@ -34,12 +34,18 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+# Optional vendor-file readers (bioio plugins): installed on request, not in the container,
+# so not in the lock either.
+UNLOCKED_EXTRAS = frozenset({"formats"})
+
+
 def project_requirements() -> list[Requirement]:
-    """Every requirement of the project and of all its extras, without the self-references."""
+    """Every requirement of the project and of its locked extras, without self-references."""
     project = pyproject()["project"]
     strings = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        strings += extra
+    for name, extra in project["optional-dependencies"].items():
+        if name not in UNLOCKED_EXTRAS:
+            strings += extra
     return [r for r in map(Requirement, strings) if canonicalize_name(r.name) != "microseg"]
 
 
