@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,100 @@ def test_pairs_table_initial_labels_and_roi_import(tmp_path, user_data):
     assert [p.name for p in labels_dir.iterdir()] == ["synthetic_001.tif"]
     assert read_label(labels_dir / "synthetic_001.tif").max() == 1
     assert _listing(user_data) == before
+
+
+def test_annotations_from_another_tool_are_imported_into_the_run_and_split(tmp_path):
+    from microseg.io.coco import write_coco
+    from microseg.recipes.prepare import import_annotations
+
+    labels = [np.zeros((40, 48), np.int32) for _ in range(4)]
+    coco = tmp_path / "coco"
+    for k, values in enumerate(labels):
+        values[5 + k:15 + k, 10:20] = 1
+        values[25:35, 20 + k:30 + k] = 2
+        write_image(coco / "images" / f"cell_{k}.png", (values * 60).astype(np.uint8), axes="YX")
+    write_coco(coco / "train.json", {f"cell_{k}.png": v for k, v in enumerate(labels)})
+    before = _listing(coco)
+    run = tmp_path / "run"
+    found = import_annotations(run, coco)
+    assert (found["format"], found["n_images"], found["n_objects"], found["reused"]) == (
+        "coco", 4, 8, False)
+    assert found["folder"] == str(run / "data" / "annotation_import")
+    assert import_annotations(run, coco)["reused"] is True
+    summary = prepare_data(run, data_dir=found["data_dir"], labels_dir=found["labels_dir"],
+                           fractions=(0.5, 0.25, 0.25))
+    assert summary["n_images"] == 4 and summary["pixel_size"] is None
+    assert _listing(coco) == before
+
+
+def test_an_ambiguous_folder_names_the_candidates(tmp_path):
+    from roifile import ImagejRoi
+
+    from microseg.recipes.prepare import import_annotations
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    ImagejRoi.frompoints(np.array([[1, 1], [4, 1], [4, 4]])).tofile(folder / "a.roi")
+    with pytest.raises(DataError) as caught:
+        import_annotations(tmp_path / "run", folder, tmp_path)
+    assert "pass annotation_format= one of 'fiji', 'qupath'" in caught.value.summary
+    assert caught.value.problems == ["fiji: 1 ROI file", "qupath: 1 GeoJSON file"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_pixel_size_from_metadata_or_parameter_reaches_summary_and_manifest(tmp_path, user_data):
+    from microseg.data.split import SplitManifest
+    from microseg.io.ome import write_ome_tiff
+    from microseg.recipes.prepare import describe_pixel_size
+
+    data = tmp_path / "calibrated"
+    for path in sorted((user_data / "images").iterdir()):
+        write_ome_tiff(data / "images" / f"{path.stem}.ome.tif", read_image(path), (0.4, 0.4),
+                       ["DAPI"])
+    summary = prepare_data(tmp_path / "run", data_dir=data, labels_dir=user_data / "labels")
+    assert (summary["pixel_size"], summary["pixel_size_source"], summary["channel_names"]) == (
+        [0.4, 0.4], "OME-XML", ["DAPI"])
+    assert json.loads((tmp_path / "run" / "data" / "summary.json").read_text())["pixel_size"] \
+        == [0.4, 0.4]
+    assert load_manifest(tmp_path / "run").pixel_size == [0.4, 0.4]
+    assert describe_pixel_size(summary) == ("pixel size: 0.4 × 0.4 µm (Y × X), from the image "
+                                            "metadata (OME-XML)")
+    given = prepare_data(tmp_path / "run2", data_dir=user_data, pixel_size=0.25)
+    assert given["pixel_size"] == [0.25, 0.25] and given["parameters"]["pixel_size"] == [0.25, 0.25]
+    plain = prepare_data(tmp_path / "run3", data_dir=user_data)
+    assert "pixel_size" not in plain["parameters"] and "pixel_size" not in json.loads(
+        (tmp_path / "run3" / "data" / "split.json").read_text())
+    assert describe_pixel_size(plain).startswith("pixel size: not found in the image files")
+    old = json.loads((tmp_path / "run" / "data" / "split.json").read_text())
+    del old["pixel_size"]
+    assert SplitManifest.from_dict(old).pixel_size is None
+    with pytest.raises(ConfigError, match="pixel_size"):
+        prepare_data(tmp_path / "run4", data_dir=user_data, pixel_size=(1.0, 2.0, 3.0))
+
+
+def test_vendor_images_need_the_extra_and_are_converted_into_the_run(tmp_path, user_data,
+                                                                     monkeypatch):
+    import sys
+
+    from microseg.io.vendor import FormatsExtraMissing
+    from microseg.recipes.prepare import convert_vendor_images
+    from test_io_vendor import Sizes, fake_bioio
+
+    assert convert_vendor_images(tmp_path / "run", user_data / "images") is None
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.czi").write_bytes(b"")
+    write_image(raw / "b.tif", np.ones((1, 6, 7), np.uint8), axes="CYX")
+    monkeypatch.setitem(sys.modules, "bioio", None)
+    with pytest.raises(FormatsExtraMissing, match=r"pip install 'microseg\[formats\]'"):
+        convert_vendor_images(tmp_path / "run", raw)
+    stack = np.arange(42, dtype=np.uint16).reshape(1, 1, 1, 6, 7)
+    monkeypatch.setitem(sys.modules, "bioio", fake_bioio(
+        {"a.czi": ([stack], Sizes(None, 0.2, 0.2), ["DNA"])}))
+    converted = convert_vendor_images(tmp_path / "run", raw)
+    images = Path(converted["images_dir"])
+    assert sorted(p.name for p in images.iterdir()) == ["a.ome.tif", "b.tif"]
+    assert converted["converted"][0]["reader"] == "bioio_fake" and not converted["reused"]
+    assert convert_vendor_images(tmp_path / "run", raw)["reused"] is True
+    np.testing.assert_array_equal(read_image(images / "a.ome.tif"), stack[0, :, 0])

@@ -54,6 +54,8 @@ class SplitManifest:
         statistics of the whole image.
     input_axes: the axes given to read the files (``read_image(..., axes=input_axes)``), None
         when the files' metadata or the guess was used.
+    pixel_size: µm per pixel along the spatial axes (ZYX order) when known (from the images'
+        metadata or given), else None; manifests saved without it read as None.
     version: layout version of the file.
     """
 
@@ -68,6 +70,7 @@ class SplitManifest:
     val: list[dict[str, Any]] = field(default_factory=list)
     test: list[dict[str, Any]] = field(default_factory=list)
     input_axes: str | None = None
+    pixel_size: list[float] | None = None
     version: int = MANIFEST_VERSION
 
     def entries(self, subset: str) -> list[dict[str, Any]]:
@@ -87,8 +90,12 @@ class SplitManifest:
         return PercentileNormalization.from_dict(self.normalization)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """Plain JSON-ready dict (without ``pixel_size`` when it is unknown, so that such
+        manifests stay readable by versions that predate the field)."""
+        data = dataclasses.asdict(self)
+        if data["pixel_size"] is None:
+            del data["pixel_size"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "split manifest") -> SplitManifest:

@@ -3,7 +3,12 @@
 :func:`prepare_data` pairs ``images/`` with ``labels/``, splits per image, computes the
 normalization statistics of every image, and writes ``run_dir/data/split.json`` and
 ``run_dir/data/summary.json``. Without a data folder it first writes the built-in synthetic
-data into ``run_dir/data/synthetic/``. The user's data folder is only read.
+data into ``run_dir/data/synthetic/``. The user's data folder is only read. The pixel size of
+the images (from their metadata, or given) is recorded in the summary and the split manifest.
+
+Data from other tools is brought into the run folder first: :func:`import_annotations`
+(QuPath, Cellpose, one mask per object, Cell Tracking Challenge, COCO, Fiji ROIs) and
+:func:`convert_vendor_images` (CZI, ND2, LIF through bioio).
 
 Running it again with the same parameters on unchanged files reuses the existing split (so
 re-running a notebook, or a later notebook calling it, is harmless); anything else that would
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,6 +122,78 @@ def import_roi_labels(run_dir: str | Path, roi_dir: str | Path, images_dir: str 
     return folder / "labels"
 
 
+def import_annotations(run_dir: str | Path, annotation_dir: str | Path,
+                       images_dir: str | Path | None = None, annotation_format: str = "auto",
+                       ndim: int | None = None, axes: str | None = None) -> dict[str, Any]:
+    """Turn annotations made in another tool into label images inside the run folder.
+
+    Writes ``run_dir/data/annotation_import/`` with :func:`microseg.io.import_annotations`
+    (``labels/``, and ``images/`` copies for formats that hold the images) and records the
+    source; unchanged annotations reuse the earlier import, changed ones go to
+    ``annotation_import-2``, ... ``annotation_format``: ``"auto"`` guesses (an ambiguous folder
+    raises :class:`DataError` naming the candidates) or one of
+    :data:`microseg.io.ANNOTATION_FORMATS`. ``images_dir``: the images the shapes were drawn
+    on (Fiji, QuPath; COCO file names). The annotation and image folders are only read.
+
+    Returns the import as a dict (:class:`microseg.io.ImportedAnnotations`: ``format``,
+    ``data_dir`` to pass to :func:`prepare_data`, ``labels_dir``, ``class_labels_dir``,
+    ``class_names``, ``n_images``, ``n_objects``, ``notes``) plus ``folder`` and ``reused``.
+    """
+    from microseg.io import guess_annotation_format
+    from microseg.io import import_annotations as import_files
+    from microseg.runs import atomic_write_json
+
+    fmt = guess_annotation_format(annotation_dir) if annotation_format == "auto" \
+        else annotation_format
+    sources = [Path(annotation_dir)] + ([Path(images_dir)] if images_dir is not None else [])
+    record = {"annotation_dir": str(Path(annotation_dir).resolve()), "format": fmt,
+              "images_dir": None if images_dir is None else str(Path(images_dir).resolve()),
+              "ndim": ndim, "axes": axes, "files": data_fingerprint(*sources)}
+    folder, made_before = reusable_folder(RunFolder(run_dir).data_dir, "annotation_import",
+                                          "source.json", record)
+    if not made_before:
+        import_files(annotation_dir, folder, fmt, images_dir=images_dir, ndim=ndim, axes=axes)
+        atomic_write_json(folder / "source.json", record)
+    found = read_json(folder / "import.json")
+    return {**found, "folder": str(folder), "reused": made_before}
+
+
+def convert_vendor_images(run_dir: str | Path, images_dir: str | Path) -> dict[str, Any] | None:
+    """OME-TIFF copies of vendor files (CZI, ND2, LIF, ...) in ``images_dir``, in the run folder.
+
+    None when ``images_dir`` holds no vendor file. Else writes
+    ``run_dir/data/vendor_import/images/``: every scene and time point of each vendor file as
+    ``<stem>.ome.tif`` (pixel size and channel names kept, see
+    :func:`microseg.io.vendor.convert_vendor_images`) and copies of the other images, so that
+    the folder replaces ``images_dir``. Reused while the files are unchanged. Returns
+    ``{"data_dir", "images_dir", "converted" (one record per file, with the bioio reader used),
+    "reused"}``. Raises :class:`~microseg.io.vendor.FormatsExtraMissing` naming
+    ``pip install 'microseg[formats]'`` when bioio is not installed.
+    """
+    from microseg.io import list_images
+    from microseg.io.vendor import convert_vendor_images as convert
+    from microseg.io.vendor import vendor_files
+    from microseg.runs import atomic_write_json
+
+    images_dir = Path(images_dir)
+    if not vendor_files(images_dir):
+        return None
+    record = {"images_dir": str(images_dir.resolve()), "files": data_fingerprint(images_dir)}
+    folder, made_before = reusable_folder(RunFolder(run_dir).data_dir, "vendor_import",
+                                          "source.json", record)
+    if not made_before:
+        converted = convert(images_dir, folder / "images")
+        for path in list_images(images_dir):
+            if path.is_dir():
+                shutil.copytree(path, folder / "images" / path.name)
+            else:
+                shutil.copy2(path, folder / "images" / path.name)
+        atomic_write_json(folder / "conversion.json", converted)
+        atomic_write_json(folder / "source.json", record)
+    return {"data_dir": str(folder), "images_dir": str(folder / "images"),
+            "converted": read_json(folder / "conversion.json"), "reused": made_before}
+
+
 def initial_labels_for_run(run_dir: str | Path, images_dir: str | Path, ndim: int | None = None,
                            axes: str | None = None,
                            labels_dir: str | Path | None = None) -> dict[str, Any]:
@@ -168,7 +246,8 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
                  quick: bool = False, normalization: Any = None, n_synthetic: int | None = None,
                  synthetic_shape: Sequence[int] | None = None, domain: str = "source",
                  overwrite: bool = False, labels_dir: str | Path | None = None,
-                 split_by: str = "image") -> dict[str, Any]:
+                 split_by: str = "image",
+                 pixel_size: float | Sequence[float] | None = None) -> dict[str, Any]:
     """Pair, split and normalize a dataset; write the split manifest and the data summary.
 
     Parameters
@@ -190,12 +269,16 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
     labels_dir: the label folder if not ``data_dir/labels`` (e.g. labels imported from ROIs).
     split_by: ``"image"`` (whole images to each set) or ``"region"`` (every image cut into
         training, validation and test regions along its longest axis; for 1–2 large images).
+    pixel_size: µm per pixel, one number or one per spatial axis (ZYX order); None: from the
+        images' metadata (OME-TIFF, ImageJ, OME-Zarr; see :func:`microseg.io.pixel_size`).
 
     Returns the summary (also in ``run_dir/data/summary.json``): ``n_images``, ``n_train``,
     ``n_val``, ``n_test`` (entries), ``ndim``, ``task``, ``axes``, ``n_channels``,
     ``split_manifest``, ``n_classes``, ``class_names``, ``class_frequencies`` (pixel share of
     each class over all labels), ``data_dir``, ``labels_dir``, ``synthetic``, ``split_by``,
-    ``spatial_shapes``, ``empty_label_images``, ``normalization``, ``parameters``,
+    ``spatial_shapes``, ``empty_label_images``, ``normalization``, ``pixel_size`` (µm per
+    pixel, ZYX order, or None), ``pixel_size_unit``, ``pixel_size_source`` (``"parameter"``,
+    the metadata kind, or None), ``pixel_size_notes``, ``channel_names``, ``parameters``,
     ``data_fingerprint``, ``seconds``, and ``reused`` (True when an identical earlier split was
     kept).
 
@@ -244,12 +327,27 @@ def _parameters(given: dict[str, Any]) -> dict[str, Any]:
         if folder is not None:
             _refuse_run_inside(run, Path(folder))
     shape = given["synthetic_shape"]
-    return {**folders, "ndim": given["ndim"], "task": given["task"], "axes": given["axes"],
+    size = _pixel_size_parameter(given["pixel_size"], given["ndim"])
+    # only when given, so that splits made before this parameter existed stay reusable
+    extra = {} if size is None else {"pixel_size": size}
+    return {**folders, **extra, "ndim": given["ndim"], "task": given["task"],
+            "axes": given["axes"],
             "fractions": list(check_fractions(given["fractions"])), "seed": given["seed"],
             "quick": given["quick"], "normalization": _normalization(given["normalization"]),
             "n_synthetic": given["n_synthetic"], "domain": given["domain"],
             "synthetic_shape": None if shape is None else [int(s) for s in shape],
             "split_by": given["split_by"]}
+
+
+def _pixel_size_parameter(value: Any, ndim: int) -> list[float] | None:
+    if value is None:
+        return None
+    values = [float(value)] * ndim if isinstance(value, (int, float)) else \
+        [float(v) for v in value]
+    if len(values) != ndim or min(values) <= 0:
+        raise ConfigError(f"pixel_size = {value!r}: give µm per pixel as one positive number or "
+                          f"{ndim} (ZYX order), or None to read it from the images")
+    return values
 
 
 def _normalization(value: Any) -> dict[str, Any]:
@@ -317,7 +415,9 @@ def _split_and_save(run: RunFolder, folder: Path, labels: Path,
     ndim, task = parameters["ndim"], parameters["task"]
     pairs = check_data(folder, ndim=ndim, axes=parameters["axes"], labels_dir=labels)
     statistics = _image_statistics(pairs, parameters)
+    scale = image_scale(pairs, parameters["axes"], ndim, parameters.get("pixel_size"))
     manifest = _manifest(folder, pairs, statistics, parameters)
+    manifest.pixel_size = scale["pixel_size"]
     manifest.save(run.split_manifest)
     counts = statistics["class_counts"]
     names = class_names(task, manifest.n_classes)
@@ -331,9 +431,54 @@ def _split_and_save(run: RunFolder, folder: Path, labels: Path,
         "data_dir": str(folder.resolve()), "labels_dir": str(labels.resolve()),
         "synthetic": parameters["data_dir"] is None, "split_by": parameters["split_by"],
         "spatial_shapes": sorted({tuple(p.spatial_shape) for p in pairs}),
-        "empty_label_images": statistics["empty"],
+        "empty_label_images": statistics["empty"], **scale,
         "normalization": parameters["normalization"], "parameters": parameters,
     }
+
+
+def image_scale(pairs: Sequence[Any], axes: str | None, ndim: int | None,
+                given: Sequence[float] | None = None) -> dict[str, Any]:
+    """The pixel size of a data set: ``given``, else the one all images' metadata agree on.
+
+    Returns ``{"pixel_size": [µm, ...] (ZYX order) or None, "pixel_size_unit": "µm",
+    "pixel_size_source": "parameter", the metadata kind or None, "pixel_size_notes": [...],
+    "channel_names": [...]}``; images that disagree or lack a size give None and a note.
+    """
+    from microseg.io import image_metadata
+
+    found = [image_metadata(pair.image, axes=axes, ndim=ndim) for pair in pairs]
+    names = list(found[0].channel_names) if found else []
+    sizes = {f.pixel_size for f in found}
+    notes = sorted({note for f in found for note in f.notes})
+    if given is not None:
+        size, source = [float(v) for v in given], "parameter"
+    elif len(sizes) == 1 and None not in sizes:
+        size, source = list(next(iter(sizes))), found[0].source
+    else:
+        size, source = None, None
+        if len(sizes - {None}) > 1:
+            notes.append(f"the images have different pixel sizes: "
+                         f"{', '.join(str(s) for s in sorted(sizes - {None}))[:200]}")
+        elif None in sizes and len(sizes) > 1:
+            notes.append("some images have a pixel size in their metadata, others not")
+    return {"pixel_size": size, "pixel_size_unit": "µm", "pixel_size_source": source,
+            "pixel_size_notes": notes, "channel_names": names}
+
+
+def describe_pixel_size(summary: dict[str, Any]) -> str:
+    """One line for a person: the pixel size a data summary holds, and where it came from."""
+    size = summary.get("pixel_size")
+    if not size:
+        notes = "; ".join(summary.get("pixel_size_notes") or [])
+        return ("pixel size: not found in the image files" + (f" ({notes})" if notes else "")
+                + "; object sizes stay in pixels. Set pixel_size (µm per pixel) in the "
+                  "parameters to give it")
+    names = "ZYX"[-len(size):]
+    source = summary.get("pixel_size_source")
+    origin = "given as a parameter" if source == "parameter" else f"from the image metadata " \
+        f"({source})"
+    return (f"pixel size: {' × '.join(f'{v:g}' for v in size)} µm ({' × '.join(names)}), "
+            f"{origin}")
 
 
 def _image_statistics(pairs: list[Any], parameters: dict[str, Any]) -> dict[str, Any]:
