@@ -63,12 +63,13 @@ def test_round_writes_only_into_its_new_folder(round_one):
     names = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
     assert names == sorted(f"corrections/round_1/{n}" for n in [
         "README.txt", "round.json", "images/cell_a.tif", "images/cell_b.tif",
-        "labels/cell_a.tif", "labels/cell_b.tif", "predicted/cell_a.tif", "predicted/cell_b.tif"])
+        "labels/cell_a.tif", "labels/cell_b.tif", "predicted/cell_a.tif", "predicted/cell_b.tif",
+        "qupath/cell_a.geojson", "qupath/cell_b.geojson", "fiji/cell_a.zip", "fiji/cell_b.zip"])
     for stem in ("cell_a", "cell_b"):
         copied = round_.images_dir / f"{stem}.tif"
         assert not copied.is_symlink()
         assert np.array_equal(read_image(copied), read_image(user / "images" / f"{stem}.tif"))
-    assert "napari" in round_.readme.read_text() and "Fiji" in round_.readme.read_text()
+    assert all(tool in round_.readme.read_text() for tool in ("napari", "Fiji", "QuPath"))
 
 
 def test_predictions_are_editable_instance_labels(round_one):
@@ -165,3 +166,57 @@ def test_rounds_csv(tmp_path):
                             tmp_path / "rounds.csv")
     table = pd.read_csv(path)
     assert table.to_dict("records") == [{"round": 1, "images_added": "a;b", "dice_after": 0.5}]
+
+
+def test_exports_hold_the_predictions_for_qupath_and_fiji(round_one):
+    from microseg.io.qupath import geojson_to_labels
+    from microseg.io.roi import rois_to_labels
+
+    round_ = round_one[0]
+    for stem in round_.stems:
+        predicted = read_label(round_.predicted_dir / f"{stem}.tif")
+        from_qupath = geojson_to_labels(round_.qupath_dir / f"{stem}.geojson", predicted.shape)
+        assert np.array_equal(from_qupath.labels > 0, predicted > 0)
+        assert match_instances(from_qupath.labels, predicted, thresholds=(0.99,)).at(0.99).f1 == 1
+        from_fiji = rois_to_labels(round_.fiji_dir / f"{stem}.zip", predicted.shape)
+        assert match_instances(from_fiji, predicted, thresholds=(0.99,)).at(0.99).f1 == 1
+    pairs, changed = read_corrections(round_)
+    assert [p.label.parent.name for p in pairs] == ["labels", "labels"]
+    assert changed == {"cell_a": 0.0, "cell_b": 0.0}
+
+
+@pytest.mark.parametrize("tool", ["qupath", "fiji"])
+def test_corrections_made_in_qupath_or_fiji_are_read_back(round_one, tool):
+    from microseg.io.qupath import write_geojson
+    from microseg.io.roi_export import write_roiset
+
+    round_, _, truths, _, _ = round_one
+    corrected = truths["cell_b"].copy()
+    corrected[corrected == 2] = 0                  # the person deletes one object
+    corrected[2:6, 2:8] = 7                        # and draws a new one
+    if tool == "qupath":
+        write_geojson(round_.qupath_dir / "cell_b.geojson", corrected)
+    else:
+        write_roiset(round_.fiji_dir / "cell_b.zip", corrected, overwrite=True)
+    pairs, changed = read_corrections(round_)
+    by_stem = {p.stem: p for p in pairs}
+    assert by_stem["cell_b"].label == round_.corrected_dir / "cell_b.tif"
+    assert match_instances(read_label(by_stem["cell_b"].label), corrected,
+                           thresholds=(0.99,)).at(0.99).f1 == 1
+    assert np.array_equal(read_label(by_stem["cell_a"].label),
+                          read_label(round_.labels_dir / "cell_a.tif"))
+    assert changed["cell_b"] > 0 and changed["cell_a"] == 0
+
+
+def test_corrections_in_two_places_are_refused(round_one):
+    from microseg.io.qupath import write_geojson
+
+    round_, _, truths, _, _ = round_one
+    write_geojson(round_.qupath_dir / "cell_a.geojson", truths["cell_a"])
+    write_image(round_.labels_dir / "cell_a.tif", truths["cell_a"].astype(np.uint16), axes="YX",
+                overwrite=True)
+    with pytest.raises(DataError) as caught:
+        read_corrections(round_)
+    assert caught.value.problems == ["cell_a: changed labels/ and qupath/; keep the corrections "
+                                     "in one of them (copy the other back from predicted/ or "
+                                     "delete it)"]

@@ -8,14 +8,21 @@ One round (``k`` = 1, 2, ...):
        images/<name>        copies of the images (the originals are never touched)
        labels/<stem>.tif    the predictions as editable label images: objects 1..n (instance
                             task) or class ids (binary/semantic), uint16
+       qupath/<stem>.geojson  the same objects for QuPath (drag onto the image, edit, export
+                            over the file: File > Export objects as GeoJSON)
+       fiji/<stem>.zip      the same objects as a Fiji ROI set (ROI Manager: edit, then
+                            More > Save... over the file)
        predicted/<stem>.tif the same predictions, kept to measure how much was corrected
-       README.txt           how to correct the labels in napari or Fiji
-       round.json           which images, from where, predicted by which model
+       README.txt           how to correct the labels in napari, Fiji or QuPath
+       round.json           which images, from where, predicted by which model, and a
+                            fingerprint of every file written, to tell which one was corrected
 
-2. A person corrects ``labels/`` in place (or :func:`simulate_corrections` copies the true labels
-   there, for headless runs and tests).
-3. :func:`read_corrections` pairs the round folder again (:func:`microseg.io.pair_folder`) and
-   measures the share of pixels changed; :func:`add_corrections_to_split` returns a split
+2. A person corrects one of the three per image (or :func:`simulate_corrections` copies the true
+   labels into ``labels/``, for headless runs and tests).
+3. :func:`read_corrections` takes, per image, the file that changed (a corrected GeoJSON or ROI
+   set is turned into ``corrected/<stem>.tif``), pairs the images with them
+   (:func:`microseg.io.pair_folder`) and measures the share of pixels changed;
+   :func:`add_corrections_to_split` returns a split
    manifest whose training set also holds the corrected images (saved as the round's
    ``split.json``); retraining (fine-tuning) on it is the recipe's job.
 
@@ -76,7 +83,21 @@ In napari
      parts with one id. Every object needs its own id; 0 is background.
   4. File > Save Selected Layer(s)... over the same labels/<name>.tif.
 
-In Fiji
+In QuPath (instance labels)
+  1. Open the image from images/, then drag qupath/<name>.geojson onto it: one annotation per
+     object, named "object <id>".
+  2. Edit, add (brush, wand, polygon) or delete annotations; every annotation is one object.
+  3. File > Export objects as GeoJSON (all objects) over qupath/<name>.geojson. Leave
+     labels/<name>.tif unchanged.
+
+In Fiji with ROIs (instance labels)
+  1. Open the image, then fiji/<name>.zip (File > Open): the ROI Manager lists one ROI per
+     object.
+  2. Edit, add (Add [t]) or delete ROIs; every area ROI is one object (in a stack, ROIs named
+     "object <id> z<k>" on several slices are one object).
+  3. ROI Manager > More > Save... over fiji/<name>.zip. Leave labels/<name>.tif unchanged.
+
+In Fiji with the label image
   1. Open the image, then labels/<name>.tif (Image > Lookup Tables > glasbey to see objects).
   2. Edit the label image with the pencil/brush using a new value per object (set the value
      with the colour picker or Edit > Options > Colors), or draw ROIs and fill them
@@ -84,8 +105,9 @@ In Fiji
   3. Keep it 16-bit, one channel (Image > Type > 16-bit), same size as the image, and save it
      as TIFF over labels/<name>.tif.
 
-Labels must stay whole numbers >= 0 with the image's size. Images you cannot fix: delete both
-images/<name> and labels/<name>.tif, and they are left out of training.
+Correct each image in one place only: labels/, qupath/ or fiji/. Labels must stay whole
+numbers >= 0 with the image's size. Images you cannot fix: delete both images/<name> and
+labels/<name>.tif, and they are left out of training.
 """
 
 _TASK_WHAT = {
@@ -124,6 +146,21 @@ class CorrectionRound:
     def predicted_dir(self) -> Path:
         """The uncorrected predictions, kept for comparison."""
         return self.folder / "predicted"
+
+    @property
+    def qupath_dir(self) -> Path:
+        """The predictions as QuPath GeoJSON, ``<stem>.geojson``, to correct in QuPath."""
+        return self.folder / "qupath"
+
+    @property
+    def fiji_dir(self) -> Path:
+        """The predictions as Fiji ROI sets, ``<stem>.zip``, to correct in Fiji."""
+        return self.folder / "fiji"
+
+    @property
+    def corrected_dir(self) -> Path:
+        """Labels read back from corrected GeoJSON or ROI sets (with the unchanged others)."""
+        return self.folder / "corrected"
 
     @property
     def readme(self) -> Path:
@@ -180,21 +217,42 @@ def write_correction_round(
     folder = create_output_dir(correction_round_dir(run_dir, index), overwrite=overwrite)
     task = model.task
     round_ = CorrectionRound(int(index), folder, tuple(stems), tuple(str(p) for p in sources), task)
+    written = {}
     for source, stem in zip(sources, stems, strict=True):
         labels = _predicted_labels(model, source, ndim, axes or model.settings.input_axes)
         _copy_image(source, round_.images_dir)
         _write_labels(round_.labels_dir / f"{stem}.tif", labels)
         _write_labels(round_.predicted_dir / f"{stem}.tif", labels)
+        written[stem] = _write_exports(round_, stem, labels)
     title = f"Correcting round {index} of the human-in-the-loop training"
     atomic_write_text(round_.readme, README_TEXT.format(
         title=title, underline="=" * len(title), count=len(stems),
         what=_TASK_WHAT.get(task, "class ids")))
     atomic_write_json(folder / "round.json", {
         "index": int(index), "stems": stems, "sources": round_.sources, "task": task,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "written": written})
     log.info("round %d: predicted %d image(s); correct the labels in %s", index, len(stems),
              round_.labels_dir)
     return round_
+
+
+def _write_exports(round_: CorrectionRound, stem: str, labels: np.ndarray) -> dict[str, str]:
+    """QuPath and Fiji copies of one prediction; fingerprints of the three editable files."""
+    from microseg.io.qupath import write_geojson
+    from microseg.io.roi_export import write_roiset
+
+    files = {"labels": round_.labels_dir / f"{stem}.tif"}
+    if labels.any():
+        files["geojson"] = write_geojson(round_.qupath_dir / f"{stem}.geojson", labels)
+        files["roiset"] = write_roiset(round_.fiji_dir / f"{stem}.zip", labels, overwrite=True)
+    return {kind: _fingerprint(path) for kind, path in files.items()}
+
+
+def _fingerprint(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_names(stems: list[str], sources: list[Path]) -> None:
@@ -257,14 +315,20 @@ def read_corrections(round_: CorrectionRound, ndim: int | None = None,
                      axes: str | None = None) -> tuple[list[Any], dict[str, float]]:
     """The corrected pairs of a round, and the share of pixels the person changed per image.
 
-    Pairs ``images/`` with ``labels/`` of the round folder (:func:`microseg.io.pair_folder`,
-    every problem listed in one :class:`DataError`). The share changed counts pixels whose
-    object/background status or class differs from ``predicted/`` (instance ids are renumbered
-    freely, so only where objects are is compared, plus pixels that moved between objects).
+    Per image, the corrections are the one file of ``labels/<stem>.tif``,
+    ``qupath/<stem>.geojson`` and ``fiji/<stem>.zip`` that differs from what the round wrote
+    (none changed: the prediction was right). Corrected GeoJSON and ROI sets are turned into
+    label images in ``corrected/``; then ``images/`` are paired with the corrected labels
+    (:func:`microseg.io.pair_folder`, every problem listed in one :class:`DataError`). The
+    share changed counts pixels whose object/background status or class differs from
+    ``predicted/`` (instance ids are renumbered freely, so only where objects are is compared,
+    plus pixels that moved between objects). Raises :class:`DataError` naming the images
+    corrected in more than one place.
     """
     from microseg.io import pair_folder, read_label
 
-    pairs = pair_folder(round_.folder, ndim=ndim, axes=axes)
+    labels_dir = _gather_corrections(round_, ndim, axes)
+    pairs = pair_folder(round_.folder, ndim=ndim, axes=axes, labels=labels_dir.name)
     changed = {}
     for pair in pairs:
         predicted_path = round_.predicted_dir / f"{pair.stem}.tif"
@@ -272,6 +336,58 @@ def read_corrections(round_: CorrectionRound, ndim: int | None = None,
             changed[pair.stem] = _changed_share(read_label(predicted_path, ndim=ndim),
                                                 read_label(pair.label, ndim=ndim), round_.task)
     return pairs, changed
+
+
+def _gather_corrections(round_: CorrectionRound, ndim: int | None, axes: str | None) -> Path:
+    """``labels/`` when only label images were corrected, else ``corrected/`` with every
+    image's corrected labels (read from GeoJSON or ROI sets where those changed)."""
+    from microseg.io import image_stem
+    from microseg.runs import read_json
+
+    written = read_json(round_.folder / "round.json").get("written", {})
+    edited = {stem: _edited(round_, stem, found) for stem, found in written.items()}
+    twice = [f"{stem}: changed {' and '.join(kinds)}; keep the corrections in one of them "
+             f"(copy the other back from predicted/ or delete it)"
+             for stem, kinds in edited.items() if len(kinds) > 1]
+    if twice:
+        raise DataError(f"{round_.folder}: images corrected in more than one place", twice)
+    converted = {stem: kinds[0] for stem, kinds in edited.items()
+                 if kinds and kinds[0] != "labels/"}
+    if not converted:
+        return round_.labels_dir
+    present = {image_stem(p) for p in round_.images_dir.iterdir()}
+    for stem in round_.stems:
+        source = round_.labels_dir / f"{stem}.tif"
+        target = round_.corrected_dir / f"{stem}.tif"
+        if stem not in present:         # left out by the person: images/<name> deleted
+            target.unlink(missing_ok=True)
+        elif stem in converted:
+            _write_labels(target, _labels_from_export(round_, stem, converted[stem], ndim, axes))
+        elif source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return round_.corrected_dir
+
+
+def _edited(round_: CorrectionRound, stem: str, written: dict[str, str]) -> list[str]:
+    files = {"labels": (round_.labels_dir / f"{stem}.tif", "labels/"),
+             "geojson": (round_.qupath_dir / f"{stem}.geojson", "qupath/"),
+             "roiset": (round_.fiji_dir / f"{stem}.zip", "fiji/")}
+    return [where for kind, (path, where) in files.items()
+            if path.is_file() and _fingerprint(path) != written.get(kind)]
+
+
+def _labels_from_export(round_: CorrectionRound, stem: str, where: str, ndim: int | None,
+                        axes: str | None) -> np.ndarray:
+    from microseg.io import image_stem, read_header
+    from microseg.io.qupath import geojson_to_labels
+    from microseg.io.roi import rois_to_labels
+
+    image = next(p for p in round_.images_dir.iterdir() if image_stem(p) == stem)
+    shape = read_header(image, axes=axes, ndim=ndim).spatial_shape
+    if where == "qupath/":
+        return geojson_to_labels(round_.qupath_dir / f"{stem}.geojson", shape).labels
+    return rois_to_labels(round_.fiji_dir / f"{stem}.zip", shape, group_by_name=len(shape) == 3)
 
 
 def _changed_share(predicted: np.ndarray, corrected: np.ndarray, task: str) -> float:
