@@ -182,8 +182,9 @@ def _resolution_tags(page: Any) -> dict[str, Any]:
     unit = page.tags.get("ResolutionUnit")
     factor = _TIFF_UNITS_IN_UM.get(int(unit.value)) if unit is not None else None
     if factor is None:
-        return {"notes": ["TIFF resolution in inches or without unit: a print resolution, "
-                          "not a pixel size"]} if "XResolution" in page.tags else {}
+        # inches: a print resolution (72 dpi ...); no unit: often tifffile's default 1/1
+        return {"notes": ["TIFF resolution in inches: a print resolution, not a pixel size"]} \
+            if unit is not None and int(unit.value) == 2 else {}
     sizes = {axis: _per_pixel(page, f"{axis}Resolution", factor) for axis in "XY"}
     return {"sizes": {k: v for k, v in sizes.items() if v is not None},
             "source": "TIFF resolution"}
