@@ -61,10 +61,13 @@ STAGES = (
 """Notebook number and what its stage does, in order (the thumbnails follow it)."""
 
 METRICS = (
-    ("object_dice", "object Dice"), ("f1", "F1 @ IoU 0.5"),
-    ("score_50_95", "TP/(TP+FP+FN), IoU 0.5:0.95"), ("panoptic_quality", "panoptic quality"),
+    ("object_dice", "object Dice", "Dice of all object pixels against background, pooled"),
+    ("f1", "F1@0.5", "object F1 at IoU 0.5, pooled over the images"),
+    ("score_50_95", "AP@0.5:0.95", "TP/(TP+FP+FN) averaged over IoU 0.5, 0.55, …, 0.95, then over "
+                                "the images (the Data Science Bowl 2018 score)"),
+    ("panoptic_quality", "PQ", "panoptic quality at IoU 0.5, pooled over the images"),
 )
-"""Model-table columns where higher is better: key of :class:`ModelRow` and heading."""
+"""Model-table columns where higher is better: key of :class:`ModelRow`, heading, meaning."""
 
 _IOU_50_95 = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 _PROBLEM_LINE = re.compile(r"^(WARNING|ERROR|CRITICAL)\b|\b[A-Z]\w*(Warning|Error):")
@@ -527,7 +530,7 @@ def _mark_best(rows: list[ModelRow]) -> list[ModelRow]:
     for k, row in enumerate(rows):
         groups.setdefault(row.evaluated_on, []).append(k)
     for members in groups.values():
-        columns = [(key, max) for key, _ in METRICS] + [("train_seconds", min)]
+        columns = [(key, max) for key, *_ in METRICS] + [("train_seconds", min)]
         for key, pick in columns:
             values = {k: getattr(rows[k], key) for k in members
                       if getattr(rows[k], key) is not None}

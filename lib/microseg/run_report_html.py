@@ -20,11 +20,11 @@ _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;
 margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;border-bottom:1px solid #ccc;margin-top:1.5em}
-h3{font-size:1em;margin:1em 0 .3em}table{border-collapse:collapse;font-size:.85em;margin:.4em 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:top}
-th{background:#f3f3f3}td.text,th.text{text-align:left}
+h3{font-size:1em;margin:1em 0 .3em}h2.first{margin-top:0}table{border-collapse:collapse;font-size:.85em;margin:.4em 0}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:top}
+th{background:#f3f3f3}tr.group th{background:#e8eef7}td.text,th.text{text-align:left}
 td.best{font-weight:bold;background:#e3f4e1}.muted{color:#666;font-size:.9em}
-.side{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}.side img{max-width:440px}
+.side{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}.side img{max-width:320px}td.model{max-width:210px}
 .ok{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
 .unknown{color:#8a6d00;font-weight:bold}.alert{padding:.4em .7em;border-radius:4px}
 .alert.bad{background:#fdecea}.alert.ok{background:#e8f5e9}
@@ -39,7 +39,9 @@ def render(report: RunReport) -> str:
     """The front page of ``report`` as one HTML string (UTF-8, no scripts, nothing fetched)."""
     title = f"microseg run {report.header.experiment}"
     body = "".join((
-        f"<h1>{_e(title)}</h1>", _header(report), _notebooks(report), _models(report.models),
+        f"<h1>{_e(title)}</h1>", _banner(report),
+        f"<div class='side'><div>{_header(report)}</div><div>{_notebooks(report)}</div></div>",
+        _models(report.models),
         _diagnostics(report), _deployments(report), _thumbnails(report), _files(report.files),
         _problems(report),
     ))
@@ -117,18 +119,21 @@ def _header(report: RunReport) -> str:
              "total time": _seconds(h.total_seconds) + (
                  "" if h.total_seconds is not None or not report.notebooks
                  else " <span class='muted'>(not recorded in JupyterLab)</span>")}
+    return _key_values(items)
+
+
+def _banner(report: RunReport) -> str:
     errors = sum(p.level == "error" for p in report.problems)
     warnings = len(report.problems) - errors
-    state = "bad" if report.problems else "ok"
-    banner = (f"<p class='alert {state}'>{errors} error(s), {warnings} warning(s) — "
-              f"<a href='#problems'>see the list</a></p>" if report.problems
-              else f"<p class='alert {state}'>No errors or warnings in this run.</p>")
-    return _key_values(items) + banner
+    if not report.problems:
+        return "<p class='alert ok'>No errors or warnings in this run.</p>"
+    return (f"<p class='alert bad'>{errors} error(s), {warnings} warning(s) — "
+            f"<a href='#problems'>see the list</a></p>")
 
 
 def _notebooks(report: RunReport) -> str:
     if not report.notebooks:
-        return "<h2>Notebooks</h2>" + _empty("01")
+        return "<h2 class='first'>Notebooks</h2>" + _empty("01")
     rows = "".join(
         f"<tr><td class='text'>{_link(n.link, n.name)}</td>"
         f"<td class='text {_status_class(n.status)}'>{_e(n.status)}</td>"
@@ -136,7 +141,7 @@ def _notebooks(report: RunReport) -> str:
         for n in report.notebooks)
     head = ("<tr><th class='text'>notebook</th><th class='text'>status</th><th>time</th>"
             "<th class='text'>started (UTC)</th></tr>")
-    return f"<h2>Notebooks</h2><table>{head}{rows}</table>"
+    return f"<h2 class='first'>Notebooks</h2><table>{head}{rows}</table>"
 
 
 def _status_class(status: str) -> str:
@@ -146,9 +151,9 @@ def _status_class(status: str) -> str:
 # ---------------------------------------------------------------- models
 
 
-def _metric_columns(rows: list[ModelRow]) -> list[tuple[str, str]]:
+def _metric_columns(rows: list[ModelRow]) -> list[tuple[str, str, str]]:
     """The metric columns holding at least one value."""
-    return [(k, t) for k, t in METRICS if any(getattr(r, k) is not None for r in rows)]
+    return [m for m in METRICS if any(getattr(r, m[0]) is not None for r in rows)]
 
 
 def _models(rows: list[ModelRow]) -> str:
@@ -156,36 +161,46 @@ def _models(rows: list[ModelRow]) -> str:
     if not rows:
         return title + _empty("02")
     metrics = _metric_columns(rows)
-    head = ("<tr><th class='text'>model</th><th class='text'>how trained</th>"
-            "<th class='text'>evaluated on</th><th>images</th>"
-            + "".join(f"<th>{_e(t)}</th>" for _, t in metrics)
-            + "<th>training time</th><th>epochs</th><th class='text'>fit diagnosis</th>"
-              "<th class='text'>QC report</th></tr>")
-    body = "".join(_model_row(r, metrics) for r in rows)
-    note = ("<p class='muted'>Pooled over the evaluated images. <b>Bold</b>: the best value of "
-            "its column among models evaluated on the same images. Training time: epoch times "
-            "(training and validation) summed from history.csv. Hover a fit diagnosis for its "
-            "reason.</p>")
+    head = ("<tr><th class='text'>model, how trained</th><th>images</th>"
+            + "".join(f"<th title='{_e(m)}'>{_e(t)}</th>" for _, t, m in metrics)
+            + "<th>train time</th><th>epochs</th><th class='text'>fit diagnosis</th>"
+              "<th class='text'>QC</th></tr>")
+    meanings = "; ".join(f"<b>{_e(t)}</b>: {_e(m)}" for _, t, m in metrics)
+    note = (f"<p class='muted'>{meanings}. <b>Bold</b> on green: the best value of its column "
+            "among models evaluated on the same images. Training time: epoch times (training "
+            "and validation) summed from history.csv. Hover a fit diagnosis for its reason.</p>")
     if not metrics:
         note += "<p class='muted'>No evaluation yet: notebook 05 evaluates every model.</p>"
     chart = models_chart(rows)
     figure = "" if chart is None else (
         f"<img class='chart' alt='model metrics, one row per model' src='{_data_uri(chart)}'>")
-    return f"{title}<div class='side'><div><table>{head}{body}</table>{note}</div>{figure}</div>"
+    return (f"{title}<div class='side'><table>{head}{_model_groups(rows, metrics)}</table>"
+            f"{figure}</div>{note}")
 
 
-def _model_row(row: ModelRow, metrics: list[tuple[str, str]]) -> str:
+def _model_groups(rows: list[ModelRow], metrics: list[tuple[str, str, str]]) -> str:
+    """The table body: a heading row per set of images, then its models in the report's order."""
+    groups: dict[str | None, list[ModelRow]] = {}
+    for row in rows:
+        groups.setdefault(row.evaluated_on, []).append(row)
+    width = 6 + len(metrics)
+    return "".join(
+        f"<tr class='group'><th class='text' colspan='{width}'>"
+        f"{_e('evaluated on the ' + on if on else 'not evaluated yet')}</th></tr>"
+        + "".join(_model_row(r, metrics) for r in members) for on, members in groups.items())
+
+
+def _model_row(row: ModelRow, metrics: list[tuple[str, str, str]]) -> str:
     def cell(key: str, text: str) -> str:
         best = " class='best' title='best in this column'" if key in row.best else ""
         return f"<td{best}>{text}</td>"
 
-    values = "".join(cell(k, _number(getattr(row, k))) for k, _ in metrics)
+    values = "".join(cell(k, _number(getattr(row, k))) for k, *_ in metrics)
     fit = (f"<span title='{_e(row.fit_reason or '')}'>{_e(row.fit)}</span>" if row.fit else "–")
     report = _link(row.report, "report") if row.report else "–"
     return (f"<tr class='model-row' data-model='{_e(row.model)}'>"
-            f"<td class='text'>{_e(row.model)}</td><td class='text'>{_e(row.kind)}</td>"
-            f"<td class='text'>{_e(row.evaluated_on or 'not evaluated yet')}</td>"
-            f"<td>{_number(row.n_images)}</td>{values}"
+            f"<td class='text model'><b>{_e(row.model)}</b><br><span class='muted'>{_e(row.kind)}"
+            f"</span></td><td>{_number(row.n_images)}</td>{values}"
             f"{cell('train_seconds', _seconds(row.train_seconds))}<td>{_number(row.epochs)}</td>"
             f"<td class='text'>{fit}</td><td class='text'>{report}</td></tr>")
 
@@ -197,14 +212,14 @@ def models_chart(rows: list[ModelRow]) -> Any:
     """
     import matplotlib.pyplot as plt
 
-    shown = [r for r in rows if any(getattr(r, k) is not None for k, _ in METRICS)]
+    shown = [r for r in rows if any(getattr(r, k) is not None for k, *_ in METRICS)]
     if not shown:
         return None
     several = len({r.evaluated_on for r in shown}) > 1
     labels = [r.model + (f"\n{r.evaluated_on}" if several else "") for r in shown]
-    figure, axis = plt.subplots(figsize=(5.2, 0.9 + 0.42 * len(shown) * (1.6 if several else 1)))
+    figure, axis = plt.subplots(figsize=(4.2, 0.9 + 0.38 * len(shown) * (1.6 if several else 1)))
     markers = ("o", "s", "D", "^")
-    for (key, title), marker in zip(_metric_columns(shown), markers, strict=False):
+    for (key, title, _), marker in zip(_metric_columns(shown), markers, strict=False):
         values = [getattr(r, key) for r in shown]
         points = [(v, y) for y, v in enumerate(values) if v is not None]
         axis.scatter([v for v, _ in points], [y for _, y in points], marker=marker, s=36,
