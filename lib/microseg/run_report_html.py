@@ -81,6 +81,21 @@ def _seconds(value: float | None) -> str:
     return f"{value / 60:.1f} min" if value < 5400 else f"{value / 3600:.1f} h"
 
 
+def _when(iso: str | None) -> str:
+    """An ISO time as ``2026-12-03 18:38 UTC`` (times without a zone are shown as written)."""
+    import datetime as dt
+
+    if not iso:
+        return "–"
+    try:
+        moment = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return _e(iso)
+    if moment.tzinfo is None:
+        return _e(moment.strftime("%Y-%m-%d %H:%M"))
+    return _e(moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+
 def _bytes(value: int | None) -> str:
     if value is None:
         return "size unknown"
@@ -114,7 +129,7 @@ def _empty(stage: str) -> str:
 def _header(report: RunReport) -> str:
     h = report.header
     items = {"experiment": _e(h.experiment), "data": _e(h.data),
-             "source": _e(h.source or "–"), "started": _e(h.started or "–"),
+             "source": _e(h.source or "–"), "started": _when(h.started),
              "microseg": _e(h.version or "–"), "device": _e(h.device or "–"),
              "total time": _seconds(h.total_seconds) + (
                  "" if h.total_seconds is not None or not report.notebooks
@@ -137,10 +152,10 @@ def _notebooks(report: RunReport) -> str:
     rows = "".join(
         f"<tr><td class='text'>{_link(n.link, n.name)}</td>"
         f"<td class='text {_status_class(n.status)}'>{_e(n.status)}</td>"
-        f"<td>{_seconds(n.seconds)}</td><td class='text'>{_e(n.started or '–')}</td></tr>"
+        f"<td>{_seconds(n.seconds)}</td><td class='text'>{_when(n.started)}</td></tr>"
         for n in report.notebooks)
     head = ("<tr><th class='text'>notebook</th><th class='text'>status</th><th>time</th>"
-            "<th class='text'>started (UTC)</th></tr>")
+            "<th class='text'>started</th></tr>")
     return f"<h2 class='first'>Notebooks</h2><table>{head}{rows}</table>"
 
 
