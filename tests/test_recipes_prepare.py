@@ -91,7 +91,9 @@ def test_changed_files_are_noticed(tmp_path, user_data):
     write_image(label, read_label(label) * 0, axes="YX", overwrite=True)
     with pytest.raises(OutputExistsError, match="changed"):
         prepare_data(run, data_dir=user_data)
-    summary = prepare_data(run, data_dir=user_data, overwrite=True)
+    with pytest.raises(DataError, match="hold no object"):
+        prepare_data(run, data_dir=user_data, overwrite=True)
+    summary = prepare_data(run, data_dir=user_data, overwrite=True, allow_empty_labels=True)
     assert summary["empty_label_images"] == ["synthetic_000"]
 
 
@@ -189,6 +191,8 @@ def test_an_ambiguous_folder_names_the_candidates(tmp_path):
         import_annotations(tmp_path / "run", folder, tmp_path)
     assert "pass annotation_format= one of 'fiji', 'qupath'" in caught.value.summary
     assert caught.value.problems == ["fiji: 1 ROI file", "qupath: 1 GeoJSON file"]
+    with pytest.raises(ConfigError, match="set data_dir to the folder whose images/"):
+        import_annotations(tmp_path / "run", folder, None, "qupath")
     assert not (tmp_path / "run").exists()
 
 
