@@ -1,15 +1,19 @@
+import errno
 import json
 
 import numpy as np
 import pytest
 
-from microseg.errors import OutputExistsError, RunOrderError
+from microseg.errors import ConfigError, DataError, OutputExistsError, RunOrderError, WriteError
 from microseg.runs import (
     RunFolder,
     atomic_torch_save,
+    atomic_write,
     atomic_write_json,
+    check_outside_inputs,
     create_output_dir,
     environment_record,
+    read_json,
     unique_name,
 )
 
@@ -65,3 +69,45 @@ def test_environment_record_names_versions():
     record = environment_record()
     assert record["packages"]["torch"].startswith("2.13.0")
     assert record["device"] == "cpu" or record["gpu_count"] > 0
+
+
+def test_a_full_disk_names_the_file_and_the_fix_and_leaves_nothing_half_written(tmp_path):
+    path = atomic_write_json(tmp_path / "data" / "split.json", {"v": 1})
+
+    def fill_the_disk(tmp):
+        tmp.write_text('{"v": 2, "entr')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(WriteError) as caught:
+        atomic_write(path, fill_the_disk)
+    message = str(caught.value)
+    assert message.startswith(f"cannot write {path}: the disk holding {path.parent} is full (")
+    assert "free space on that disk, or choose a run_dir on another disk" in message
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
+    assert read_json(path) == {"v": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["split.json"]
+
+
+def test_a_read_only_run_folder_is_named_with_the_fix(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path}/s.json: {tmp_path} is "
+                       f"read-only for this user .*choose a run_dir you can write to"):
+        atomic_write_json(tmp_path / "s.json", {"v": 1})
+
+
+def test_run_folder_json_that_is_not_a_readable_file_is_named(tmp_path):
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(DataError, match="folder.json cannot be read"):
+        read_json(tmp_path / "folder.json")
+
+
+def test_outputs_inside_an_input_folder_are_refused(tmp_path):
+    check_outside_inputs(tmp_path / "runs" / "a", {"data_dir": tmp_path / "data", "x": None})
+    for inside in (tmp_path / "data", tmp_path / "data" / "runs" / "a"):
+        with pytest.raises(ConfigError, match="is inside data_dir = .*only read"):
+            check_outside_inputs(inside, {"data_dir": tmp_path / "data"})

@@ -35,3 +35,8 @@ class OutputExistsError(MicrosegError, FileExistsError):
 
 class MissingFileError(MicrosegError, FileNotFoundError):
     """A file microseg needs does not exist; the message names it and what makes it."""
+
+
+class WriteError(MicrosegError, OSError):
+    """A result could not be written (full disk, read-only folder, ...); the message names the
+    file, the reason and the fix. Nothing half-written is left behind."""

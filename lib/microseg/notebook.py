@@ -1,27 +1,96 @@
-"""What every notebook calls first: record its parameters and environment in the run folder.
+"""What every notebook calls first: check its parameters, record them and the environment.
 
-The notebooks pass work to each other only through the run folder. ``start_notebook`` makes that
-folder, saves the parameters the notebook ran with (so a re-opened notebook, a widget form or a
-colleague can see them) and the environment it ran on, and sets up readable log messages.
+The notebooks pass work to each other only through the run folder. ``start_notebook`` checks the
+parameters at the boundary — each has a declared type (:data:`PARAMETER_TYPES`), and text that
+reads as that type is converted, as papermill's ``-r`` or a YAML file may give it — refuses a run
+folder inside an input folder, then makes the run folder, saves the parameters the notebook ran
+with (so a re-opened notebook, a widget form or a colleague can see them) and the environment it
+ran on, and sets up readable log messages. Nothing is written before every check has passed.
+
+Example
+-------
+>>> coerce_parameter("train_fraction", "0.7")
+0.7
+>>> coerce_parameter("tile_shape", "64, 64")
+[64, 64]
+>>> coerce_parameter("ndim", "two")
+Traceback (most recent call last):
+...
+microseg.errors.ConfigError: parameter ndim = 'two' (text): expected a whole number, e.g. ndim = 2
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as _dt
 import json
 import logging
+import os
+import re
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from microseg.runs import RunFolder, atomic_write_json, environment_record
+from microseg.errors import ConfigError
+from microseg.runs import (
+    RunFolder,
+    atomic_write_json,
+    check_outside_inputs,
+    environment_record,
+    writing,
+)
+
+__all__ = ["INPUT_PARAMETERS", "PARAMETER_TYPES", "coerce_parameter", "coerce_parameters",
+           "saved_parameters", "start_notebook"]
+
+_NUMBERS = int | list[int] | None
+PARAMETER_TYPES: dict[str, Any] = {
+    # folders and files
+    "run_dir": str, "data_dir": str | None, "roi_dir": str | None, "split_dir": str | None,
+    "target_data_dir": str | None, "unlabelled_dir": str | None, "input_path": str | None,
+    "output_path": str | None, "pretrained": str | None, "model_dir": str | None,
+    "annotation_dir": str | None,
+    # names and choices
+    "model_name": str | None, "model_dirs": list[str] | None, "architecture": str, "norm": str,
+    "task": str, "axes": str | None, "subset": str, "device": str, "freeze": str,
+    "comparison_data": str, "scheduler": str | None, "export_formats": list[str],
+    "label_export_formats": list[str], "annotation_format": str,
+    # whole numbers
+    "ndim": int, "seed": int, "grad_accumulation": int, "search_trials": int,
+    "n_target_train": int, "n_target_val": int, "rounds": int, "images_per_round": int,
+    "epochs": int | None, "patience": int | None, "keep_last": int | None,
+    "unfreeze_every": int | None, "batch_size": int | str | None,
+    "patch_size": _NUMBERS, "tile_shape": _NUMBERS, "halo": _NUMBERS, "n_classes": int | None,
+    # numbers
+    "train_fraction": float, "val_fraction": float, "test_fraction": float,
+    "learning_rate": float | None, "encoder_learning_rate": float | None,
+    "iou_thresholds": list[float], "pixel_size": float | list[float] | None,
+    # switches
+    "quick": bool, "overwrite": bool, "resume": bool, "run_search": bool,
+    "make_initial_labels": bool, "allow_empty_labels": bool, "allow_torchscript": bool,
+    "simulate_corrections": bool, "compare_norms": bool | None,
+}
+"""The declared type of every notebook parameter, by name (the same name means the same thing
+in every notebook). A test checks that every parameters cell is covered and its defaults fit."""
+
+INPUT_PARAMETERS = ("data_dir", "roi_dir", "annotation_dir", "target_data_dir", "unlabelled_dir",
+                    "input_path")
+"""Parameters naming the user's input folders: only read, so the run folder may not be inside."""
+
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
 
 
-def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any]) -> RunFolder:
-    """Prepare ``run_dir`` for notebook ``name`` and record how it was run.
+def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any],
+                   namespace: dict[str, Any] | None = None) -> RunFolder:
+    """Check the parameters, prepare ``run_dir`` for notebook ``name`` and record how it was run.
 
-    Writes ``run_dir/notebooks/<name>.params.json`` (the latest parameters), appends the same
-    record to ``run_dir/notebooks/params_history.jsonl`` (earlier runs are kept), and writes
+    First every value is checked against :data:`PARAMETER_TYPES` (text that reads as the
+    declared type is converted, also in ``namespace``), and ``run_dir`` must not lie inside an
+    input folder (:data:`INPUT_PARAMETERS`). Only then it writes
+    ``run_dir/notebooks/<name>.params.json`` (the latest parameters), appends the same record to
+    ``run_dir/notebooks/params_history.jsonl`` (earlier runs are kept), and writes
     ``run_dir/environment.json``.
 
     Parameters
@@ -29,29 +98,166 @@ def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any]) -> Ru
     name : notebook file stem, e.g. ``"01_prepare_data"``.
     run_dir : the experiment's run folder; created if missing.
     params : every value of the notebook's parameters cell, by name (JSON-serialisable).
+    namespace : the notebook's ``globals()``; converted values are written back into it, so the
+        cells below use them.
 
     Returns
     -------
     RunFolder for ``run_dir``.
 
+    Raises
+    ------
+    ConfigError
+        A value that is not of its parameter's type (naming parameter, value and type), or a
+        run folder inside an input folder.
+    WriteError
+        The run folder cannot be written (read-only, full disk), naming it and the fix.
+
     Example
     -------
     >>> run = start_notebook("01_prepare_data", "runs/demo", dict(quick=True))  # doctest: +SKIP
     """
+    params = coerce_parameters(params)
+    if namespace is not None:
+        namespace.update({key: value for key, value in params.items() if key in namespace})
+    run_dir = params.get("run_dir", run_dir)
+    check_outside_inputs(run_dir, {key: params.get(key) for key in INPUT_PARAMETERS})
     run = RunFolder(run_dir)
-    record_dir = run.root / "notebooks"
-    record_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "notebook": name,
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "parameters": params,
     }
+    record_dir = run.root / "notebooks"
     atomic_write_json(record_dir / f"{name}.params.json", record)
-    with open(record_dir / "params_history.jsonl", "a") as history:
-        history.write(json.dumps(record, default=str) + "\n")
+    history = record_dir / "params_history.jsonl"
+    with writing(history), open(history, "a") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
     atomic_write_json(run.root / "environment.json", environment_record())
     _configure_logging()
     return run
+
+
+def coerce_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every value of a declared parameter checked by :func:`coerce_parameter`.
+
+    Parameters without a declared type are passed through unchanged.
+    """
+    return {key: coerce_parameter(key, value) if key in PARAMETER_TYPES else value
+            for key, value in params.items()}
+
+
+def coerce_parameter(name: str, value: Any, kind: Any = None) -> Any:
+    """``value`` as parameter ``name``'s declared type ``kind`` (default: from
+    :data:`PARAMETER_TYPES`).
+
+    A value of that type is returned as it is (an int where a number is expected becomes a
+    float, a tuple a list, a path text). Text is first read as a Python literal (``"0.7"``, ``"2"``,
+    ``"[64, 64]"``, ``"None"``, ``"True"``), as ``true``/``false``/``none``, or as numbers or
+    names separated by commas; the first reading of the declared type is taken, else the text
+    itself when text is allowed. A whole-number float (``2.0``) counts as an int.
+
+    Raises
+    ------
+    ConfigError
+        Naming the parameter, the value, its type and the type expected, with an example.
+    """
+    kind = PARAMETER_TYPES.get(name) if kind is None else kind
+    if kind is None:
+        return value
+    # Text is read first, so that "8" for an ``int | str`` parameter becomes 8.
+    readings = _readings(value)
+    for candidate in [*readings, value] if isinstance(value, str) else [value, *readings]:
+        converted = _as_type(candidate, kind)
+        if converted is not _NO:
+            return converted
+    found = "text" if isinstance(value, str) else type(value).__name__
+    raise ConfigError(f"parameter {name} = {value!r} ({found}): expected {_describe(kind)}, "
+                      f"e.g. {name} = {_example(kind)!r}")
+
+
+_NO = object()
+
+
+def _readings(value: Any) -> list[Any]:
+    """What text may mean, in order of preference."""
+    if isinstance(value, float) and value.is_integer():
+        return [int(value)]
+    if not isinstance(value, str):
+        return []
+    text = value.strip()
+    readings = []
+    try:
+        readings.append(ast.literal_eval(text))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        pass
+    lower = text.lower()
+    if lower in _TRUE + _FALSE:
+        readings.append(lower in _TRUE)
+    if lower in ("none", "null", ""):
+        readings.append(None)
+    parts = [p for p in re.split(r"[,\s]+", text.strip("[]()")) if p]
+    readings.append([_number_or_text(p.strip("'\"")) for p in parts])
+    return readings + [int(r) for r in readings if isinstance(r, float) and r.is_integer()]
+
+
+def _number_or_text(part: str) -> Any:
+    for number in (int, float):
+        try:
+            return number(part)
+        except ValueError:
+            pass
+    return part
+
+
+def _as_type(value: Any, kind: Any) -> Any:
+    """``value`` converted to ``kind`` when it is of that type (loosely), else ``_NO``."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        for member in typing.get_args(kind):
+            converted = _as_type(value, member)
+            if converted is not _NO:
+                return converted
+        return _NO
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list | tuple):
+            return _NO
+        (item,) = typing.get_args(kind)
+        items = [_as_type(v, item) for v in value]
+        return _NO if any(i is _NO for i in items) else items
+    return _as_plain_type(value, kind)
+
+
+def _as_plain_type(value: Any, kind: Any) -> Any:
+    if kind is type(None):
+        return None if value is None else _NO
+    if kind is bool:
+        return value if isinstance(value, bool) else _NO
+    if isinstance(value, bool):
+        return _NO
+    if kind is int:
+        return value if isinstance(value, int) else _NO
+    if kind is float:
+        return float(value) if isinstance(value, int | float) else _NO
+    if kind is str:
+        return os.fspath(value) if isinstance(value, str | os.PathLike) else _NO
+    return _NO
+
+
+def _describe(kind: Any) -> str:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        return " or ".join(_describe(member) for member in typing.get_args(kind))
+    if typing.get_origin(kind) is list:
+        return f"a list of {_describe(typing.get_args(kind)[0]).removeprefix('a ')}s"
+    return {type(None): "None", bool: "True or False", int: "a whole number",
+            float: "a number", str: "a text"}.get(kind, str(kind))
+
+
+def _example(kind: Any) -> Any:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        return _example(typing.get_args(kind)[0])
+    if typing.get_origin(kind) is list:
+        return [_example(typing.get_args(kind)[0])]
+    return {type(None): None, bool: True, int: 2, float: 0.5, str: "..."}.get(kind)
 
 
 def saved_parameters(name: str, run_dir: str | Path) -> dict[str, Any] | None:

@@ -15,18 +15,28 @@ unless the caller asks for it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microseg.errors import DataError, MissingFileError, OutputExistsError, RunOrderError
+from microseg.errors import (
+    ConfigError,
+    DataError,
+    MissingFileError,
+    OutputExistsError,
+    RunOrderError,
+    WriteError,
+)
 
 MODEL_CONFIG_FILE = "config.json"
 """In a model folder: the ModelConfig, which network to build."""
@@ -176,18 +186,106 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary path in the target folder, then rename it to ``path``.
 
     Readers see the old file or the new one, never half of one; on error nothing is left behind.
+
+    Raises
+    ------
+    WriteError
+        When the disk is full or the folder is read-only (any ``OSError`` while writing), naming
+        the file, the reason and the fix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into a :class:`WriteError` that says why
+    (full disk, read-only folder, ...) and what to do.
+
+    Example
+    -------
+    >>> with writing("runs/demo/notes.txt"):                    # doctest: +SKIP
+    ...     Path("runs/demo/notes.txt").write_text("...")
+    """
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as err:
+        raise write_error(path, err) from err
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_error(path: str | Path, err: OSError) -> WriteError:
+    """The :class:`WriteError` for ``err`` raised while writing ``path``."""
+    path = Path(path)
+    folder = _existing_parent(path)
+    if err.errno in _FULL:
+        reason = f"the disk holding {folder} is full ({_free_space(folder)} free)"
+        fix = "free space on that disk, or choose a run_dir on another disk"
+    elif err.errno == errno.EFBIG:
+        reason = "the file would be larger than this process may write (ulimit -f)"
+        fix = "raise the file size limit, or write to another disk"
+    elif err.errno in _READ_ONLY:
+        reason = f"{folder} is read-only for this user ({err.strerror})"
+        fix = ("choose a run_dir you can write to, e.g. under your home folder (in the "
+               "container: under /results)")
+    else:
+        reason, fix = f"{err.strerror or err}", "check the folder and the disk, then run again"
+    error = WriteError(f"cannot write {path}: {reason}; {fix}. Nothing half-written was left "
+                       f"behind.")
+    error.errno = err.errno
+    return error
+
+
+def _existing_parent(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate if candidate.is_dir() else candidate.parent
+    return Path.cwd()
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown space"
+    return f"{free / 2**20:.1f} MiB" if free < 2**30 else f"{free / 2**30:.1f} GiB"
+
+
+def check_outside_inputs(output: str | Path, inputs: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` when ``output`` is one of the folders in ``inputs`` (name →
+    path or None) or lies inside one: the user's input folders are never written to.
+
+    Call it before writing anything. Example: a run folder inside the data folder.
+
+    >>> check_outside_inputs("runs/a", {"data_dir": "data"})
+    >>> check_outside_inputs("data/run", {"data_dir": "data"})
+    Traceback (most recent call last):
+    ...
+    microseg.errors.ConfigError: data/run is inside data_dir = 'data', which is only read, never written to; choose a folder outside it, e.g. runs/<name>
+    """
+    resolved = Path(output).resolve()
+    for name, folder in inputs.items():
+        if folder is None or str(folder) == "":
+            continue
+        source = Path(folder).resolve()
+        if resolved == source or source in resolved.parents:
+            raise ConfigError(f"{output} is inside {name} = {str(folder)!r}, which is only read, "
+                              f"never written to; choose a folder outside it, e.g. runs/<name>")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -213,7 +311,11 @@ def write_summary(out_dir: str | Path, summary: dict[str, Any]) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file, with an error that names the file."""
+    """Read a JSON file, with an error that names the file.
+
+    Raises :class:`MissingFileError` when it does not exist, :class:`DataError` when it is
+    damaged (not JSON) or cannot be read.
+    """
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -223,6 +325,9 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path} is not valid JSON ({err}): the file is damaged, e.g. by a "
                         f"full disk or an interrupted run; delete it and run the step that "
                         f"writes it again") from None
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror or err}): check that it is a "
+                        f"file you may read") from None
 
 
 def _json_default(value: Any) -> Any:
