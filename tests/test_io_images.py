@@ -538,3 +538,18 @@ def test_importing_microseg_io_loads_no_heavy_package():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("stored", ["a.jpg", "a.tif"])
+def test_labels_saved_as_jpeg_are_refused(tmp_path, stored):
+    labels = np.zeros((32, 32), np.uint8)
+    labels[4:14, 4:14], labels[18:30, 16:28] = 1, 5
+    path = tmp_path / stored
+    if stored.endswith(".jpg"):
+        path.write_bytes(imagecodecs.jpeg8_encode(labels * 40, level=90))
+    else:
+        tifffile.imwrite(path, labels * 40, compression="jpeg")
+    decoded = read_image(path)[0]
+    assert len(np.unique(decoded)) > 3, "JPEG compression invents label values"
+    with pytest.raises(DataError, match="must not be saved as JPEG.*as TIFF or PNG"):
+        read_label(path)

@@ -253,3 +253,19 @@ def test_list_images_sorted_ignoring_hidden_and_logging_others(tmp_path, caplog)
     assert "notes.txt" in caplog.text and ".hidden" not in caplog.text
     with pytest.raises(DataError, match="missing is not a folder"):
         list_images(tmp_path / "missing")
+
+
+def test_file_names_that_are_not_utf8_are_named_and_refused(tmp_path):
+    import os
+
+    add_pair(tmp_path, "ok")
+    for folder in ("images", "labels"):
+        write_tif(tmp_path / folder / "x.tif", np.ones((16, 24), np.uint8))
+        os.rename(tmp_path / folder / "x.tif", os.fsencode(tmp_path / folder) + b"/caf\xe9.tif")
+    with pytest.raises(DataError) as info:
+        pair_folder(tmp_path)
+    assert len(info.value.problems) == 2
+    assert all("caf\ufffd.tif: the file name is not valid UTF-8 (bytes b'caf\\xe9.tif'" in p
+               for p in info.value.problems)
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        list_images(tmp_path / "images")

@@ -127,10 +127,20 @@ def test_ids_follow_file_order_and_points_and_lines_are_skipped_with_a_warning()
     assert labels[5, 7] == 3 and labels[6, 8] == 3 and labels[8, 5] == 0
 
 
-def test_roi_outside_the_image_is_skipped_with_a_warning():
-    with pytest.warns(UserWarning, match="outside the image"):
-        labels = rois_to_labels([box_roi(50, 50, 60, 60), box_roi(1, 1, 3, 3)], (8, 8))
-    assert labels.max() == 1 and labels[1:3, 1:3].min() == 1
+def test_a_roi_outside_the_image_stops_with_its_bounds_named():
+    with pytest.raises(DataError, match="1 ROI.*outside the image of shape \\(8, 8\\)") as info:
+        rois_to_labels([box_roi(50, 50, 60, 60, name="far"), box_roi(1, 1, 3, 3)], (8, 8))
+    assert info.value.problems == ["#1 'far': x 50..60, y 50..60"]
+
+
+def test_a_roi_set_of_only_points_and_lines_stops_instead_of_giving_no_object():
+    point = ImagejRoi.frompoints([[1, 1]], name="dot")
+    point.roitype = ROI_TYPE.POINT
+    line = ImagejRoi()
+    line.roitype, line.name = ROI_TYPE.LINE, "cut"
+    line.x1, line.y1, line.x2, line.y2 = 0.0, 0.0, 9.0, 9.0
+    with pytest.raises(DataError, match="no ROI with an area.*'dot' \\(point.*'cut' \\(line"):
+        rois_to_labels([point, line], (10, 10))
 
 
 @pytest.mark.parametrize("small_first", [False, True])
@@ -283,3 +293,19 @@ def test_import_roi_folder_with_no_matching_roi_file(tmp_path):
     tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((4, 4), np.uint8))
     with pytest.raises(DataError, match="holds no ROI file"):
         import_roi_folder(tmp_path / "rois", tmp_path / "images", tmp_path / "out")
+
+
+@pytest.mark.parametrize("unusable", ["points_only", "outside"])
+def test_import_roi_folder_stops_on_roi_files_that_give_no_object_or_miss_the_image(
+        annotated, unusable):
+    images, rois, out = annotated
+    point = ImagejRoi.frompoints([[1, 1]], name="dot")
+    point.roitype = ROI_TYPE.POINT
+    bad = [point] if unusable == "points_only" else [box_roi(1, 1, 4, 4), box_roi(40, 30, 50, 40)]
+    roiwrite(rois / "c.zip", bad)
+    with pytest.raises(DataError) as info:
+        import_roi_folder(rois, images, out)
+    assert len(info.value.problems) == 1 and "c.zip" in info.value.problems[0]
+    assert ("no ROI with an area" if unusable == "points_only" else "outside the image") in \
+        info.value.problems[0]
+    assert not out.exists()

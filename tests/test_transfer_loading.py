@@ -256,3 +256,34 @@ def test_package_written_by_microseg_export(tmp_path, trained):
     result = export_bioimageio((trained, CONFIG), tmp_path / "model.zip", image, None, halo=4)
     loaded = load_pretrained(result["path"])
     assert loaded.kind == "bioimageio" and same_outputs(loaded.model, trained)
+
+
+def test_a_zip_bomb_is_refused_before_extracting(tmp_path):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("rdf.yaml", "type: model\n")
+        archive.writestr("zeros.npy", bytes(80 * 2**20))
+    assert path.stat().st_size < 2**20, "80 MiB of zeros pack into well under 1 MiB"
+    destination = tmp_path / "out"
+    destination.mkdir()
+    with pytest.raises(DataError, match="larger than a model package should be") as caught:
+        safe_extract(path, destination)
+    assert "80.0 MiB once extracted from" in caught.value.problems[0]
+    assert "zip bomb" in caught.value.problems[0]
+    assert list(destination.iterdir()) == []
+    with pytest.raises(DataError, match="was not extracted"):
+        load_pretrained(path)
+
+
+def test_package_size_and_member_count_are_limited(tmp_path):
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for k in range(30):
+            archive.writestr(f"part{k}.bin", bytes(100))
+    with pytest.raises(DataError) as caught:
+        safe_extract(path, tmp_path / "out", max_bytes=1000, max_members=20)
+    assert caught.value.problems == ["30 members, more than the 20 allowed",
+                                     "2.9 KiB once extracted, more than the 1000 bytes allowed"]
+    assert not (tmp_path / "out").exists()
+    assert safe_extract(path, tmp_path / "out") == tmp_path / "out"
+    assert len(list((tmp_path / "out").iterdir())) == 30

@@ -313,14 +313,16 @@ def read_label(path: str | Path, ndim: int | None = None) -> np.ndarray:
 
     Accepts any integer dtype, booleans, and floats holding whole numbers. Raises
     :class:`DataError` naming the file for values that are not whole numbers, negative values,
-    values beyond the int32 range, or more than one channel (RGB labels whose channels are
-    identical are accepted). Pass ``ndim=3`` for a volume with few slices (else it may be read as
+    values beyond the int32 range, more than one channel (RGB labels whose channels are
+    identical are accepted), or a lossy format (JPEG, or a JPEG-compressed TIFF: compression
+    changes label values). Pass ``ndim=3`` for a volume with few slices (else it may be read as
     channels).
 
     >>> read_label("labels/cell_01.tif").dtype                 # doctest: +SKIP
     dtype('int32')
     """
     path = Path(path)
+    _refuse_lossy_labels(path)
     image = read_image(path, ndim=ndim)
     if image.shape[0] != 1:
         hint = " If it is a 3D volume with few slices, pass ndim=3." if ndim is None else ""
@@ -330,6 +332,27 @@ def read_label(path: str | Path, ndim: int | None = None) -> np.ndarray:
             f"single-channel integer image (in Fiji: Image > Type > 16-bit).{hint}"
         )
     return _labels_as_int32(path, image[0])
+
+
+def _refuse_lossy_labels(path: Path) -> None:
+    """Labels must be stored exactly: lossy compression turns object ids into other ids."""
+    fmt = _format_of(path)
+    lossy = fmt == "jpeg" or (fmt == "tiff" and _tiff_compression(path) in ("JPEG", "OJPEG"))
+    if lossy:
+        raise DataError(f"{path}: label images must not be saved as JPEG (or JPEG-compressed "
+                        f"TIFF): its compression changes label values at object edges. Save "
+                        f"the labels again from the original as TIFF or PNG (in Fiji: File > "
+                        f"Save As > Tiff...)")
+
+
+def _tiff_compression(path: Path) -> str | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages.first.compression.name
+    except Exception:  # an unreadable file is reported by the reader, with its details
+        return None
 
 
 def _labels_as_int32(path: Path, values: np.ndarray) -> np.ndarray:

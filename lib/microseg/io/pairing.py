@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,9 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; expected a folder of images "
                         f"({', '.join(SUPPORTED_EXTENSIONS)})")
+    undecodable = _undecodable_names(folder)
+    if undecodable:
+        raise DataError(f"{folder}: file names that are not valid UTF-8", undecodable)
     images, others = _scan(folder)
     if others:
         log.warning("%s: skipping %d entries that are not images: %s", folder, len(others),
@@ -115,12 +119,33 @@ def pair_folder(data_dir: str | Path, ndim: int | None = None, axes: str | None 
     return pairs
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_ignored(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower() in IGNORED_NAMES
 
 
+def _undecodable_names(folder: Path) -> list[str]:
+    """One problem per file name in ``folder`` that is not valid UTF-8 (Python holds its bad
+    bytes as surrogates, which printing, logging and most libraries refuse)."""
+    problems = []
+    for path in sorted(p for p in folder.iterdir() if not _is_utf8(p.name)):
+        shown = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        problems.append(f"{folder / shown}: the file name is not valid UTF-8 (bytes "
+                        f"{os.fsencode(path.name)!r}, perhaps from a system with another "
+                        f"encoding); rename it, e.g. with convmv or by hand")
+    return problems
+
+
 def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
-    entries = sorted(path for path in folder.iterdir() if not _is_ignored(path))
+    entries = sorted(path for path in folder.iterdir()
+                     if not _is_ignored(path) and _is_utf8(path.name))
     images = [path for path in entries
               if is_supported(path) and (path.is_file() or path.suffix.lower() == ".zarr")]
     others = [path for path in entries if path not in images]
@@ -133,6 +158,7 @@ def _files_by_stem(folder: Path, what: str, required: bool,
         if required:
             problems.append(f"{folder} does not exist: put the {what} there, one file per image")
         return {}
+    problems += _undecodable_names(folder)
     files, others = _scan(folder)
     problems += [f"{path}: {'a folder' if path.is_dir() else 'unsupported file type'}, not an "
                  f"image; supported: {', '.join(SUPPORTED_EXTENSIONS)} (move it elsewhere)"

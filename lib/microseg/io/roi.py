@@ -8,7 +8,8 @@ outline exactly the pixels it traces.
 
 Each area ROI (polygon, freehand, traced, rectangle, oval, and composite shapes, whose holes stay
 background) becomes one object, numbered 1, 2, ... in file order. ROIs without area (points,
-lines, angles, text) are skipped with a warning that lists them.
+lines, angles, text) are skipped with a warning that lists them; a ROI set with no area ROI at
+all, or with a ROI wholly outside the image (drawn on another image), stops with an error.
 
 Overlaps: the overlap goes to the smaller object (fewer pixels), so that small objects drawn on
 top of large ones are not swallowed; between objects of equal size the later ROI in the file wins.
@@ -79,9 +80,10 @@ def rois_to_labels(rois: Any, shape: tuple[int, ...], group_by_name: bool = Fals
     Object ids are 1..n over the filled ROIs in file order (with ``group_by_name``, over the
     objects, ROIs named ``object <n>`` or ``object <n> z<k>`` joined); rules for pixels, overlaps and 3D placement are
     in the module docstring. Parts outside the image are cut off. Warns
-    (``UserWarning``) listing ROIs skipped for having no area or lying outside the image. Raises
-    :class:`DataError` naming the ROIs that have no slice position, or one outside the volume,
-    for a 3D ``shape``.
+    (``UserWarning``) listing ROIs skipped for having no area (points, lines) or covering no
+    pixel centre. Raises :class:`DataError` naming the ROIs that lie wholly outside the image
+    (the ROI set belongs to another image), when no ROI gives an object (only points or lines),
+    and, for a 3D ``shape``, the ROIs that have no slice position or one outside the volume.
 
     >>> from roifile import ImagejRoi
     >>> square = ImagejRoi.frompoints([[1, 1], [4, 1], [4, 3], [1, 3]])
@@ -97,19 +99,42 @@ def rois_to_labels(rois: Any, shape: tuple[int, ...], group_by_name: bool = Fals
         raise ValueError(f"shape must be (Y, X) or (Z, Y, X), got {shape}")
     source = str(rois) if isinstance(rois, (str, Path)) else "ROIs"
     placed, skipped = _placed_rois(read_rois(rois), shape, source)
-    objects, keys = [], []
+    objects, keys, outside = [], [], []
     for name, roi, z in placed:
         region = _roi_region(roi, shape[-2:])
-        if region is None:
-            skipped.append(f"{name} (outside the image)")
+        if _outside(roi, shape[-2:]):
+            outside.append(f"{name}: x {roi.left}..{roi.right}, y {roi.top}..{roi.bottom}")
+        elif region is None:
+            skipped.append(f"{name} (covers no pixel centre)")
         else:
             objects.append((z, *region))
             grouped = _OBJECT_NAME.match(roi.name or "") if group_by_name else None
             keys.append(("object", grouped.group(1)) if grouped else ("roi", len(keys)))
+    _refuse_unusable(source, shape, outside, skipped, bool(objects))
     if skipped:
         warnings.warn(f"{source}: skipped {len(skipped)} ROI(s): {', '.join(skipped)}",
                       UserWarning, stacklevel=2)
     return _paint(objects, shape, keys)
+
+
+def _outside(roi: Any, plane: tuple[int, ...]) -> bool:
+    """Whether the ROI's bounding box misses the image plane (Y, X) entirely."""
+    return (roi.right <= 0 or roi.bottom <= 0 or roi.left >= plane[1]
+            or roi.top >= plane[0])
+
+
+def _refuse_unusable(source: str, shape: tuple[int, ...], outside: list[str],
+                     skipped: list[str], filled: bool) -> None:
+    if outside:
+        raise DataError(f"{source}: {len(outside)} ROI(s) lie outside the image of shape "
+                        f"{shape}: the ROIs were drawn on another image, or on a scaled or "
+                        f"cropped copy; export them again from the image they belong to",
+                        outside)
+    if not filled:
+        found = ", ".join(skipped) or "no ROI"
+        raise DataError(f"{source}: no ROI with an area, so no object ({found}); outline the "
+                        f"objects as areas (polygon, freehand, oval, rectangle or wand) and "
+                        f"save the ROI set again")
 
 
 def import_roi_folder(roi_dir: str | Path, images_dir: str | Path, out_labels_dir: str | Path,
@@ -125,7 +150,8 @@ def import_roi_folder(roi_dir: str | Path, images_dir: str | Path, out_labels_di
     Everything is checked before anything is written: :class:`ConfigError` if ``out_labels_dir``
     is inside ``images_dir`` or ``roi_dir`` (input folders are never written to);
     :class:`DataError` listing ROI files without an image, several ROI files for one image,
-    unreadable files and 3D ROIs without a slice; :class:`OutputExistsError` listing label files
+    unreadable files, ROI files without any area ROI or with ROIs outside their image, and 3D
+    ROIs without a slice; :class:`OutputExistsError` listing label files
     that already exist, unless ``overwrite``.
     """
     roi_dir, images_dir, out_dir = Path(roi_dir), Path(images_dir), Path(out_labels_dir)
@@ -180,7 +206,9 @@ def _checked_job(image: Path, roi_file: Path, out: Path, ndim: int | None, axes:
                  problems: list[str]) -> tuple[tuple[int, ...], Path, Path] | None:
     try:
         shape = read_header(image, axes=axes, ndim=ndim).spatial_shape
-        _placed_rois(read_rois(roi_file), shape, str(roi_file))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # warned again when written
+            rois_to_labels(roi_file, shape)
     except DataError as err:
         problems.append("; ".join([err.summary, *err.problems]))
         return None

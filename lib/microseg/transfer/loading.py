@@ -15,7 +15,8 @@ Sources (:func:`load_pretrained` tells them apart):
 Files from elsewhere never run code here: weights load with ``torch.load(..., weights_only=True)``;
 a package's ``rdf.yaml`` is read with ``yaml.safe_load`` and the architecture it names is never
 imported — microseg builds its own networks from the package's ``kwargs`` and refuses others;
-zip members are checked against path traversal (absolute paths, ``..``, symbolic links) before
+zip members are checked against path traversal (absolute paths, ``..``, symbolic links) and
+against exhausting the disk (total size, member count, zip-bomb compression ratios) before
 anything is extracted, into a new temporary folder; TorchScript (a program, not only weights) is
 loaded only with ``allow_torchscript=True``. Weights that do not fit the architecture raise one
 error naming every mismatched layer with both shapes; nothing is ever loaded partially.
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PretrainedModel",
     "check_zip_members",
+    "check_zip_size",
     "load_bioimageio",
     "load_model_folder",
     "load_pretrained",
@@ -293,12 +295,62 @@ def check_zip_members(archive: zipfile.ZipFile) -> list[str]:
     return problems
 
 
-def safe_extract(zip_path: str | Path, destination: str | Path) -> Path:
+MAX_PACKAGE_BYTES = 4 * 2**30
+"""Largest total size of a package's files once extracted (4 GiB)."""
+MAX_PACKAGE_MEMBERS = 10_000
+"""Most files a package may hold."""
+MAX_COMPRESSION_RATIO = 100
+"""Packages above 64 MiB extracted must be at most this many times their compressed size:
+weights hardly compress (about 1.1×), a zip bomb compresses zeros about 1000×."""
+_RATIO_FROM_BYTES = 64 * 2**20
+
+
+def check_zip_size(archive: zipfile.ZipFile, max_bytes: int = MAX_PACKAGE_BYTES,
+                   max_members: int = MAX_PACKAGE_MEMBERS,
+                   max_ratio: float = MAX_COMPRESSION_RATIO) -> list[str]:
+    """Problems that make extracting ``archive`` exhaust the disk (empty if none): more than
+    ``max_members`` members, more than ``max_bytes`` in all once extracted, or (above 64 MiB)
+    more than ``max_ratio`` times the compressed size. Read from the zip's directory, before
+    anything is extracted."""
+    infos = archive.infolist()
+    total = sum(info.file_size for info in infos)
+    packed = sum(info.compress_size for info in infos)
+    problems = []
+    if len(infos) > max_members:
+        problems.append(f"{len(infos)} members, more than the {max_members} allowed")
+    if total > max_bytes:
+        problems.append(f"{_size(total)} once extracted, more than the {_size(max_bytes)} "
+                        f"allowed")
+    if total > _RATIO_FROM_BYTES and total > max_ratio * max(packed, 1):
+        problems.append(f"{_size(total)} once extracted from {_size(packed)}: "
+                        f"{total / max(packed, 1):.0f} times smaller packed, more than the "
+                        f"{max_ratio:g} times of real weights (a zip bomb)")
+    return problems
+
+
+def _size(n_bytes: float) -> str:
+    for factor, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n_bytes >= factor:
+            return f"{n_bytes / factor:.1f} {unit}"
+    return f"{n_bytes:.0f} bytes"
+
+
+def safe_extract(zip_path: str | Path, destination: str | Path,
+                 max_bytes: int = MAX_PACKAGE_BYTES,
+                 max_members: int = MAX_PACKAGE_MEMBERS) -> Path:
     """Extract ``zip_path`` into ``destination`` after checking every member; returns it.
 
-    Raises :class:`DataError` listing every unsafe member (see :func:`check_zip_members`)
-    before anything is written, or when the file is not a zip archive.
+    Raises :class:`DataError` before anything is written: listing every unsafe member (see
+    :func:`check_zip_members`), when the archive is too large or compressed like a zip bomb
+    (see :func:`check_zip_size`; ``max_bytes``, ``max_members``), when the destination's disk
+    has less free space than the extracted files need, or when the file is not a zip archive.
+    A damaged member found while extracting raises DataError too (the destination keeps what
+    was extracted; callers extract into a new temporary folder).
     """
+    import shutil
+
+    from microseg.runs import writing
+
     zip_path, destination = Path(zip_path), Path(destination)
     if not zipfile.is_zipfile(zip_path):
         raise DataError(f"{zip_path} is not a zip archive; a bioimage.io package is a .zip file "
@@ -309,8 +361,30 @@ def safe_extract(zip_path: str | Path, destination: str | Path) -> Path:
             raise DataError(f"{zip_path} was not extracted: {len(problems)} member(s) would be "
                             f"written outside the extraction folder; the package may be malicious",
                             problems)
-        archive.extractall(destination)
+        problems = check_zip_size(archive, max_bytes, max_members)
+        if problems:
+            raise DataError(f"{zip_path} was not extracted: it is larger than a model package "
+                            f"should be; if you trust it, extract it yourself and give the "
+                            f"folder", problems)
+        needed = sum(info.file_size for info in archive.infolist())
+        free = shutil.disk_usage(_existing(destination)).free
+        if needed > free:
+            raise DataError(f"{zip_path} was not extracted: it needs {_size(needed)} but the "
+                            f"disk holding {destination} has {_size(free)} free; free space "
+                            f"there or set TMPDIR to a folder on a larger disk")
+        try:
+            with writing(destination):
+                archive.extractall(destination)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as err:
+            raise DataError(f"{zip_path}: a member is damaged or uses an unsupported "
+                            f"compression ({err}); download the package again") from None
     return destination
+
+
+def _existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def load_bioimageio(path: str | Path, allow_torchscript: bool = False, device: Any = "cpu") -> PretrainedModel:
