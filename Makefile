@@ -6,14 +6,15 @@ LOCK := containers/requirements.lock
 ND ?= 2
 RUN_DIR ?= runs/demo
 
-.PHONY: help demo test test-fast lab lock lint image container clean-venv
+.PHONY: help demo test test-fast lab lock lint image container test-container clean-venv
 
 help:
 	@echo "make demo   run the notebook chain headless on built-in synthetic data (ND=3 for 3D, QUICK=1 for a smoke run) into $(RUN_DIR)"
 	@echo "make test   run the whole test suite (unit tests and every notebook in quick mode)"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make lock   regenerate $(LOCK) from pyproject.toml"
-	@echo "make image  build the container image (Docker); make container runs it"
+	@echo "make image  build the container image (Docker or Podman; BASE_IMAGE=..., TORCH_VARIANT=cpu); make container runs it"
+	@echo "make test-container  build the image and run notebooks 01, 02, 05, 07 and JupyterLab in it (see containers/README.md)"
 
 # The environment: every pinned dependency from the lock, then the library, editable.
 $(BIN)/.installed: $(LOCK) pyproject.toml
@@ -26,10 +27,10 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m microseg.demo --run-dir $(RUN_DIR) --ndim $(ND) $(if $(QUICK),--quick)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not container"
 
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -m "not slow and not browser"
+	$(BIN)/python -m pytest -m "not slow and not browser and not container"
 
 lab: $(BIN)/.installed
 	$(BIN)/jupyter lab --notebook-dir=notebooks
@@ -50,12 +51,18 @@ lock:
 	rm -rf build/lock-venv
 	@echo "wrote $(LOCK); run 'make test' to check that environment.yml, binder/ and containers/ agree"
 
-# The CUDA-capable container (needs Docker); see containers/README.md.
+# The container, with Docker or Podman; see containers/README.md. BASE_IMAGE: a base other than the
+# pinned one (containers/make_base.sh makes one from Debian packages); TORCH_VARIANT=cpu: the
+# CPU-only torch build.
 image:
-	docker build -t microseg:0.1.0 -f containers/Dockerfile .
+	BASE_IMAGE="$(BASE_IMAGE)" TORCH_VARIANT="$(TORCH_VARIANT)" containers/build.sh
 
 container:
 	containers/run.sh
+
+# Builds the image for real and runs the notebooks and JupyterLab in it (about 25 minutes on 2 cores).
+test-container: $(BIN)/.installed
+	BASE_IMAGE="$(BASE_IMAGE)" TORCH_VARIANT="$(TORCH_VARIANT)" containers/test_container.sh
 
 clean-venv:
 	rm -rf $(VENV)

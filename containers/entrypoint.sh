@@ -55,11 +55,13 @@ start_lab() {
     fi
     echo "microseg: JupyterLab listens on port $port inside the container."
     echo "microseg: open http://127.0.0.1:$port/lab?token=$token (with docker -p, use the host port)"
+    # No news feed or update check: the image stays quiet on networks without internet access.
     JUPYTER_TOKEN=$token exec jupyter lab --no-browser \
         --ServerApp.ip="${MICROSEG_IP:-0.0.0.0}" \
         --ServerApp.port="$port" \
         --ServerApp.port_retries="${MICROSEG_PORT_RETRIES:-0}" \
-        --ServerApp.root_dir="$results" "$@"
+        --ServerApp.root_dir="$results" \
+        --LabApp.news_url='' --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate "$@"
 }
 
 # A notebook is looked up as given, then among the notebooks shipped in the image.

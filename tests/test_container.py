@@ -1,7 +1,9 @@
 """The container definitions, the launch script, the image's entrypoint and the install they share.
 
-No Docker engine is needed: the launch script runs against a fake ``docker`` that records its
-arguments, and the entrypoint runs directly on this machine.
+No container engine is needed for most of these: the launch and build scripts run against a fake
+``docker`` or ``podman`` that records its arguments, and the entrypoint runs directly on this
+machine. The test marked ``container`` builds the image for real and runs the notebooks in it
+(``make test-container``; deselected from ``make test``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ RUN_SH = CONTAINERS / "run.sh"
 ENTRYPOINT = CONTAINERS / "entrypoint.sh"
 VENV_BIN = Path(sys.executable).parent
 # Commands the tests hide or fake, so the machine's own (if any) never leak in.
-HIDDEN_COMMANDS = {"docker", "nvidia-smi", "nvidia-container-runtime-hook", "wslpath"}
+HIDDEN_COMMANDS = {"docker", "podman", "nvidia-smi", "nvidia-container-runtime-hook", "wslpath"}
 
 
 def write_script(path: Path, text: str) -> Path:
@@ -60,15 +62,22 @@ exit 0
 """
 
 
-def fake_docker(bin_dir: Path, runtimes: str = '{"runc":{"path":"runc"}}') -> Path:
-    log = bin_dir.parent / "docker.log"
-    write_script(bin_dir / "docker", FAKE_DOCKER.format(log=log, runtimes=runtimes))
+def fake_docker(bin_dir: Path, runtimes: str = '{"runc":{"path":"runc"}}', name: str = "docker") -> Path:
+    """A stand-in for ``docker`` (or ``podman``) whose engine answers; returns its call log."""
+    log = bin_dir.parent / f"{name}.log"
+    write_script(bin_dir / name, FAKE_DOCKER.format(log=log, runtimes=runtimes))
     return log
 
 
-def run_script(bin_dir: Path, *args: str, cwd: Path, env: dict | None = None):
+def dead_docker(bin_dir: Path) -> None:
+    """A docker client without an engine, as on machines that have only the command."""
+    write_script(bin_dir / "docker", "#!/bin/sh\necho 'Cannot connect to the Docker daemon at "
+                 "unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n")
+
+
+def run_script(bin_dir: Path, *args: str, cwd: Path, env: dict | None = None, script: Path = RUN_SH):
     environment = {"PATH": str(bin_dir), "HOME": str(cwd), **(env or {})}
-    return subprocess.run(["bash", str(RUN_SH), *args], cwd=cwd, env=environment,
+    return subprocess.run(["bash", str(script), *args], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -144,6 +153,105 @@ def test_apptainer_files_exist_in_the_repository():
     assert [s for s in sources if not (ROOT / s).exists()] == []
 
 
+def _dockerfile_final_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's last stage, continuation lines joined, as name -> value."""
+    text = (CONTAINERS / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text.rsplit("\nFROM ", 1)[1]
+    env = {}
+    for line in re.findall(r"^ENV (.+)$", final, flags=re.M):
+        env.update(pair.split("=", 1) for pair in line.split())
+    return env
+
+
+def _apptainer_section(name: str) -> str:
+    text = (CONTAINERS / "microseg.def").read_text()
+    return re.search(rf"^%{name}\n(.*?)(?=^%|\Z)", text, flags=re.M | re.S).group(1)
+
+
+def test_apptainer_environment_matches_the_dockerfile():
+    docker = _dockerfile_final_env()
+    apptainer = dict(re.findall(r"^\s+export (\w+)=(\S+)$", _apptainer_section("environment"), flags=re.M))
+    # Set per build: the image name, the base, the torch variant. Docker-only: the NVIDIA
+    # toolkit's variables (apptainer --nv needs none). Apptainer shares the host's ports.
+    per_build = {"MICROSEG_IMAGE", "MICROSEG_BASE_IMAGE", "MICROSEG_TORCH_VARIANT",
+                 "MICROSEG_SOURCE_REVISION", "MICROSEG_PORT", "NVIDIA_VISIBLE_DEVICES",
+                 "NVIDIA_DRIVER_CAPABILITIES"}
+    shared = {k: v for k, v in docker.items() if k not in per_build}
+    assert {k: apptainer.get(k) for k in shared} == shared
+    assert docker["MICROSEG_TORCH_VARIANT"] == "${TORCH_VARIANT}"
+    assert "export MICROSEG_TORCH_VARIANT={{ TORCH_VARIANT }}\n" in _apptainer_section("environment")
+    assert apptainer["MICROSEG_BASE_IMAGE"].split("@")[1] == docker_base_digest()
+    assert apptainer["MICROSEG_IMAGE"].startswith("microseg:") and apptainer["MICROSEG_IMAGE"].endswith("-apptainer")
+
+
+def docker_base_digest() -> str:
+    return re.search(r"^ARG BASE_IMAGE=\S+@(sha256:[0-9a-f]{64})$", (CONTAINERS / "Dockerfile").read_text(),
+                     flags=re.M).group(1)
+
+
+def test_apptainer_runs_the_dockerfile_install_steps_with_the_same_settings():
+    dockerfile = (CONTAINERS / "Dockerfile").read_text().replace("\\\n", " ")
+    post = _apptainer_section("post").replace("\\\n", " ")
+    steps = re.compile(r"install\.sh (dependencies|library) (\S+)")
+    assert steps.findall(dockerfile) == [("dependencies", "/opt/venv"), ("library", "/opt/venv")]
+    assert steps.findall(post) == steps.findall(dockerfile)
+    for setting in ("TORCH_VARIANT=", "TORCH_CPU_INDEX=", "WHEELS=/build/wheels"):
+        assert setting in dockerfile and setting in post, setting
+    docker_args = dict(re.findall(r"^ARG (TORCH_\w+)=(\S+)$", dockerfile, flags=re.M))
+    apptainer_args = dict(re.findall(r"^\s+(TORCH_\w+)=(\S+)$", _apptainer_section("arguments"), flags=re.M))
+    assert apptainer_args == docker_args == {"TORCH_VARIANT": "cuda",
+                                             "TORCH_CPU_INDEX": "https://download.pytorch.org/whl/cpu"}
+    # The same sources go in: everything the Dockerfile copies is in %files, and the reverse.
+    copied = set(" ".join(re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.M)).split())
+    files = {line.split()[0] for line in _apptainer_section("files").strip().splitlines()}
+    assert {c.rstrip("/") for c in copied} == files
+
+
+def _fake_python(tmp_path: Path) -> tuple[Path, Path]:
+    """A PYTHON for install.sh whose venv's python logs its arguments instead of installing."""
+    log = tmp_path / "pip.log"
+    venv_python = f'#!/bin/sh\necho "$@" >> "{log}"\n'
+    maker = write_script(tmp_path / "python3", f"""#!/bin/sh
+[ "$1" = -m ] && [ "$2" = venv ] || exit 1
+mkdir -p "$3/bin"
+printf '%s' '{venv_python}' > "$3/bin/python"
+chmod +x "$3/bin/python"
+""")
+    return maker, log
+
+
+@pytest.mark.parametrize("wheel_present", [True, False])
+def test_install_script_takes_the_cpu_torch_first_for_the_cpu_variant(tmp_path, wheel_present):
+    maker, log = _fake_python(tmp_path)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    if wheel_present:
+        (wheels / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    env = {**os.environ, "PYTHON": str(maker), "TORCH_VARIANT": "cpu", "WHEELS": str(wheels),
+           "TORCH_CPU_INDEX": "https://example.invalid/cpu"}
+    subprocess.run(["sh", str(CONTAINERS / "install.sh"), "dependencies", str(tmp_path / "venv"),
+                    str(CONTAINERS / "requirements.lock")], env=env, check=True, timeout=60)
+    calls = log.read_text().splitlines()
+    torch_call = next(c for c in calls if "torch==" in c)
+    assert torch_call.endswith("torch==2.13.0+cpu") and "--no-deps" in torch_call
+    if wheel_present:
+        assert f"--no-index --find-links {wheels}" in torch_call
+    else:
+        assert "--index-url https://example.invalid/cpu" in torch_call and "--no-index" not in torch_call
+    assert calls.index(torch_call) < next(i for i, c in enumerate(calls) if " -r " in f" {c}")
+
+
+def test_install_script_leaves_torch_to_the_lock_for_the_cuda_variant(tmp_path):
+    maker, log = _fake_python(tmp_path)
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    env = {**os.environ, "PYTHON": str(maker), "WHEELS": str(tmp_path / "wheels")}
+    env.pop("TORCH_VARIANT", None)
+    subprocess.run(["sh", str(CONTAINERS / "install.sh"), "dependencies", str(tmp_path / "venv"),
+                    str(CONTAINERS / "requirements.lock")], env=env, check=True, timeout=60)
+    assert "torch==" not in log.read_text() and "/wheels" not in log.read_text()
+
+
 # The launch script, with a fake docker ---------------------------------------------------------
 
 def test_help_works_without_docker(bin_dir, tmp_path):
@@ -155,15 +263,70 @@ def test_help_works_without_docker(bin_dir, tmp_path):
 def test_missing_docker_is_reported(bin_dir, tmp_path):
     result = run_script(bin_dir, cwd=tmp_path)
     assert result.returncode != 0
-    assert "Docker is not installed" in result.stderr
+    assert "Docker is not installed" in result.stderr and "nor Podman" in result.stderr
 
 
 def test_stopped_docker_daemon_is_reported(bin_dir, tmp_path):
-    write_script(bin_dir / "docker", "#!/bin/sh\necho 'Cannot connect to the Docker daemon at "
-                 "unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n")
+    dead_docker(bin_dir)
     result = run_script(bin_dir, cwd=tmp_path)
     assert result.returncode != 0
     assert "Docker is not running" in result.stderr and "Is the docker daemon running?" in result.stderr
+
+
+def test_podman_is_used_when_docker_has_no_engine(bin_dir, tmp_path):
+    dead_docker(bin_dir)
+    log = fake_docker(bin_dir, name="podman")
+    result = run_script(bin_dir, "--name", "ms", "--papermill", "01_prepare_data", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text()
+    assert "build --tag microseg:0.1.0 " in calls and " --format docker" in calls
+    args = docker_run_args(log)
+    assert args[args.index("--name") + 1] == "ms"
+    assert args[-3:] == ["microseg:0.1.0", "papermill", "01_prepare_data"]
+
+
+def test_engine_script_prefers_a_working_docker_then_podman(bin_dir, tmp_path):
+    engine = ["sh", str(CONTAINERS / "engine.sh")]
+
+    def choose(**env):
+        return subprocess.run(engine, env={"PATH": str(bin_dir), **env}, capture_output=True, text=True)
+
+    assert choose().returncode != 0 and "neither 'docker info' nor 'podman info'" in choose().stderr
+    fake_docker(bin_dir, name="podman")
+    assert choose().stdout.strip() == "podman"
+    dead_docker(bin_dir)
+    assert choose().stdout.strip() == "podman"
+    assert choose(ENGINE="docker").returncode != 0
+    fake_docker(bin_dir)
+    assert choose().stdout.strip() == "docker"
+    assert choose(ENGINE="podman").stdout.strip() == "podman"
+
+
+def test_build_script_passes_base_torch_variant_and_revision(bin_dir, tmp_path):
+    log = fake_docker(bin_dir, name="podman")
+    result = run_script(bin_dir, "--base", "localhost/base:1", "--torch", "cpu", "--host-certs",
+                        cwd=tmp_path, script=CONTAINERS / "build.sh")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "microseg:0.1.0-cpu"
+    args = log.read_text().split()
+    pairs = {args[i + 1] for i, a in enumerate(args) if a == "--build-arg"}
+    assert {"BASE_IMAGE=localhost/base:1", "TORCH_VARIANT=cpu", "MICROSEG_IMAGE=microseg:0.1.0-cpu",
+            "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"} <= pairs
+    assert args[args.index("--format") + 1] == "docker"
+    assert "/etc/ssl/certs:/etc/ssl/certs:ro" in args and args[-1] == str(ROOT)
+    bad = run_script(bin_dir, "--torch", "rocm", cwd=tmp_path, script=CONTAINERS / "build.sh")
+    assert bad.returncode != 0 and "--torch must be cuda or cpu" in bad.stderr
+
+
+def test_build_script_uses_the_dockerfile_default_base_with_docker(bin_dir, tmp_path):
+    log = fake_docker(bin_dir)
+    result = run_script(bin_dir, cwd=tmp_path, script=CONTAINERS / "build.sh")
+    assert result.returncode == 0, result.stderr
+    args = log.read_text().split()
+    assert "TORCH_VARIANT=cuda" in args and not any(a.startswith("BASE_IMAGE=") for a in args)
+    assert "--format" not in args and result.stdout.splitlines()[-1] == "microseg:0.1.0"
+    refused = run_script(bin_dir, "--host-certs", cwd=tmp_path, script=CONTAINERS / "build.sh")
+    assert refused.returncode != 0 and "--host-certs needs Podman" in refused.stderr
 
 
 def test_lab_mounts_data_read_only_and_prints_the_url(bin_dir, tmp_path):
@@ -181,6 +344,28 @@ def test_lab_mounts_data_read_only_and_prints_the_url(bin_dir, tmp_path):
     assert args[-2:] == ["microseg:0.1.0", "lab"]
     assert not any(a.startswith("--gpus") for a in args)
     assert "build --tag microseg:0.1.0" in log.read_text()
+    # Files in the results folder belong to the caller; run by root, the container still runs as
+    # a non-root user, to whom the new results folder is given.
+    user = args[args.index("--user") + 1]
+    if os.geteuid() == 0:
+        assert user == "1000:1000" and (tmp_path / "out").stat().st_uid == 1000
+    else:
+        assert user == f"{os.getuid()}:{os.getgid()}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the results folder's owner matters only when root runs run.sh")
+def test_root_runs_the_container_as_the_owner_of_the_results_folder(bin_dir, tmp_path):
+    log = fake_docker(bin_dir)
+    (tmp_path / "mine").mkdir()
+    os.chown(tmp_path / "mine", 1234, 1235)
+    assert run_script(bin_dir, "--results", "mine", cwd=tmp_path).returncode == 0
+    args = docker_run_args(log)
+    assert args[args.index("--user") + 1] == "1234:1235"
+    (tmp_path / "roots").mkdir()
+    (tmp_path / "roots" / "old.txt").write_text("earlier results")
+    result = run_script(bin_dir, "--results", "roots", cwd=tmp_path)
+    assert result.returncode != 0 and "belongs to root" in result.stderr
+    assert (tmp_path / "roots").stat().st_uid == 0
 
 
 def test_missing_data_folder_is_reported(bin_dir, tmp_path):
@@ -336,17 +521,31 @@ def _wait_until_healthy(env: dict, timeout: float) -> bool:
 # Reproducibility -------------------------------------------------------------------------------
 
 def test_environment_record_names_the_container_image(monkeypatch):
-    from microseg.runs import environment_record
+    from microseg import runs
 
     monkeypatch.setenv("MICROSEG_IMAGE", "microseg:0.1.0")
     monkeypatch.setenv("MICROSEG_IMAGE_DIGEST", "sha256:" + "ab" * 32)
-    record = environment_record()
+    monkeypatch.setenv("MICROSEG_BASE_IMAGE", "localhost/microseg-base:python3.11.7-bookworm")
+    record = runs.environment_record()
     assert record["container_image"] == "microseg:0.1.0"
     assert record["container_digest"] == "sha256:" + "ab" * 32
-    monkeypatch.delenv("MICROSEG_IMAGE")
-    monkeypatch.delenv("MICROSEG_IMAGE_DIGEST")
-    record = environment_record()
+    assert record["container_base"] == "localhost/microseg-base:python3.11.7-bookworm"
+    for name in ("MICROSEG_IMAGE", "MICROSEG_IMAGE_DIGEST", "MICROSEG_BASE_IMAGE"):
+        monkeypatch.delenv(name)
+    record = runs.environment_record()
     assert record["container_image"] is None and record["container_digest"] is None
+    assert record["container_base"] is None
+
+
+def test_environment_record_takes_the_image_commit_where_there_is_no_git_checkout(monkeypatch):
+    from microseg import runs
+
+    monkeypatch.setenv("MICROSEG_SOURCE_REVISION", "0123abcd-dirty")
+    assert runs.environment_record()["git_commit"] == (runs._git_commit() or "0123abcd-dirty")
+    monkeypatch.setattr(runs, "_git_commit", lambda: None)
+    assert runs.environment_record()["git_commit"] == "0123abcd-dirty"
+    monkeypatch.delenv("MICROSEG_SOURCE_REVISION")
+    assert runs.environment_record()["git_commit"] is None
 
 
 @pytest.mark.slow
@@ -373,3 +572,21 @@ def test_install_script_builds_a_working_environment_from_the_lock(tmp_path):
     assert Path(location).is_relative_to(source)
     assert (version, torch_version.split("+")[0], monai_version) == ("0.1.0", "2.13.0", "1.6.1")
     assert (venv / "share" / "jupyter" / "kernels" / "python3" / "kernel.json").is_file()
+
+
+# The real image -------------------------------------------------------------------------------
+
+@pytest.mark.container
+def test_the_image_builds_and_runs_the_notebooks_jupyterlab_and_a_browser(tmp_path):
+    """``make test-container`` as a test: needs Docker or Podman and about half an hour."""
+    work = tmp_path / "work"
+    result = subprocess.run(["bash", str(CONTAINERS / "test_container.sh")], capture_output=True,
+                            text=True, timeout=7200,
+                            env={**os.environ, "WORK": str(work), "PYTHON": sys.executable})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["health"] == "healthy"
+    assert summary["01_prepare_data"]["n_images"] == 10
+    assert summary["07_deploy"]["n_inputs"] == 10
+    assert len(summary["environment_records"]) >= 3
+    assert (work / "01_prepare_data.png").stat().st_size > 10_000
