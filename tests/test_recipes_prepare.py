@@ -91,7 +91,9 @@ def test_changed_files_are_noticed(tmp_path, user_data):
     write_image(label, read_label(label) * 0, axes="YX", overwrite=True)
     with pytest.raises(OutputExistsError, match="changed"):
         prepare_data(run, data_dir=user_data)
-    summary = prepare_data(run, data_dir=user_data, overwrite=True)
+    with pytest.raises(DataError, match="hold no object"):
+        prepare_data(run, data_dir=user_data, overwrite=True)
+    summary = prepare_data(run, data_dir=user_data, overwrite=True, allow_empty_labels=True)
     assert summary["empty_label_images"] == ["synthetic_000"]
 
 

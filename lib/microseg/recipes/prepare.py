@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import ConfigError, DataError, OutputExistsError
+from microseg.errors import ConfigError, DataError, MissingFileError, OutputExistsError
 from microseg.runs import RunFolder, read_json, write_summary
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,9 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
                  synthetic_shape: Sequence[int] | None = None, domain: str = "source",
                  overwrite: bool = False, labels_dir: str | Path | None = None,
                  split_by: str = "image",
-                 pixel_size: float | Sequence[float] | None = None) -> dict[str, Any]:
+                 pixel_size: float | Sequence[float] | None = None,
+                 allow_empty_labels: bool = False,
+                 n_classes: int | None = None) -> dict[str, Any]:
     """Pair, split and normalize a dataset; write the split manifest and the data summary.
 
     Parameters
@@ -275,6 +278,11 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
         training, validation and test regions along its longest axis; for 1–2 large images).
     pixel_size: µm per pixel, one number or one per spatial axis (ZYX order); None: from the
         images' metadata (OME-TIFF, ImageJ, OME-Zarr; see :func:`microseg.io.pixel_size`).
+    allow_empty_labels: accept label images that hold no object (images known to show none);
+        by default they stop the split, as they usually are missing annotations.
+    n_classes: for ``task="semantic"``, the number of classes, background included (label
+        values 0..n_classes-1); None: from the labels, which then must not look like instance
+        labels nor leave more class ids unused than used (see :mod:`microseg.data.checks`).
 
     Returns the summary (also in ``run_dir/data/summary.json``): ``n_images``, ``n_train``,
     ``n_val``, ``n_test`` (entries), ``ndim``, ``task``, ``axes``, ``n_channels``,
@@ -290,7 +298,10 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
     ------
     OutputExistsError: a split exists that was made with other parameters or other files, and
         ``overwrite`` is false. ConfigError: invalid parameters, or ``run_dir`` inside the data
-        folder. DataError: problems with the data (every problem listed).
+        folder. DataError: problems with the data (every problem listed: unreadable or
+        unpaired files, NaN or infinite pixels, label images without objects, semantic class
+        ids with gaps, labels of the wrong kind for ``task``; see :mod:`microseg.data.checks`),
+        or a split whose summary is damaged (pass ``overwrite=True``).
     """
     parameters = _parameters(locals())
     start = time.perf_counter()
@@ -334,6 +345,10 @@ def _parameters(given: dict[str, Any]) -> dict[str, Any]:
     size = _pixel_size_parameter(given["pixel_size"], given["ndim"])
     # only when given, so that splits made before this parameter existed stay reusable
     extra = {} if size is None else {"pixel_size": size}
+    if given["allow_empty_labels"]:
+        extra["allow_empty_labels"] = True
+    if given["n_classes"] is not None:
+        extra["n_classes"] = _n_classes_parameter(given["n_classes"], given["task"])
     return {**folders, **extra, "ndim": given["ndim"], "task": given["task"],
             "axes": given["axes"],
             "fractions": list(check_fractions(given["fractions"])), "seed": given["seed"],
@@ -341,6 +356,13 @@ def _parameters(given: dict[str, Any]) -> dict[str, Any]:
             "n_synthetic": given["n_synthetic"], "domain": given["domain"],
             "synthetic_shape": None if shape is None else [int(s) for s in shape],
             "split_by": given["split_by"]}
+
+
+def _n_classes_parameter(value: Any, task: str) -> int:
+    if task != "semantic" or isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ConfigError(f"n_classes = {value!r}: give it only for task='semantic', as a whole "
+                          f"number of at least 2 (background included); task is {task!r}")
+    return value
 
 
 def _pixel_size_parameter(value: Any, ndim: int) -> list[float] | None:
@@ -383,8 +405,9 @@ def _previous_summary(run: RunFolder, parameters: dict[str, Any],
     """
     if not run.split_manifest.is_file():
         return None
-    summary_path = run.data_dir / "summary.json"
-    previous = read_json(summary_path) if summary_path.is_file() else {}
+    previous = _readable_summary(run, overwrite)
+    if previous is None:
+        return None
     old = previous.get("parameters", {})
     if old == parameters:
         return previous
@@ -398,6 +421,21 @@ def _previous_summary(run: RunFolder, parameters: dict[str, Any],
     return None
 
 
+def _readable_summary(run: RunFolder, overwrite: bool) -> dict[str, Any] | None:
+    """The summary beside an existing split; None when it is missing or damaged and
+    ``overwrite`` (an interrupted preparation, e.g. a full disk: split again), else DataError."""
+    path = run.data_dir / "summary.json"
+    try:
+        return read_json(path)
+    except (DataError, MissingFileError) as err:
+        if overwrite:
+            log.warning("%s; splitting again (overwrite=True)", err)
+            return None
+        raise DataError(f"{run.split_manifest} has no readable summary beside it ({err}): an "
+                        f"earlier preparation did not finish. Pass overwrite=True to split "
+                        f"again, or use another run_dir") from None
+
+
 def data_fingerprint(*folders: Path) -> str:
     """A hash of the names, sizes and modification times of every file under ``folders``.
 
@@ -408,7 +446,9 @@ def data_fingerprint(*folders: Path) -> str:
         files = sorted(p for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else []
         for path in files:
             stat = path.stat()
-            digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            # fsencode: file names that are not UTF-8 hash as the bytes they are on disk.
+            digest.update(os.fsencode(path.resolve()) + f"|{stat.st_size}|{stat.st_mtime_ns}\n"
+                          .encode())
     return digest.hexdigest()
 
 
@@ -486,29 +526,57 @@ def describe_pixel_size(summary: dict[str, Any]) -> str:
 
 
 def _image_statistics(pairs: list[Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    """Per image: normalization statistics; over all: class pixel counts, empty label images."""
+    """Per image: normalization statistics; over all: class pixel counts, empty label images.
+
+    Raises one DataError listing images with NaN or infinite pixels and label images that do
+    not fit the task (see :mod:`microseg.data.checks`).
+    """
+    from microseg.data.checks import check_labels, nonfinite_problem, summarize_label
     from microseg.io import read_image, read_label
     from microseg.transforms.normalization import PercentileNormalization, percentile_statistics
-    from microseg.transforms.targets import class_counts, labels_to_target, n_classes_for
+    from microseg.transforms.targets import class_counts, labels_to_target
 
     config = PercentileNormalization.from_dict(parameters["normalization"])
-    low_high, maxima, counts, empty = {}, [], [], []
+    task = parameters["task"]
+    low_high, summaries, counts, problems = {}, [], [], []
     for pair in pairs:
         image = read_image(pair.image, axes=parameters["axes"], ndim=parameters["ndim"])
+        problems += [p for p in [nonfinite_problem(image, pair.image)] if p]
         low_high[pair.stem] = percentile_statistics(image, config)
         label = read_label(pair.label, ndim=parameters["ndim"])
-        maxima.append(int(label.max()) if label.size else 0)
-        target = labels_to_target(label, parameters["task"])
-        counts.append(class_counts(target, int(target.max()) + 1 if target.size else 1))
-        if maxima[-1] == 0:
-            empty.append(pair.stem)
+        summaries.append(summarize_label(pair.stem, pair.label, label))
+        if task != "semantic":
+            target = labels_to_target(label, task)
+            counts.append(class_counts(target, int(target.max()) + 1 if target.size else 1))
+    check_labels(summaries, task, parameters.get("allow_empty_labels", False), problems,
+                 parameters.get("n_classes"))
+    empty = [s.stem for s in summaries if s.ids.size == 0]
     if empty:
-        log.warning("%d label image(s) hold no object: %s", len(empty), ", ".join(empty))
-    n_classes = n_classes_for(parameters["task"], [np.array(maxima)])
-    total = np.zeros(n_classes, np.int64)
+        log.warning("%d label image(s) hold no object (allowed): %s", len(empty),
+                    ", ".join(empty))
+    total = (_semantic_counts(summaries, parameters.get("n_classes")) if task == "semantic"
+             else _summed(counts, task))
+    return {"low_high": low_high, "n_classes": int(total.size), "class_counts": total,
+            "empty": empty}
+
+
+def _summed(counts: list[np.ndarray], task: str) -> np.ndarray:
+    from microseg.transforms.targets import n_classes_for
+
+    total = np.zeros(n_classes_for(task), np.int64)
     for c in counts:
         total[: c.size] += c
-    return {"low_high": low_high, "n_classes": n_classes, "class_counts": total, "empty": empty}
+    return total
+
+
+def _semantic_counts(summaries: list[Any], n_classes: int | None) -> np.ndarray:
+    """Pixels per class id 0..K-1 (at least 2 classes, or ``n_classes``), from the summaries."""
+    largest = max((int(s.ids[-1]) for s in summaries if s.ids.size), default=0)
+    total = np.zeros(n_classes or max(2, largest + 1), np.int64)
+    for s in summaries:
+        np.add.at(total, s.ids, s.counts)
+        total[0] += s.pixels - int(s.counts.sum())
+    return total
 
 
 def _manifest(folder: Path, pairs: list[Any], statistics: dict[str, Any],
