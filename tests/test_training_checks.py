@@ -90,3 +90,29 @@ def test_first_batch_checks():
     assert any("2 channel(s) but the model expects 1" in p for p in problems)
     assert any("whole numbers" in p for p in problems)
     assert any("NaN" in p for p in problems)
+
+
+def test_patch_sides_must_be_multiples_of_the_size_divisor():
+    from microseg.errors import ConfigError
+    from microseg.training.checks import check_patch_divisible
+
+    check_patch_divisible((16, 32, 48), 16)
+    with pytest.raises(ConfigError, match=r"\(20, 36, 48\) is not a multiple of the model's "
+                       r"size divisor 16 .*use patch_size=\(16, 32, 48\) or \(32, 48, 48\)"):
+        check_patch_divisible((20, 36, 48), 16)
+    with pytest.raises(ConfigError, match="size divisor 4"):
+        check_training_data([pair()], in_channels=1, n_classes=2, patch_size=(6, 8),
+                            size_divisor=4)
+
+
+def test_train_model_refuses_a_patch_size_that_is_not_a_multiple_of_the_size_divisor(tmp_path):
+    from microseg.errors import ConfigError
+    from microseg.recipes.prepare import prepare_data
+    from microseg.recipes.train import train_model
+    from microseg.runs import RunFolder
+
+    prepare_data(tmp_path, quick=True, n_synthetic=4, synthetic_shape=(64, 64))
+    with pytest.raises(ConfigError, match=r"patch_size \(30, 30\) is not a multiple of the "
+                       r"model's size divisor 4 .*use patch_size=\(28, 28\) or \(32, 32\)"):
+        train_model(tmp_path, model_name="odd", patch_size=30, quick=True)
+    assert not RunFolder(tmp_path).model_dir("odd").exists()

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError
+from microseg.errors import ConfigError, DataError
 
-__all__ = ["DataReport", "check_first_batch", "check_training_data", "suggested_class_weights"]
+__all__ = ["DataReport", "check_first_batch", "check_patch_divisible", "check_training_data",
+           "suggested_class_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,16 @@ def check_training_data(samples: Sequence[Any], in_channels: int, n_classes: int
 
     Raises
     ------
+    ConfigError
+        A patch side that is not a multiple of ``size_divisor`` (the network's skip
+        connections would not line up), naming the divisor and a patch size that works.
     DataError
         Listing every problem: wrong channel count, labels that are not whole numbers or out of
         range, non-finite values, no foreground anywhere, a patch larger than every image.
     """
     from microseg.training.sampling import check_patch_fits
 
+    check_patch_divisible(patch_size, size_divisor)
     named = [(getattr(s, "stem", f"sample {i}"), *_arrays(s)) for i, s in enumerate(samples)]
     problems = [p for name, image, target in named
                 for p in _pair_problems(name, image, target, in_channels, n_classes)]
@@ -102,6 +107,25 @@ def check_training_data(samples: Sequence[Any], in_channels: int, n_classes: int
     low = min(float(np.min(image)) for image in images)
     high = max(float(np.max(image)) for image in images)
     return _report(counts, low, high)
+
+
+def check_patch_divisible(patch_size: Sequence[int], size_divisor: int) -> None:
+    """Raise :class:`ConfigError` unless every side of ``patch_size`` is a multiple of
+    ``size_divisor`` (the product of a U-Net's strides, 4 for two down-samplings by 2).
+
+    >>> check_patch_divisible((30, 32), 4)
+    Traceback (most recent call last):
+    ...
+    microseg.errors.ConfigError: patch_size (30, 32) is not a multiple of the model's size divisor 4 (its down-sampling steps must divide every side so that the skip connections line up): use patch_size=(28, 32) or (32, 32)
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if all(p % size_divisor == 0 for p in patch):
+        return
+    down = tuple(max(size_divisor, p // size_divisor * size_divisor) for p in patch)
+    up = tuple(-(-p // size_divisor) * size_divisor for p in patch)
+    raise ConfigError(f"patch_size {patch} is not a multiple of the model's size divisor "
+                      f"{size_divisor} (its down-sampling steps must divide every side so "
+                      f"that the skip connections line up): use patch_size={down} or {up}")
 
 
 def check_first_batch(images: Any, targets: Any, in_channels: int, n_classes: int) -> DataReport:
