@@ -65,3 +65,25 @@ def test_a_missing_file_is_named(tmp_path):
     entry = manifest_entry("gone", tmp_path / "images" / "gone.tif", None, [0.0], [1.0])
     with pytest.raises(DataError, match="gone.tif"):
         load_subset(_manifest(tmp_path, {"train": [entry]}), "train")
+
+
+def test_nan_pixels_in_a_manifest_image_stop_loading_naming_the_file(tmp_path):
+    image, _ = _write(tmp_path, "a", (24, 24), seed=2)
+    entry = manifest_entry("a", tmp_path / "images" / "a.tif", tmp_path / "labels" / "a.tif",
+                           [float(image.min())], [float(image.max())])
+    (sample,) = load_subset(_manifest(tmp_path, {"test": [entry]}), "test")
+    assert np.isfinite(sample.image).all()
+    spoiled = image.astype(np.float32)
+    spoiled[0, 3, 4] = np.nan
+    write_image(tmp_path / "images" / "a.tif", spoiled, axes="CYX", overwrite=True)
+    with pytest.raises(DataError, match=r"a.tif: 1 NaN and 0 infinite pixel\(s\) of 576"):
+        load_subset(_manifest(tmp_path, {"test": [entry]}), "test")
+
+
+def test_nan_statistics_in_a_manifest_stop_loading_with_the_fix(tmp_path):
+    _write(tmp_path, "a", (24, 24), seed=2)
+    entry = manifest_entry("a", tmp_path / "images" / "a.tif", tmp_path / "labels" / "a.tif",
+                           [float("nan")], [float("nan")])
+    with pytest.raises(DataError, match="statistics in the split manifest are not finite.*"
+                                        "overwrite=True"):
+        load_subset(_manifest(tmp_path, {"test": [entry]}), "test")

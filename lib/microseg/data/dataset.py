@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from microseg.data.split import SplitManifest, region_slices
+from microseg.errors import DataError
 
 
 @dataclass
@@ -42,24 +43,40 @@ def load_subset(manifest: SplitManifest, subset: str) -> list[Sample]:
     cropped to its region, normalized with its stored per-channel percentiles (global
     normalization: the same numbers for every patch of the image), and paired with its label
     and target. Raises :class:`~microseg.errors.DataError` naming the file when an image or
-    label is missing or unreadable, and :class:`~microseg.errors.ConfigError` for an unknown
-    subset.
+    label is missing or unreadable or an image has NaN or infinite pixels, and
+    :class:`~microseg.errors.ConfigError` for an unknown subset.
     """
     clip = manifest.normalization_config().clip
     return [load_entry(entry, manifest, clip) for entry in manifest.entries(subset)]
 
 
 def load_entry(entry: dict[str, Any], manifest: SplitManifest, clip: bool = False) -> Sample:
-    """One manifest entry as a :class:`Sample` (see :func:`load_subset`)."""
+    """One manifest entry as a :class:`Sample` (see :func:`load_subset`).
+
+    Raises :class:`~microseg.errors.DataError` naming the file when the image has NaN or
+    infinite pixels, or the entry's normalization statistics are not finite numbers.
+    """
+    from microseg.data.checks import require_finite
     from microseg.io import read_image, read_label
     from microseg.transforms.normalization import normalize
     from microseg.transforms.targets import labels_to_target
 
     region = region_slices(entry["region"]) or ()
     image = read_image(entry["image"], axes=manifest.input_axes, ndim=manifest.ndim)
+    require_finite(image, entry["image"])
+    _require_finite_statistics(entry)
     image = normalize(image[(slice(None), *region)], entry["norm_low"], entry["norm_high"], clip)
     label = target = None
     if entry["label"] is not None:
         label = np.ascontiguousarray(read_label(entry["label"], ndim=manifest.ndim)[region])
         target = labels_to_target(label, manifest.task)
     return Sample(entry["stem"], image, label, target)
+
+
+def _require_finite_statistics(entry: dict[str, Any]) -> None:
+    values = np.asarray([*entry["norm_low"], *entry["norm_high"]], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"{entry['image']}: its normalization statistics in the split manifest "
+                        f"are not finite (low {entry['norm_low']}, high {entry['norm_high']}); "
+                        f"prepare the data again (notebooks/01_prepare_data.ipynb with "
+                        f"overwrite=True), which names the images to fix")
