@@ -251,3 +251,50 @@ def test_vendor_images_need_the_extra_and_are_converted_into_the_run(tmp_path, u
     assert converted["converted"][0]["reader"] == "bioio_fake" and not converted["reused"]
     assert convert_vendor_images(tmp_path / "run", raw)["reused"] is True
     np.testing.assert_array_equal(read_image(images / "a.ome.tif"), stack[0, :, 0])
+
+
+def test_a_damaged_summary_is_named_and_replaced_with_overwrite(tmp_path, user_data):
+    run = tmp_path / "run"
+    prepare_data(run, data_dir=user_data)
+    summary = run / "data" / "summary.json"
+    summary.write_text(summary.read_text()[:40])
+    with pytest.raises(DataError, match="split.json has no readable summary beside it .*"
+                                        "summary.json is not valid JSON.*overwrite=True"):
+        prepare_data(run, data_dir=user_data)
+    again = prepare_data(run, data_dir=user_data, overwrite=True)
+    assert again["reused"] is False and json.loads(summary.read_text())["n_images"] == 5
+    summary.unlink()
+    with pytest.raises(DataError, match="did not finish"):
+        prepare_data(run, data_dir=user_data)
+
+
+def test_a_file_name_that_is_not_utf8_is_named_instead_of_a_traceback(tmp_path, user_data):
+    import os
+
+    for folder in ("images", "labels"):
+        os.rename(user_data / folder / "synthetic_000.tif",
+                  os.fsencode(user_data / folder) + b"/caf\xe9.tif")
+    with pytest.raises(DataError) as caught:
+        prepare_data(tmp_path / "run", data_dir=user_data)
+    assert len(caught.value.problems) == 2
+    assert all("caf\ufffd.tif: the file name is not valid UTF-8" in p
+               for p in caught.value.problems)
+
+
+def test_a_write_that_fails_midway_leaves_no_split_that_later_runs_misread(tmp_path, user_data):
+    """A file size limit (``ulimit -f``) makes the write of split.json fail as a full disk would."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = ("import resource, sys; from microseg.recipes.prepare import prepare_data\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+            "try:\n    prepare_data(sys.argv[1], data_dir=sys.argv[2])\n"
+            "except Exception as err:\n    print(type(err).__name__, err)")
+    result = subprocess.run([sys.executable, "-c", code, str(run), str(user_data)],
+                            capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.startswith(f"WriteError cannot write {run / 'data' / 'split.json'}: "
+                                    f"the file would be larger than this process may write")
+    assert sorted(p.name for p in (run / "data").iterdir()) == []
+    summary = prepare_data(run, data_dir=user_data)
+    assert summary["reused"] is False and load_manifest(run).n_classes == 3
