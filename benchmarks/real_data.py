@@ -616,8 +616,10 @@ def _report(row: dict[str, Any]) -> None:
     for image in s["per_image"]:
         print(f"  {image['stem']:<14} objects {image['n_true']:>4} true {image['n_pred']:>5} "
               f"predicted  F1@0.5 {image['f1'] or 0:.3f}  DSB {image['dsb_score'] or 0:.3f}")
-    print(f"{row['label']}: F1@0.5 {s['f1']:.3f} (precision {s['precision']:.3f}, recall "
-          f"{s['recall']:.3f}), DSB score {s['dsb_score']:.3f}, PQ {s['panoptic_quality']:.3f}")
+    shown = {key: "–" if s[key] is None else f"{s[key]:.3f}"
+             for key in ("f1", "precision", "recall", "dsb_score", "panoptic_quality")}
+    print(f"{row['label']}: F1@0.5 {shown['f1']} (precision {shown['precision']}, recall "
+          f"{shown['recall']}), DSB score {shown['dsb_score']}, PQ {shown['panoptic_quality']}")
     print(table_row(row))
 
 

@@ -1,0 +1,195 @@
+"""Cellpose 3 (its residual U-Net, ``CPnet``) trained from scratch on the benchmark's training
+images, under a CPU budget. No pretrained weights: ``pretrained_model=False``.
+
+Settings of Cellpose's own command line for training (``python -m cellpose --train``, 3.1):
+SGD with learning rate 0.2, momentum 0.9, weight decay 1e-5, batch 8 of 224² patches, its
+learning-rate schedule (warm-up over 10 epochs, halvings at the end), random rotation, flips
+and rescaling, images normalized to their 1st/99th percentile. From scratch, the diameter the
+objects are rescaled to during training (``diam_mean``) is the median of the training label
+images' diameters (``cellpose.utils.diameters``, per image, then the median over images), as
+the training docs describe for models not started from pretrained weights; prediction uses
+that diameter (no rescaling at test time). Cellpose keeps the weights of the last epoch.
+
+The budget is process CPU time (all threads) from the start of data loading. Cellpose's
+``train_seg`` has no stop hook and its schedule depends on the number of epochs, so the run is
+planned: flows are computed once; a 2-epoch calibration run of a throw-away network measures
+the CPU seconds per epoch; the real run gets the epochs that fit into what is left (calibration
+included in the budget). The flow and cell-probability thresholds are then chosen on the
+validation images (a 3 × 3 grid around Cellpose's defaults 0.4 and 0.0, mean
+TP/(TP+FP+FN) at IoU 0.5 by ``cellpose.metrics``), as Cellpose's docs advise adjusting them.
+
+    benchmarks/peers/.venv-cellpose/bin/python benchmarks/peers/cellpose_run.py \\
+        --work-dir /work/bench/usiigaci
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+TOOL = "cellpose"
+SETTINGS = {"SGD": True, "learning_rate": 0.2, "weight_decay": 1e-5, "batch_size": 8,
+            "bsize": 224, "rescale": True, "min_train_masks": 5, "channels": [0, 0]}
+FLOW_THRESHOLDS = (0.3, 0.4, 0.6)
+CELLPROB_THRESHOLDS = (-1.0, 0.0, 1.0)
+CALIBRATION_EPOCHS = 2
+SAFETY = 0.97
+
+
+def training_data(work: Path, split: dict[str, Any]) -> dict[str, Any]:
+    """Images, flows (computed once) and the median diameter of the training labels."""
+    from cellpose import dynamics, utils
+
+    data: dict[str, Any] = {}
+    for subset in ("train", "val"):
+        images, labels = common.load_images(work, split[subset])
+        data[f"x_{subset}"] = images
+        data[f"labels_{subset}"] = labels
+        data[f"flows_{subset}"] = dynamics.labels_to_flows([y.astype(np.int32) for y in labels],
+                                                           device=_cpu())
+    data["diameter"] = float(np.median([utils.diameters(y)[0] for y in data["labels_train"]]))
+    return data
+
+
+def _cpu() -> Any:
+    import torch
+
+    return torch.device("cpu")
+
+
+def new_network(diameter: float, seed: int) -> Any:
+    """A randomly initialized Cellpose model (no weights loaded) rescaling to ``diameter``."""
+    import torch
+    from cellpose import models
+
+    torch.manual_seed(seed)
+    return models.CellposeModel(gpu=False, pretrained_model=False, model_type=None,
+                                diam_mean=diameter)
+
+
+def train(model: Any, data: dict[str, Any], epochs: int, folder: Path, name: str) -> Path:
+    """Cellpose's ``train_seg`` for ``epochs``; returns the saved weights' path."""
+    from cellpose import train as cellpose_train
+
+    keys = ("SGD", "learning_rate", "weight_decay", "batch_size", "bsize", "rescale",
+            "min_train_masks", "channels")
+    path = cellpose_train.train_seg(
+        model.net, train_data=data["x_train"], train_labels=data["flows_train"],
+        test_data=data["x_val"], test_labels=data["flows_val"], n_epochs=epochs,
+        save_path=str(folder), model_name=name, **{k: SETTINGS[k] for k in keys})[0]
+    return Path(path)
+
+
+def planned_epochs(data: dict[str, Any], clock: common.Clock, budget: float,
+                   seed: int) -> dict[str, Any]:
+    """Epochs that fit into the rest of the budget, from a timed throw-away run."""
+    before = clock.cpu()
+    with tempfile.TemporaryDirectory(prefix="cellpose-calibration-") as folder:
+        train(new_network(data["diameter"], seed + 1), data, CALIBRATION_EPOCHS, Path(folder),
+              "calibration")
+    per_epoch = (clock.cpu() - before) / CALIBRATION_EPOCHS
+    epochs = max(1, math.floor(SAFETY * (budget - clock.cpu()) / per_epoch))
+    return {"epochs": epochs, "cpu_seconds_per_epoch": round(per_epoch, 2),
+            "calibration_epochs": CALIBRATION_EPOCHS}
+
+
+def flows_of(model: Any, image: np.ndarray, diameter: float) -> tuple[np.ndarray, np.ndarray]:
+    """(flow field dP (2, Y, X), cell probability (Y, X)) of one image at its own size."""
+    _, flows, _ = model.eval(image, channels=SETTINGS["channels"], diameter=diameter,
+                             compute_masks=False)
+    return flows[1], flows[2]
+
+
+def masks_from(flows: tuple[np.ndarray, np.ndarray], flow: float, cellprob: float) -> np.ndarray:
+    """Cellpose's mask computation (as in ``CellposeModel.eval`` without rescaling)."""
+    from cellpose import dynamics
+
+    return dynamics.resize_and_compute_masks(flows[0], flows[1], niter=200,
+                                             cellprob_threshold=cellprob, flow_threshold=flow,
+                                             min_size=15, max_size_fraction=0.4, device=_cpu())
+
+
+def tune_thresholds(model: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The flow and cell-probability thresholds with the best mean AP@0.5 on validation."""
+    from cellpose import metrics
+
+    flows = [flows_of(model, x, data["diameter"]) for x in data["x_val"]]
+    table = []
+    for flow, cellprob in itertools.product(FLOW_THRESHOLDS, CELLPROB_THRESHOLDS):
+        predicted = [masks_from(f, flow, cellprob) for f in flows]
+        ap = metrics.average_precision(data["labels_val"], predicted, threshold=[0.5])[0]
+        table.append({"flow_threshold": flow, "cellprob_threshold": cellprob,
+                      "mean_ap@0.5": float(np.mean(ap))})
+    best = max(table, key=lambda row: row["mean_ap@0.5"])
+    return {"best": best, "table": table}
+
+
+def predict_test(model: Any, work: Path, split: dict[str, Any], out: Path,
+                 diameter: float, best: dict[str, float]) -> None:
+    """Label images of every test image into ``out/predictions``."""
+    images, _ = common.load_images(work, split["test"], "test", labels=False)
+    for stem, image in zip(split["test"], images, strict=True):
+        labels = masks_from(flows_of(model, image, diameter), best["flow_threshold"],
+                            best["cellprob_threshold"])
+        common.write_label(out / "predictions" / f"{stem}.tif", np.asarray(labels))
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that matter."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("cellpose", "torch", "numpy")}
+
+
+def run(args: Any) -> dict[str, Any]:
+    """Train within the budget, tune the thresholds, predict; return the run record."""
+    import torch
+    from cellpose import models
+
+    torch.set_num_threads(args.threads)
+    work = args.work_dir.resolve()
+    split, out = common.read_split(work), common.output_dir(work, TOOL, args.out)
+    clock = common.Clock()
+    with common.LoadSampler() as load:
+        data = training_data(work, split)
+        plan = planned_epochs(data, clock, args.budget_cpu_seconds, args.seed)
+        weights = train(new_network(data["diameter"], args.seed), data, plan["epochs"], out,
+                        "model")
+    training = {**clock.seconds(), "load": load.summary()}
+    model = models.CellposeModel(gpu=False, pretrained_model=str(weights))
+    tuning = common.Clock()
+    tuned = tune_thresholds(model, data)
+    tuned_seconds, predicting = tuning.seconds(), common.Clock()
+    predict_test(model, work, split, out, data["diameter"], tuned["best"])
+    batches = math.ceil(len(data["x_train"]) / SETTINGS["batch_size"])
+    return {"tool": "Cellpose", "versions": versions(),
+            "settings": SETTINGS, "budget_cpu_seconds": args.budget_cpu_seconds,
+            "diam_mean": data["diameter"], "plan": plan, "epochs": plan["epochs"],
+            "steps": plan["epochs"] * batches, "training": training,
+            "threshold_tuning": {**tuned_seconds, **tuned}, "prediction": predicting.seconds(),
+            "weights": str(weights), "out": str(out)}
+
+
+def main() -> None:
+    """Command line (see the module docstring)."""
+    args = common.arguments(__doc__.splitlines()[0])
+    common.limit_threads(args.threads)
+    record = run(args)
+    record.update(common.provenance(args.threads))
+    path = common.write_json(Path(record["out"]) / "run.json", record)
+    print(f"written: {path}; {record['epochs']} epochs, {record['training']['cpu_seconds']} "
+          f"CPU s, {record['training']['wall_seconds']} s wall")
+
+
+if __name__ == "__main__":
+    main()
