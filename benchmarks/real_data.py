@@ -564,7 +564,8 @@ def _result_path(work: Path, label: str) -> Path:
 
 
 def table_row(row: dict[str, Any]) -> str:
-    """One Markdown row: label, F1, precision, recall, DSB, PQ, CPU s, wall s, steps, command."""
+    """One Markdown row: label, F1, precision, recall, DSB, PQ, training CPU s, wall s, mean
+    load average during training, steps/epochs, command."""
     s, training = row["scores"], row.get("training", {})
 
     def number(value: Any, digits: int = 3) -> str:
@@ -575,7 +576,8 @@ def table_row(row: dict[str, Any]) -> str:
     return (f"| {row['label']} | {number(s['f1'])} | {number(s['precision'])} | "
             f"{number(s['recall'])} | {number(s['dsb_score'])} | "
             f"{number(s['panoptic_quality'])} | {number(training.get('cpu_seconds'), 0)} | "
-            f"{number(training.get('wall_seconds'), 0)} | {length.strip(' /')} | "
+            f"{number(training.get('wall_seconds'), 0)} | "
+            f"{number(training.get('load', {}).get('mean'), 1)} | {length.strip(' /')} | "
             f"`{row['command']}` |")
 
 
@@ -583,9 +585,9 @@ def print_table(work: Path) -> None:
     """Print the Markdown table of every row in ``work/results``, oldest first."""
     rows = sorted((json.loads(p.read_text()) for p in (work / "results").glob("*.json")),
                   key=lambda r: r["date"])
-    print("| row | F1@0.5 | precision | recall | DSB score | PQ | CPU s | wall s | length "
-          "| command |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| row | F1@0.5 | precision | recall | DSB score | PQ | CPU s | wall s | load "
+          "| length | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(table_row(row))
 
