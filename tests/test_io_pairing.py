@@ -269,3 +269,12 @@ def test_file_names_that_are_not_utf8_are_named_and_refused(tmp_path):
                for p in info.value.problems)
     with pytest.raises(DataError, match="not valid UTF-8"):
         list_images(tmp_path / "images")
+
+
+def test_an_image_without_pixels_is_named(tmp_path):
+    add_pair(tmp_path, "ok")
+    np.save(tmp_path / "images" / "empty.npy", np.zeros((0, 24), np.uint16))
+    np.save(tmp_path / "labels" / "empty.npy", np.zeros((0, 24), np.uint16))
+    assert problems_of(tmp_path) == [
+        f"{tmp_path / 'images' / 'empty.npy'}: holds no pixels (shape (0, 24), axes 'YX'); "
+        f"export the image again"]

@@ -112,3 +112,25 @@ def test_prepare_notebook_reads_numbers_that_papermill_passes_as_text(tmp_path):
     summary = json.loads((run_dir / "data" / "summary.json").read_text())
     assert summary["ndim"] == 2 and summary["parameters"]["fractions"] == [0.7, 0.15, 0.15]
     assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (6, 1, 1)
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("seed", "-1", "parameter seed = -1: -1 is out of range; expected from 0 to 4294967295"),
+    ("ndim", 4, "parameter ndim = 4: 4 is out of range; expected from 2 to 3"),
+    ("train_fraction", "1.5", "expected from 0 to 1"),
+    ("epochs", 0, "parameter epochs = 0: 0 is out of range; expected at least 1"),
+    ("learning_rate", "0", "expected above 0"),
+    ("tile_shape", "64, 0", "parameter tile_shape = [64, 0]: 0 is out of range"),
+    ("iou_thresholds", [0.5, 0.0], "expected above 0 and at most 1"),
+])
+def test_numbers_out_of_range_name_the_range(name, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        coerce_parameter(name, value)
+    assert expected in str(caught.value)
+
+
+def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "run").write_text("notes")
+    with pytest.raises(ConfigError, match="run/ is a file|run is a file, not a folder"):
+        start_notebook("01_prepare_data", tmp_path / "run" / "sub", {})
+    assert (tmp_path / "run").read_text() == "notes"

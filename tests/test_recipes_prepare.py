@@ -298,3 +298,13 @@ def test_a_write_that_fails_midway_leaves_no_split_that_later_runs_misread(tmp_p
     assert sorted(p.name for p in (run / "data").iterdir()) == []
     summary = prepare_data(run, data_dir=user_data)
     assert summary["reused"] is False and load_manifest(run).n_classes == 3
+
+
+@pytest.mark.parametrize("bad", ["seed", "run_dir"])
+def test_a_negative_seed_or_a_run_folder_that_is_a_file_is_refused_first(tmp_path, bad):
+    (tmp_path / "notes.txt").write_text("x")
+    run = tmp_path / ("notes.txt" if bad == "run_dir" else "run")
+    with pytest.raises(ConfigError, match="seed = -1: expected a whole number" if bad == "seed"
+                       else "notes.txt is a file, not a folder"):
+        prepare_data(run, quick=True, seed=-1 if bad == "seed" else 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

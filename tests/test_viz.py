@@ -103,3 +103,21 @@ def test_shorten_middle_keeps_both_ends_of_a_long_name():
 def test_long_file_names_fit_their_panels(rng):
     samples = [_sample(rng, (12, 16), LONG_NAME + str(k)) for k in range(3)]
     assert titles_fit_their_panels(viz.show_samples(samples, n=3))
+
+
+def test_a_figure_that_cannot_be_written_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from microseg.errors import WriteError
+    from microseg.viz import save_figure
+
+    figure = plt.figure()
+
+    def fill_the_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(figure, "savefig", fill_the_disk)
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'pairs.png'}: the disk "):
+        save_figure(figure, tmp_path / "pairs.png")
+    plt.close(figure)
+    assert list(tmp_path.iterdir()) == []

@@ -132,3 +132,16 @@ def test_form_value_converts_what_the_widget_shows(spec, raw, expected):
 def test_form_value_names_the_parameter_and_the_expected_text():
     with pytest.raises(ValueError, match=r"learning_rate: 'fast' is not a number; expected"):
         form_value("learning_rate", float | None, "fast")
+
+
+def test_a_damaged_form_record_is_named_instead_of_a_json_traceback(tmp_path):
+    from microseg.errors import DataError
+
+    record = tmp_path / "notebooks" / "02_train.form.json"
+    record.parent.mkdir()
+    record.write_text('{"norm": "ba')
+    with pytest.raises(DataError, match="02_train.form.json is not valid JSON.*delete it"):
+        parameter_form({"norm": "batch"}, {"norm": ["batch"]}, run_dir=tmp_path,
+                       name="02_train")
+    with pytest.raises(DataError, match="02_train.form.json is not valid JSON"):
+        saved_form_values(tmp_path, "02_train")

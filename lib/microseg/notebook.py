@@ -39,10 +39,12 @@ from microseg.runs import (
     atomic_write_json,
     check_outside_inputs,
     environment_record,
+    require_folder,
     writing,
 )
 
-__all__ = ["INPUT_PARAMETERS", "PARAMETER_TYPES", "coerce_parameter", "coerce_parameters",
+__all__ = ["INPUT_PARAMETERS", "PARAMETER_LIMITS", "PARAMETER_TYPES", "coerce_parameter",
+           "coerce_parameters",
            "saved_parameters", "start_notebook"]
 
 _NUMBERS = int | list[int] | None
@@ -74,6 +76,30 @@ PARAMETER_TYPES: dict[str, Any] = {
 }
 """The declared type of every notebook parameter, by name (the same name means the same thing
 in every notebook). A test checks that every parameters cell is covered and its defaults fit."""
+
+def _at_least(low: float) -> tuple[Any, str]:
+    return (lambda v: v >= low), f"at least {low}"
+
+
+def _between(low: float, high: float, above_low: bool = False) -> tuple[Any, str]:
+    if above_low:
+        return (lambda v: low < v <= high), f"above {low} and at most {high}"
+    return (lambda v: low <= v <= high), f"from {low} to {high}"
+
+
+_POSITIVE = ((lambda v: v > 0), "above 0")
+PARAMETER_LIMITS: dict[str, tuple[Any, str]] = {
+    "seed": _between(0, 2**32 - 1), "ndim": _between(2, 3), "n_classes": _at_least(2),
+    "grad_accumulation": _at_least(1), "search_trials": _at_least(1), "epochs": _at_least(1),
+    "n_target_train": _at_least(1), "n_target_val": _at_least(1), "rounds": _at_least(0),
+    "images_per_round": _at_least(1), "patience": _at_least(0), "keep_last": _at_least(0),
+    "unfreeze_every": _at_least(1), "batch_size": _at_least(1), "patch_size": _at_least(1),
+    "tile_shape": _at_least(1), "halo": _at_least(0), "train_fraction": _between(0, 1),
+    "val_fraction": _between(0, 1), "test_fraction": _between(0, 1),
+    "learning_rate": _POSITIVE, "encoder_learning_rate": _POSITIVE, "pixel_size": _POSITIVE,
+    "iou_thresholds": _between(0, 1, above_low=True),
+}
+"""Allowed values of numeric parameters (each number of a list too): a test and the words."""
 
 INPUT_PARAMETERS = ("data_dir", "roi_dir", "annotation_dir", "target_data_dir", "unlabelled_dir",
                     "input_path")
@@ -108,8 +134,8 @@ def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any],
     Raises
     ------
     ConfigError
-        A value that is not of its parameter's type (naming parameter, value and type), or a
-        run folder inside an input folder.
+        A value that is not of its parameter's type (naming parameter, value and type) or out
+        of its range, a run folder inside an input folder, or one that is a file.
     WriteError
         The run folder cannot be written (read-only, full disk), naming it and the fix.
 
@@ -120,7 +146,7 @@ def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any],
     params = coerce_parameters(params)
     if namespace is not None:
         namespace.update({key: value for key, value in params.items() if key in namespace})
-    run_dir = params.get("run_dir", run_dir)
+    run_dir = require_folder(params.get("run_dir", run_dir))
     check_outside_inputs(run_dir, {key: params.get(key) for key in INPUT_PARAMETERS})
     run = RunFolder(run_dir)
     record = {
@@ -160,7 +186,8 @@ def coerce_parameter(name: str, value: Any, kind: Any = None) -> Any:
     Raises
     ------
     ConfigError
-        Naming the parameter, the value, its type and the type expected, with an example.
+        Naming the parameter, the value, its type and the type expected, with an example; or,
+        for a number outside :data:`PARAMETER_LIMITS` (e.g. ``seed = -1``), the range allowed.
     """
     kind = PARAMETER_TYPES.get(name) if kind is None else kind
     if kind is None:
@@ -170,13 +197,26 @@ def coerce_parameter(name: str, value: Any, kind: Any = None) -> Any:
     for candidate in [*readings, value] if isinstance(value, str) else [value, *readings]:
         converted = _as_type(candidate, kind)
         if converted is not _NO:
-            return converted
+            return _within_limits(name, converted)
     found = "text" if isinstance(value, str) else type(value).__name__
     raise ConfigError(f"parameter {name} = {value!r} ({found}): expected {_describe(kind)}, "
                       f"e.g. {name} = {_example(kind)!r}")
 
 
 _NO = object()
+
+
+def _within_limits(name: str, value: Any) -> Any:
+    """``value`` when every number in it is allowed for ``name`` (:data:`PARAMETER_LIMITS`)."""
+    if name not in PARAMETER_LIMITS:
+        return value
+    allowed, words = PARAMETER_LIMITS[name]
+    numbers = value if isinstance(value, list) else [value]
+    wrong = [v for v in numbers if isinstance(v, int | float) and not allowed(v)]
+    if wrong:
+        raise ConfigError(f"parameter {name} = {value!r}: {wrong[0]!r} is out of range; "
+                          f"expected {words}")
+    return value
 
 
 def _readings(value: Any) -> list[Any]:

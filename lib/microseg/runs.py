@@ -239,6 +239,9 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     elif err.errno == errno.EFBIG:
         reason = "the file would be larger than this process may write (ulimit -f)"
         fix = "raise the file size limit, or write to another disk"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST) and _file_on_path(path) is not None:
+        reason = f"{_file_on_path(path)} is a file, not a folder"
+        fix = "choose another run_dir, or move that file away"
     elif err.errno in _READ_ONLY:
         reason = f"{folder} is read-only for this user ({err.strerror})"
         fix = ("choose a run_dir you can write to, e.g. under your home folder (in the "
@@ -249,6 +252,21 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
                        f"behind.")
     error.errno = err.errno
     return error
+
+
+def _file_on_path(path: Path) -> Path | None:
+    """The first part of ``path``'s folders that exists as a file, or None."""
+    return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def require_folder(path: str | Path, name: str = "run_dir") -> Path:
+    """``path`` as a Path, unless it or one of its parents exists as a file (ConfigError)."""
+    path = Path(path)
+    found = path if path.exists() and not path.is_dir() else _file_on_path(path)
+    if found is not None:
+        raise ConfigError(f"{name} = {str(path)!r}: {found} is a file, not a folder; choose "
+                          f"a folder (it is made if missing)")
+    return path
 
 
 def _existing_parent(path: Path) -> Path:

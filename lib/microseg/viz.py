@@ -45,11 +45,15 @@ def shorten_middle(name: str, max_chars: int = 24) -> str:
 
 
 def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``figure`` as PNG (parent folders created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    """Save ``figure`` as PNG (parent folders created), atomically, and return the path.
+
+    Raises :class:`~microseg.errors.WriteError` naming the file when the disk is full or the
+    folder read-only; a half-written figure is never left behind.
+    """
+    from microseg.runs import atomic_write
+
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi,
+                                                         bbox_inches="tight"))
 
 
 def display_plane(array: np.ndarray, channels: bool = True) -> np.ndarray:

@@ -19,13 +19,13 @@ Example (in a notebook, after the parameters cell)
 from __future__ import annotations
 
 import html
-import json
 import re
 import types
 from pathlib import Path
 from typing import Any
 
-from microseg.runs import atomic_write_json
+from microseg.errors import DataError
+from microseg.runs import atomic_write_json, read_json
 
 FOLDER = "folder"
 
@@ -285,7 +285,10 @@ def _restore_row(namespace, fields, record, restore) -> list:
     """A button that puts back the values saved with the run, when they differ from namespace."""
     import ipywidgets as w
 
-    saved = json.loads(record.read_text()) if record is not None and record.is_file() else {}
+    saved = read_json(record) if record is not None and record.is_file() else {}
+    if not isinstance(saved, dict):
+        raise DataError(f"{record} should hold the form's values by name, found "
+                        f"{type(saved).__name__}; delete it (the form starts from the parameters)")
     differing = {k: v for k, v in saved.items() if k in fields and namespace[k] != v}
     if not differing:
         return []
@@ -316,4 +319,4 @@ def _writer(namespace, key, spec, fields, record, status):
 def saved_form_values(run_dir: str | Path, name: str) -> dict[str, Any] | None:
     """The values last chosen in notebook ``name``'s form, or None."""
     path = Path(run_dir) / "notebooks" / f"{name}.form.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None

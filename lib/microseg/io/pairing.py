@@ -199,6 +199,10 @@ def _checked_pair(stem: str, image: Path, label: Path | None, ndim: int | None,
     except DataError as err:
         problems.append(_one_line(err))
         return None
+    if 0 in header.shape:
+        problems.append(f"{image}: holds no pixels (shape {header.shape}, axes "
+                        f"{header.axes!r}); export the image again")
+        return None
     if label is not None and not _label_fits(label, header, problems):
         return None
     return ImagePair(stem, image, label, header.spatial_shape, n_channels, header.dtype)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from microseg.errors import ConfigError, DataError, MissingFileError, OutputExistsError
-from microseg.runs import RunFolder, read_json, write_summary
+from microseg.runs import RunFolder, read_json, require_folder, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -331,8 +331,11 @@ def _parameters(given: dict[str, Any]) -> dict[str, Any]:
     from microseg.data.split import check_fractions
     from microseg.transforms.targets import check_task
 
-    run = RunFolder(given["run_dir"])
+    run = RunFolder(require_folder(given["run_dir"]))
     check_task(given["task"])
+    seed = given["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed = {given['seed']!r}: expected a whole number ≥ 0")
     default_synthetic_size(given["ndim"], given["quick"])
     if given["split_by"] not in SPLIT_BY:
         raise ConfigError(f"split_by = {given['split_by']!r}; choose one of {SPLIT_BY}")
