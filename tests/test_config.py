@@ -63,3 +63,15 @@ def test_replace_validates():
     assert cfg.replace(tile=16).tile == 16
     with pytest.raises(ConfigError):
         cfg.replace(norm="nope")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[1, 2]", "expected a ExampleConfig \\(settings by name, a JSON object\\), found list"),
+    ('{"config_version": "new"}', "config_version 'new' is not a whole number"),
+    (b"\xff\xfe", "is not valid JSON"),
+])
+def test_a_config_file_of_the_wrong_shape_is_named(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError, match=f"{path}.*{message}|config file {path} {message}"):
+        ExampleConfig.load(path)

@@ -111,3 +111,12 @@ def test_outputs_inside_an_input_folder_are_refused(tmp_path):
     for inside in (tmp_path / "data", tmp_path / "data" / "runs" / "a"):
         with pytest.raises(ConfigError, match="is inside data_dir = .*only read"):
             check_outside_inputs(inside, {"data_dir": tmp_path / "data"})
+
+
+def test_a_parameters_record_of_the_wrong_shape_is_named(tmp_path):
+    record = tmp_path / "notebooks" / "02_train_from_scratch.params.json"
+    record.parent.mkdir()
+    record.write_text("[]")
+    with pytest.raises(DataError, match="02_train_from_scratch.params.json is not a parameters "
+                                        "record .*delete it"):
+        RunFolder(tmp_path).default_model_name()

@@ -27,6 +27,7 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -67,11 +68,16 @@ class StageConfig:
             For an unknown key (with the closest valid key), a value of the wrong type, or a
             config written by a newer version of microseg.
         """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"expected a {cls.__name__} (settings by name, a JSON object), "
+                              f"found {type(data).__name__}")
         data = dict(data)
         kind = data.pop("config_type", cls.__name__)
         if kind != cls.__name__:
             raise ConfigError(f"expected a {cls.__name__}, found a {kind}")
-        version = int(data.pop("config_version", cls.VERSION))
+        version = data.pop("config_version", cls.VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ConfigError(f"{cls.__name__}: config_version {version!r} is not a whole number")
         if version > cls.VERSION:
             raise ConfigError(
                 f"{cls.__name__} version {version} was written by a newer microseg "
@@ -116,8 +122,11 @@ class StageConfig:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+        except OSError as err:
+            raise ConfigError(f"config file {path} cannot be read ({err.strerror or err})"
+                              ) from None
         try:
             return cls.from_dict(data)
         except ConfigError as err:

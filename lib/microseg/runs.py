@@ -101,7 +101,13 @@ class RunFolder:
         """The parameters notebook ``notebook`` (e.g. ``"02_train_from_scratch"``) last ran with
         here, or None if it never ran in this run folder."""
         path = self.root / "notebooks" / f"{notebook}.params.json"
-        return read_json(path)["parameters"] if path.is_file() else None
+        if not path.is_file():
+            return None
+        record = read_json(path)
+        if not isinstance(record, dict) or not isinstance(record.get("parameters"), dict):
+            raise DataError(f"{path} is not a parameters record (expected an object with "
+                            f"'parameters'); delete it and run {notebook} again")
+        return record["parameters"]
 
     def default_model_name(self) -> str:
         """The model a later stage uses when none is named: the one policy of every notebook.
