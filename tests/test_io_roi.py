@@ -309,3 +309,15 @@ def test_import_roi_folder_stops_on_roi_files_that_give_no_object_or_miss_the_im
     assert ("no ROI with an area" if unusable == "points_only" else "outside the image") in \
         info.value.problems[0]
     assert not out.exists()
+
+
+def test_a_roi_set_that_unpacks_like_a_zip_bomb_is_not_read(tmp_path):
+    import zipfile
+
+    path = tmp_path / "RoiSet.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("0001.roi", bytes(80 * 2**20))
+    with pytest.raises(DataError, match="RoiSet.zip: not read, it is larger than a ROI set "
+                                        "should be") as info:
+        read_rois(path)
+    assert "80.0 MiB once extracted" in info.value.problems[0]

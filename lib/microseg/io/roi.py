@@ -53,7 +53,8 @@ _OBJECT_NAME = re.compile(r"^object (\d+)(?: z\d+)?$")
 def read_rois(source: Any) -> list[Any]:
     """A list of ``roifile.ImagejRoi`` from a ``.zip``/``.roi`` path, one ROI, or an iterable.
 
-    Raises :class:`DataError` naming the file if it is missing or cannot be read.
+    Raises :class:`DataError` naming the file if it is missing or cannot be read, or is a zip
+    that would unpack to more than a ROI set should (see :mod:`microseg.io.archives`).
     """
     import roifile
 
@@ -64,6 +65,7 @@ def read_rois(source: Any) -> list[Any]:
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{path} does not exist; expected a Fiji RoiSet .zip or a .roi file")
+    _refuse_zip_bomb(path)
     try:
         rois = roifile.roiread(path)
     # roifile raises struct, zip and value errors alike for a damaged or foreign file.
@@ -71,6 +73,19 @@ def read_rois(source: Any) -> list[Any]:
         raise DataError(f"{path}: cannot be read as ImageJ ROIs ({type(err).__name__}: {err}); "
                         f"export the ROIs from Fiji's ROI Manager with More > Save...") from err
     return rois if isinstance(rois, list) else [rois]
+
+
+def _refuse_zip_bomb(path: Path) -> None:
+    import zipfile
+
+    from microseg.io.archives import check_zip_size
+
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        problems = check_zip_size(archive)
+    if problems:
+        raise DataError(f"{path}: not read, it is larger than a ROI set should be", problems)
 
 
 def rois_to_labels(rois: Any, shape: tuple[int, ...], group_by_name: bool = False) -> np.ndarray:

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = [
     "PretrainedModel",
     "check_zip_members",
-    "check_zip_size",
     "load_bioimageio",
     "load_model_folder",
     "load_pretrained",
@@ -295,60 +294,26 @@ def check_zip_members(archive: zipfile.ZipFile) -> list[str]:
     return problems
 
 
-MAX_PACKAGE_BYTES = 4 * 2**30
-"""Largest total size of a package's files once extracted (4 GiB)."""
-MAX_PACKAGE_MEMBERS = 10_000
-"""Most files a package may hold."""
-MAX_COMPRESSION_RATIO = 100
-"""Packages above 64 MiB extracted must be at most this many times their compressed size:
-weights hardly compress (about 1.1×), a zip bomb compresses zeros about 1000×."""
-_RATIO_FROM_BYTES = 64 * 2**20
-
-
-def check_zip_size(archive: zipfile.ZipFile, max_bytes: int = MAX_PACKAGE_BYTES,
-                   max_members: int = MAX_PACKAGE_MEMBERS,
-                   max_ratio: float = MAX_COMPRESSION_RATIO) -> list[str]:
-    """Problems that make extracting ``archive`` exhaust the disk (empty if none): more than
-    ``max_members`` members, more than ``max_bytes`` in all once extracted, or (above 64 MiB)
-    more than ``max_ratio`` times the compressed size. Read from the zip's directory, before
-    anything is extracted."""
-    infos = archive.infolist()
-    total = sum(info.file_size for info in infos)
-    packed = sum(info.compress_size for info in infos)
-    problems = []
-    if len(infos) > max_members:
-        problems.append(f"{len(infos)} members, more than the {max_members} allowed")
-    if total > max_bytes:
-        problems.append(f"{_size(total)} once extracted, more than the {_size(max_bytes)} "
-                        f"allowed")
-    if total > _RATIO_FROM_BYTES and total > max_ratio * max(packed, 1):
-        problems.append(f"{_size(total)} once extracted from {_size(packed)}: "
-                        f"{total / max(packed, 1):.0f} times smaller packed, more than the "
-                        f"{max_ratio:g} times of real weights (a zip bomb)")
-    return problems
-
-
-def _size(n_bytes: float) -> str:
-    for factor, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n_bytes >= factor:
-            return f"{n_bytes / factor:.1f} {unit}"
-    return f"{n_bytes:.0f} bytes"
-
-
 def safe_extract(zip_path: str | Path, destination: str | Path,
-                 max_bytes: int = MAX_PACKAGE_BYTES,
-                 max_members: int = MAX_PACKAGE_MEMBERS) -> Path:
+                 max_bytes: int | None = None, max_members: int | None = None) -> Path:
     """Extract ``zip_path`` into ``destination`` after checking every member; returns it.
 
     Raises :class:`DataError` before anything is written: listing every unsafe member (see
     :func:`check_zip_members`), when the archive is too large or compressed like a zip bomb
-    (see :func:`check_zip_size`; ``max_bytes``, ``max_members``), when the destination's disk
+    (see :func:`microseg.io.archives.check_zip_size`; ``max_bytes``, ``max_members``, None:
+    its defaults), when the destination's disk
     has less free space than the extracted files need, or when the file is not a zip archive.
     A damaged member found while extracting raises DataError too (the destination keeps what
     was extracted; callers extract into a new temporary folder).
     """
     import shutil
 
+    from microseg.io.archives import (
+        MAX_PACKAGE_BYTES,
+        MAX_PACKAGE_MEMBERS,
+        check_zip_size,
+        size_text,
+    )
     from microseg.runs import writing
 
     zip_path, destination = Path(zip_path), Path(destination)
@@ -361,7 +326,8 @@ def safe_extract(zip_path: str | Path, destination: str | Path,
             raise DataError(f"{zip_path} was not extracted: {len(problems)} member(s) would be "
                             f"written outside the extraction folder; the package may be malicious",
                             problems)
-        problems = check_zip_size(archive, max_bytes, max_members)
+        problems = check_zip_size(archive, max_bytes or MAX_PACKAGE_BYTES,
+                                  max_members or MAX_PACKAGE_MEMBERS)
         if problems:
             raise DataError(f"{zip_path} was not extracted: it is larger than a model package "
                             f"should be; if you trust it, extract it yourself and give the "
@@ -369,8 +335,8 @@ def safe_extract(zip_path: str | Path, destination: str | Path,
         needed = sum(info.file_size for info in archive.infolist())
         free = shutil.disk_usage(_existing(destination)).free
         if needed > free:
-            raise DataError(f"{zip_path} was not extracted: it needs {_size(needed)} but the "
-                            f"disk holding {destination} has {_size(free)} free; free space "
+            raise DataError(f"{zip_path} was not extracted: it needs {size_text(needed)} but "
+                            f"the disk holding {destination} has {size_text(free)} free; free space "
                             f"there or set TMPDIR to a folder on a larger disk")
         try:
             with writing(destination):
