@@ -553,3 +553,21 @@ def test_labels_saved_as_jpeg_are_refused(tmp_path, stored):
     assert len(np.unique(decoded)) > 3, "JPEG compression invents label values"
     with pytest.raises(DataError, match="must not be saved as JPEG.*as TIFF or PNG"):
         read_label(path)
+
+
+def test_an_image_larger_than_the_memory_available_is_refused_before_reading(tmp_path,
+                                                                             monkeypatch):
+    from microseg.io import images
+
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint16))
+    assert read_image(path).shape == (1, 64, 64)
+    monkeypatch.setattr(images, "available_memory", lambda: 4096)
+    reads = []
+    monkeypatch.setattr(images, "_EAGER_READERS",
+                        {key: lambda p: reads.append(p) for key in images._EAGER_READERS})
+    with pytest.raises(DataError, match=r"big.tif: its pixels \(\(64, 64\) uint16, 8.0 KiB\) do "
+                                        r"not fit in the 4.0 KiB of memory available; predict "
+                                        r"it piece by piece"):
+        read_image(path)
+    assert reads == []

@@ -274,13 +274,16 @@ def read_image(path: str | Path, axes: str | None = None, ndim: int | None = Non
 
     A TIFF holding several series (e.g. an OME-TIFF with several images) gives its first series.
     Palette PNGs give their index values (how label editors store labels). Raises
-    :class:`DataError` naming the file for a missing, unsupported, damaged or mismatched file.
+    :class:`DataError` naming the file for a missing, unsupported, damaged or mismatched file,
+    and, before reading, for pixels that would not fit in the memory available (TIFF, NumPy
+    and Zarr declare their size; :func:`open_image` reads such files piece by piece).
 
     >>> read_image("images/cell_01.png").shape                # doctest: +SKIP
     (1, 512, 512)
     """
     path = Path(path)
     fmt = _format_of(path)
+    _refuse_larger_than_memory(path, fmt)
     array, stored = _read_guarded(path, fmt, _EAGER_READERS[fmt])
     resolved = _resolve_axes(path, array.shape, stored, axes, ndim)
     image = np.ascontiguousarray(to_canonical(array, resolved))
@@ -289,6 +292,33 @@ def read_image(path: str | Path, axes: str | None = None, ndim: int | None = Non
                  "keeping one channel", path, image.shape[0])
         image = np.ascontiguousarray(image[:1])
     return image
+
+
+def _refuse_larger_than_memory(path: Path, fmt: str) -> None:
+    if fmt in ("png", "jpeg"):  # no size without decoding; Pillow refuses decompression bombs
+        return
+    array, _ = _read_guarded(path, fmt, _tiff_header if fmt == "tiff" else _LAZY_READERS[fmt])
+    needed = int(np.prod(array.shape, dtype=np.float64)) * np.dtype(array.dtype).itemsize
+    available = available_memory()
+    if available is not None and needed > available:
+        from microseg.io.archives import size_text
+
+        raise DataError(f"{path}: its pixels ({tuple(array.shape)} {array.dtype}, "
+                        f"{size_text(needed)}) do not fit in the {size_text(available)} of "
+                        f"memory available; predict it piece by piece (notebook 07 with "
+                        f"input_path), or crop or bin it first")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new data (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def open_image(path: str | Path, axes: str | None = None,
