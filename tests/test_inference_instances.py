@@ -141,3 +141,30 @@ def test_unreadable_file_names_the_file(tmp_path):
     (tmp_path / POSTPROCESSING_FILE).write_text('{"foreground_treshold": 0.3}')
     with pytest.raises(ConfigError, match=f"{POSTPROCESSING_FILE}.*foreground_threshold"):
         load_postprocessing(tmp_path)
+
+
+def test_distance_head_separates_touching_objects_from_their_cores():
+    from microseg.inference.instances import expected_distance
+    from microseg.transforms.targets import labels_to_target
+
+    truth = np.zeros((24, 40), np.int32)
+    yy, xx = np.mgrid[:24, :40]
+    truth[(yy - 12) ** 2 + (xx - 12) ** 2 <= 81] = 1
+    truth[((yy - 12) ** 2 + (xx - 27) ** 2 <= 81) & (truth == 0)] = 2  # touching discs
+    levels = 4
+    target = labels_to_target(truth, "instance", head="distance", levels=levels)
+    probabilities = np.eye(levels + 1, dtype=np.float32)[target].transpose(2, 0, 1)
+    config = InstancePostprocessing(head="distance", seed_threshold=0.5, min_size=1)
+    found = probabilities_to_instances(probabilities, config)
+    assert found.max() == 2
+    assert match_instances(found, truth, (0.9,)).at(0.9).f1 == 1.0
+    assert np.array_equal(found > 0, truth > 0)
+    centres = (np.arange(1, levels + 1) - 0.5) / levels
+    np.testing.assert_allclose(expected_distance(probabilities)[truth > 0],
+                               centres[target[truth > 0] - 1], rtol=1e-6)
+
+
+def test_distance_head_checks_its_channels():
+    with pytest.raises(DataError, match="distance levels"):
+        probabilities_to_instances(np.zeros((2, 8, 8), np.float32),
+                                   InstancePostprocessing(head="distance"))

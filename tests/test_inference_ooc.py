@@ -242,3 +242,16 @@ def test_instance_labels_stitched_across_blocks_equal_whole_image_instances(tmp_
     assert result["n_objects"] == expected.max() > 10
     assert objects_cut_by_blocks(expected, 32) > 3
     assert not (tmp_path / "out" / "probabilities.zarr").exists()
+
+
+def test_test_time_augmentation_out_of_core_equals_in_memory(tmp_path, model2d, image2d):
+    path = tmp_path / "image.tif"
+    tifffile.imwrite(path, image2d[0])
+    low, high = percentile_statistics(image2d)
+    result = predict_volume_to_zarr(model2d, path, tmp_path / "out", TILE, HALO, tta=True,
+                                    scheduler="synchronous")
+    found = zarr.open_array(str(tmp_path / "out" / "probabilities.zarr"), mode="r")[...]
+    expected = predict_tiled(model2d, normalize(image2d, low, high), TILE, HALO, tta=True)
+    np.testing.assert_allclose(found, expected, atol=1e-5, rtol=0)
+    assert json.loads((tmp_path / "out" / "prediction.json").read_text())["plan"]["tta"] is True
+    assert result["complete"]

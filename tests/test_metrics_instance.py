@@ -260,3 +260,29 @@ def test_object_error_map_marks_matched_false_positive_and_missed_objects():
     assert set(codes[pred == 8].tolist()) == {2}
     assert set(codes[truth == 2].tolist()) == {3}
     assert codes[(pred == 0) & (truth == 0)].max() == 0
+
+
+def test_dsb_score_is_the_mean_over_images_of_the_mean_over_thresholds():
+    from microseg.metrics.instance import DSB_THRESHOLDS, dsb_score
+
+    rng = np.random.default_rng(7)
+    matchings, expected = [], []
+    for _ in range(3):
+        truth = np.zeros((40, 40), np.int32)
+        pred = np.zeros((40, 40), np.int32)
+        for k in range(1, 5):
+            y, x = rng.integers(0, 30, 2)
+            truth[y:y + 8, x:x + 8] = k
+            dy, dx = rng.integers(-3, 4, 2)
+            pred[max(0, y + dy):y + dy + 8, max(0, x + dx):x + dx + 8] = k
+        matching = match_instances(pred, truth, DEFAULT_IOU_THRESHOLDS)
+        matchings.append(matching)
+        per_threshold = []
+        for t in DSB_THRESHOLDS:
+            scores = matching.at(t)
+            per_threshold.append(scores.tp / (scores.tp + scores.fp + scores.fn))
+        expected.append(np.mean(per_threshold))
+    assert dsb_score(matchings) == pytest.approx(float(np.mean(expected)), abs=1e-12)
+    empty = match_instances(np.zeros((4, 4), np.int32), np.zeros((4, 4), np.int32),
+                            DEFAULT_IOU_THRESHOLDS)
+    assert dsb_score([empty]) is None

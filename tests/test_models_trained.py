@@ -207,3 +207,125 @@ def test_saved_settings_are_json_a_person_can_read(tmp_path):
     saved = json.loads((folder / "prediction.json").read_text())
     assert saved["task"] == "binary" and saved["halo"] == [8, 12]
     assert saved["normalization"]["low"] == 1.0
+
+
+def test_tta_keeps_tiled_prediction_equal_to_whole_image_prediction():
+    network, config = tiny_unet()
+    model = TrainedModel.from_network(network, config)
+    image = np.random.default_rng(3).normal(size=(1, 70, 90)).astype(np.float32)
+    whole = model.predict(image, normalized=True, tta=True, tile_shape=256, device="cpu")
+    tiled = model.predict(image, normalized=True, tta=True, tile_shape=(32, 24), device="cpu")
+    plain = model.predict(image, normalized=True, device="cpu")
+    assert np.abs(whole - tiled).max() < 1e-5
+    assert np.abs(whole - plain).max() > 1e-3, "the network is not symmetric: TTA changes it"
+    info = model.predict_with_info(image, normalized=True, tta=True, device="cpu")
+    assert info.tta and info.passes == 1
+
+
+def test_models_trained_at_a_canonical_size_resample_the_image_and_map_back():
+    from microseg.transforms.scale import rescale_image, resize_to
+
+    network, config = tiny_unet()
+    model = TrainedModel.from_network(network, config, canonical_diameter=20.0,
+                                      object_diameter=40.0)
+    image = np.random.default_rng(4).normal(size=(1, 64, 96)).astype(np.float32)
+    info = model.predict_with_info(image, normalized=True, device="cpu")
+    assert info.scale_factor == 0.5 and info.object_diameter == 40.0
+    by_hand = resize_to(model.predict(rescale_image(image, 0.5), normalized=True,
+                                      object_diameter=20.0, device="cpu"), (64, 96))
+    np.testing.assert_allclose(info.probabilities, by_hand, atol=1e-6)
+    assert model.predict_with_info(image, normalized=True, object_diameter=10.0,
+                                   device="cpu").scale_factor == 2.0
+    with pytest.raises(ConfigError, match="object_diameter"):
+        model.predict(image, normalized=True, object_diameter="large", device="cpu")
+    plain = TrainedModel.from_network(network, config)
+    assert plain.predict_with_info(image, normalized=True, object_diameter=10.0,
+                                   device="cpu").scale_factor == 1.0
+
+
+class DiscFinder:
+    """A 'network' that segments bright discs perfectly at any scale: foreground where the
+    input exceeds 0.5, boundary on its rim (for the three-class head)."""
+
+    size_divisor = 1
+
+    def __call__(self, batch):
+        import torch
+        from scipy import ndimage
+
+        out = []
+        for x in batch.numpy():
+            inside = x[0] > 0.5
+            rim = inside & ~ndimage.binary_erosion(inside)
+            logits = np.stack([~inside, inside & ~rim, rim]).astype(np.float32) * 20
+            out.append(logits)
+        return torch.from_numpy(np.stack(out))
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def parameters(self):
+        return iter(())
+
+    def modules(self):
+        return iter(())
+
+    def eval(self):
+        return self
+
+
+def test_auto_diameter_finds_the_objects_size_and_predicts_at_it():
+    from microseg.inference.instances import InstancePostprocessing
+    from microseg.transforms.scale import median_diameter
+
+    label = np.zeros((200, 200), np.int32)
+    yy, xx = np.mgrid[:200, :200]
+    for k, (cy, cx) in enumerate([(50, 50), (50, 140), (140, 60), (140, 145)], start=1):
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= 30 ** 2] = k
+    image = (label > 0).astype(np.float32)[None]
+    model = TrainedModel(DiscFinder(), None, PredictionSettings(
+        task="instance", canonical_diameter=20.0, object_diameter=15.0, halo=(2, 2)),
+        InstancePostprocessing(min_size=1, seed_threshold=0.5))
+    info = model.predict_with_info(image, normalized=True, object_diameter="auto")
+    true_diameter = median_diameter(label)
+    assert info.passes >= 2
+    assert info.object_diameter == pytest.approx(true_diameter, rel=0.1)
+    assert info.scale_factor == pytest.approx(20.0 / true_diameter, rel=0.1)
+    assert model.labels(info.probabilities).max() == 4
+
+
+def test_out_of_core_prediction_at_a_canonical_size_equals_in_memory(tmp_path):
+    import tifffile
+    import torch
+    import zarr
+
+    from microseg.data.synthetic import synthetic_sample
+    from microseg.inference.instances import InstancePostprocessing
+    from microseg.metrics.instance import match_instances
+    from microseg.transforms.targets import labels_to_target
+
+    _, truth = synthetic_sample((160, 176), seed=4)
+    one_hot = np.eye(3, dtype=np.float32)[labels_to_target(truth, "instance")].transpose(2, 0, 1)
+    network = torch.nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        network.weight.copy_(8 * torch.eye(3)[:, :, None, None])
+        network.bias.zero_()
+    network.size_divisor = 1
+    model = TrainedModel.from_network(
+        network.eval(), task="instance", halo=(4, 4), canonical_diameter=10.0,
+        object_diameter=20.0, postprocessing=InstancePostprocessing(min_size=4),
+        normalization={"low": 0.0, "high": 100.0})
+    path = tmp_path / "image.tif"
+    tifffile.imwrite(path, one_hot, photometric="minisblack", metadata={"axes": "CYX"})
+    result = model.predict_volume(path, tmp_path / "out", tile_shape=16, output="both",
+                                  axes="CYX", scheduler="synchronous")
+    in_memory = model.predict_with_info(one_hot, tile_shape=16)
+    assert result["scale_factor"] == in_memory.scale_factor == 0.5
+    found = zarr.open_array(result["probabilities"], mode="r")[...]
+    np.testing.assert_allclose(found, in_memory.probabilities, atol=1e-5)
+    labels = zarr.open_array(result["labels"], mode="r")[...]
+    expected = model.labels(in_memory.probabilities)
+    assert match_instances(labels, expected, (0.9,)).at(0.9).f1 == 1.0
+    assert result["n_objects"] == expected.max() > 5
+    assert not (tmp_path / "out" / "_scaled").exists()
+    assert json.loads((tmp_path / "out" / "scale.json").read_text())["complete"]

@@ -148,3 +148,51 @@ def test_quick_training_in_3d(tmp_path):
     _, config, extra = load_network(summary["model_dir"])
     assert config.ndim == 3 and extra["train_config"]["patch_size"] == [16, 32, 32]
     assert summary["epochs_run"] == 2
+
+
+def test_distance_head_at_a_canonical_size_is_saved_for_prediction(trained_run):
+    from microseg.data.dataset import load_subset
+    from microseg.data.split import load_manifest
+    from microseg.models import TrainedModel
+    from microseg.transforms.scale import median_diameter
+
+    run_dir, _ = trained_run
+    summary = train_model(run_dir, model_name="distance", quick=True, instance_head="distance",
+                          object_diameter="auto", canonical_diameter=12.0)
+    train = load_subset(load_manifest(run_dir), "train")
+    expected = median_diameter([s.label for s in train])
+    assert summary["instance_head"] == "distance" and summary["canonical_diameter"] == 12.0
+    assert summary["object_diameter"] == pytest.approx(expected)
+    model = TrainedModel.load(summary["model_dir"])
+    assert model.config.out_classes == 5 and model.settings.instance_head == "distance"
+    assert model.settings.object_diameter == pytest.approx(expected)
+    info = model.predict_with_info(train[0].image, normalized=True)
+    assert info.scale_factor == pytest.approx(12.0 / expected)
+    assert info.probabilities.shape == (5, *train[0].image.shape[1:])
+    assert model.labels(info.probabilities).dtype == "int32"
+
+
+def test_steps_per_epoch_cover_the_training_pixels():
+    import numpy as np
+
+    from microseg.recipes.train import steps_per_epoch_for
+
+    class Image:
+        def __init__(self, side):
+            self.image = np.zeros((1, side, side), np.float32)
+
+    assert steps_per_epoch_for([Image(512)] * 40, 8, (128, 128)) == 80
+    assert steps_per_epoch_for([Image(256)] * 4, 8, (128, 128)) == 25
+    assert steps_per_epoch_for([Image(2048)] * 400, 8, (128, 128)) == 250
+
+
+def test_prepare_training_describes_head_scale_and_budget(trained_run):
+    from microseg.recipes.train import prepare_training
+
+    run_dir, _ = trained_run
+    setup = prepare_training(run_dir, quick=True, object_diameter="auto", max_minutes=3)
+    table = setup.describe()
+    assert table.loc["time budget", "value"] == "3 min"
+    assert "→ 30 px" in table.loc["object scale", "value"]
+    assert table.loc["instance head", "value"] == "three_class"
+    assert setup.train_config.max_minutes == 3

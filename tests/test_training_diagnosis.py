@@ -73,3 +73,18 @@ def test_every_history_form_gives_the_same_verdict(tmp_path):
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match="val_loss missing"):
         diagnose_fit({"train_loss": [1.0, 0.9]})
+
+
+def test_a_run_whose_validation_dice_still_rises_is_still_improving():
+    """The cosine schedule flattens the losses at the end, but the Dice keeps rising."""
+    epochs = np.arange(40)
+    train = 0.5 * np.exp(-epochs / 4) + 0.3
+    val = train + 0.02
+    dice = 0.59 + 0.12 * epochs / 39
+    diagnosis = diagnose_fit({"train_loss": train, "val_loss": val, "val_dice": dice})
+    assert diagnosis.verdict == "still improving"
+    assert "0.710" in diagnosis.reason and "epoch 40 of 40" in diagnosis.reason
+    flat = np.minimum(dice, 0.65)
+    settled = diagnose_fit({"train_loss": train, "val_loss": val, "val_dice": flat})
+    assert settled.verdict == "good fit"
+    assert diagnose_fit({"train_loss": train, "val_loss": val}).verdict == "good fit"

@@ -325,3 +325,20 @@ def test_compile_wraps_the_training_network_only(monkeypatch):
     trainer.fit()
     assert trainer.network.calls == 2 * 3
     assert set(trainer.state_dict()["model"]) == set(trainer.module.state_dict())
+
+
+def test_a_time_budget_plans_the_epochs_and_the_schedules(tmp_path, monkeypatch):
+    """A clock that advances at every reading: epochs take seconds of a 1-minute budget."""
+    clock = iter(np.arange(0.0, 10_000.0, 0.5))
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    config = tiny_config(epochs=50, steps_per_epoch=2, max_minutes=1.0, patience=0)
+    trainer = make_trainer(tmp_path, config=config)
+    result = trainer.fit()
+    seconds = [r["seconds"] for r in result.history]
+    assert 1 < result.epochs_run < 50 and trainer.config.epochs == result.epochs_run
+    assert sum(seconds) <= 60.0 + max(seconds)
+    total = trainer.config.epochs * trainer.config.steps_per_epoch
+    assert trainer.renorm.warmup_steps == round(0.4 * total)
+    assert trainer.scheduler.T_max == trainer.config.epochs
+    saved = TrainConfig.load(tmp_path / "model" / "train_config.json")
+    assert saved.epochs == result.epochs_run and saved.max_minutes == 1.0

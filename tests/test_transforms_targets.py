@@ -86,3 +86,41 @@ def test_class_counts_and_invalid_labels(rng):
         labels_to_target(np.array([[0.5, 1.0]]), "binary")
     with pytest.raises(DataError, match="integers"):
         labels_to_target(np.array([[-1, 1]]), "instance")
+
+
+def test_distance_levels_follow_the_distance_to_each_objects_border():
+    from scipy import ndimage
+
+    from microseg.transforms.targets import labels_to_target
+
+    label = np.zeros((20, 30), np.int32)
+    label[2:18, 2:14] = 1
+    label[2:18, 14:28] = 2
+    label[0:5, 25:30] = 3  # touches the image border: the border is not a boundary
+    levels = 4
+    target = labels_to_target(label, "instance", head="distance", levels=levels)
+    assert target.dtype == np.uint8 and set(np.unique(target)) <= set(range(levels + 1))
+    for k in (1, 2, 3):
+        inside = label == k
+        brute = np.zeros(label.shape)
+        for y, x in zip(*np.nonzero(inside), strict=True):
+            outside = np.argwhere(~inside & (label != k))
+            brute[y, x] = np.sqrt(((outside - (y, x)) ** 2).sum(1)).min()
+        expected = np.ceil(levels * brute / brute[inside].max()).clip(1, levels)
+        np.testing.assert_array_equal(target[inside], expected[inside])
+    assert np.all(target[label == 0] == 0)
+    assert ndimage.label(target == levels)[1] == 3, "one core per object"
+
+
+def test_heads_have_their_class_counts_and_names():
+    from microseg.errors import ConfigError
+    from microseg.transforms.targets import class_names, n_classes_for
+
+    assert n_classes_for("instance", head="distance", levels=5) == 6
+    assert n_classes_for("instance") == 3
+    assert class_names("instance", 4, "distance") == ["background", "level 1 (rim)", "level 2",
+                                                      "level 3 (core)"]
+    with pytest.raises(ConfigError, match="unknown instance head"):
+        n_classes_for("instance", head="flows")
+    with pytest.raises(ConfigError, match="at least 2 levels"):
+        n_classes_for("instance", head="distance", levels=1)

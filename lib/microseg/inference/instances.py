@@ -1,8 +1,10 @@
-"""From three-class probabilities (background, foreground interior, boundary) to object labels.
+"""From instance-model probabilities to object labels, by a seeded watershed.
 
-An instance model predicts, per pixel, the probability of background (class 0), of the inside of
-an object (class 1, "foreground": an object minus its boundary) and of an object's boundary
-(class 2), as in the tiling paper. Objects are recovered by a seeded watershed:
+An instance model has one of two heads (:data:`microseg.transforms.targets.INSTANCE_HEADS`).
+
+``"three_class"``: it predicts, per pixel, the probability of background (class 0), of the
+inside of an object (class 1, "foreground": an object minus its boundary) and of an object's
+boundary (class 2), as in the tiling paper. Objects are recovered by a seeded watershed:
 
 1. mask: pixels whose object probability ``1 − P(background)`` exceeds ``foreground_threshold``;
 2. seeds: connected components (face-connected: 4 neighbours in 2D, 6 in 3D) of the mask pixels
@@ -12,6 +14,12 @@ an object (class 1, "foreground": an object minus its boundary) and of an object
 3. watershed (``skimage.segmentation.watershed``) from the seeds within the mask, flooding the
    boundary probability (``landscape="boundary"``) or ``−P(interior)``;
 4. objects smaller than ``min_size`` pixels are removed and ids relabelled 1..n.
+
+``"distance"``: classes 1..L are levels of the distance to the object's border, normalized per
+object (level L is the core). The expected normalized distance
+``D = Σ_k P(level k) · (k − ½) / L`` (0 for background) is a smooth map that peaks at object
+centres: the mask is ``1 − P(background) > foreground_threshold``, seeds are the components of
+``D > seed_threshold`` within it, and the watershed floods ``−D``.
 
 A mask region without any seed stays background. The thresholds are tuned on the validation
 images (:func:`tune_postprocessing`) and saved beside the model as
@@ -47,6 +55,7 @@ __all__ = [
     "POSTPROCESSING_FILE",
     "InstancePostprocessing",
     "default_grid",
+    "expected_distance",
     "load_postprocessing",
     "probabilities_to_instances",
     "save_postprocessing",
@@ -73,6 +82,8 @@ class InstancePostprocessing(StageConfig):
         ``"interior"`` (``−P(interior)``).
     min_seed_size : smallest seed kept, in pixels (voxels in 3D); smaller seeds are noise.
     min_size : smallest object kept, in pixels (voxels in 3D).
+    head : the model's instance head, ``"three_class"`` or ``"distance"`` (module docstring;
+        ``seed_score`` and ``landscape`` apply to ``"three_class"`` only).
     """
 
     foreground_threshold: float = 0.5
@@ -81,6 +92,7 @@ class InstancePostprocessing(StageConfig):
     landscape: Literal["boundary", "interior"] = "boundary"
     min_seed_size: int = 3
     min_size: int = 10
+    head: Literal["three_class", "distance"] = "three_class"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,18 +107,30 @@ class InstancePostprocessing(StageConfig):
                               f">= 0, found {self.min_seed_size} and {self.min_size}")
 
 
-def _check_probabilities(probabilities: Any) -> np.ndarray:
+def _check_probabilities(probabilities: Any, head: str) -> np.ndarray:
     probabilities = np.asarray(probabilities)
-    if probabilities.ndim not in (3, 4) or probabilities.shape[0] != 3:
+    channels_ok = probabilities.shape[0] == 3 if head == "three_class" else (
+        probabilities.shape[0] >= 3)
+    if probabilities.ndim not in (3, 4) or not channels_ok:
+        expected = ("(3, Y, X) or (3, Z, Y, X) — background, foreground, boundary"
+                    if head == "three_class" else
+                    "(L + 1, Y, X) or (L + 1, Z, Y, X) — background and L >= 2 distance levels")
         raise DataError(
-            f"expected instance probabilities (3, Y, X) or (3, Z, Y, X) — background, "
-            f"foreground, boundary — found shape {probabilities.shape}; predict with a model "
-            f"trained for task 'instance' and activation='softmax'"
+            f"expected instance probabilities {expected}, found shape {probabilities.shape}; "
+            f"predict with a model trained for task 'instance' ({head!r} head)"
         )
     if not np.issubdtype(probabilities.dtype, np.floating):
         raise DataError(f"expected probabilities as floats in [0, 1], found dtype "
                         f"{probabilities.dtype}: pass the softmax output, not a class map")
     return probabilities
+
+
+def expected_distance(probabilities: np.ndarray) -> np.ndarray:
+    """``Σ_k P(level k) · (k − ½) / L`` over the L distance levels (channels 1..L): the
+    expected normalized distance to the object's border, float32 (*spatial), in [0, 1)."""
+    levels = probabilities.shape[0] - 1
+    centres = (np.arange(1, levels + 1, dtype=np.float32) - 0.5) / levels
+    return np.tensordot(centres, probabilities[1:].astype(np.float32), axes=1)
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -125,8 +149,9 @@ def probabilities_to_instances(probabilities: Any,
 
     Parameters
     ----------
-    probabilities : (3, Y, X) or (3, Z, Y, X) float array: P(background), P(interior),
-        P(boundary) per pixel (softmax output of an instance model).
+    probabilities : (K, Y, X) or (K, Z, Y, X) float array, the softmax output of an instance
+        model: P(background), P(interior), P(boundary) for the three-class head; P(background)
+        and P(level 1..L) for the distance head (``config.head``).
     config : thresholds and sizes; default :class:`InstancePostprocessing()`.
 
     Returns
@@ -142,21 +167,28 @@ def probabilities_to_instances(probabilities: Any,
     from skimage.segmentation import relabel_sequential, watershed
 
     config = config or InstancePostprocessing()
-    probabilities = _check_probabilities(probabilities)
-    background, interior, boundary = probabilities
-    mask = (1 - background) > config.foreground_threshold
-    score = interior - boundary if config.seed_score == "interior_minus_boundary" else interior
+    probabilities = _check_probabilities(probabilities, config.head)
+    mask = (1 - probabilities[0]) > config.foreground_threshold
+    if config.head == "distance":
+        score = expected_distance(probabilities)
+        landscape = -score
+    else:
+        _, interior, boundary = probabilities
+        score = interior - boundary if config.seed_score == "interior_minus_boundary" else interior
+        landscape = boundary if config.landscape == "boundary" else -interior
     seeds, _ = ndimage.label(mask & (score > config.seed_threshold))
     seeds = _remove_small(seeds, config.min_seed_size)
-    landscape = boundary if config.landscape == "boundary" else -interior
     labels = watershed(landscape, markers=seeds, mask=mask)
     labels = _remove_small(labels.astype(np.int32), config.min_size)
     return relabel_sequential(labels)[0].astype(np.int32)
 
 
-def default_grid() -> dict[str, list[Any]]:
-    """Values tried by :func:`tune_postprocessing`: 3 foreground × 4 seed thresholds."""
-    return {"foreground_threshold": [0.3, 0.5, 0.7], "seed_threshold": [0.0, 0.2, 0.4, 0.6]}
+def default_grid(head: str = "three_class") -> dict[str, list[Any]]:
+    """Values tried by :func:`tune_postprocessing`: 3 foreground × 4 seed thresholds (seed
+    scores of the distance head are normalized distances, of the three-class head differences
+    of probabilities)."""
+    seeds = [0.35, 0.45, 0.55, 0.65] if head == "distance" else [0.0, 0.2, 0.4, 0.6]
+    return {"foreground_threshold": [0.3, 0.5, 0.7], "seed_threshold": seeds}
 
 
 def _grid_configs(grid: dict[str, Sequence[Any]],
@@ -193,7 +225,8 @@ def tune_postprocessing(
     ----------
     probabilities : per image, (3, *spatial) probabilities predicted by the model.
     labels : per image, the true instance labels (*spatial) int.
-    grid : field name → values to try (every combination); default :func:`default_grid`.
+    grid : field name → values to try (every combination); default :func:`default_grid` for
+        ``base.head``.
         Fields not in the grid keep their value in ``base``.
     metric : instance metric at ``iou_threshold``, averaged over the images where it is defined.
     iou_threshold : IoU threshold of the matching.
@@ -217,7 +250,7 @@ def tune_postprocessing(
         raise DataError(f"tuning needs validation images with labels: found "
                         f"{len(probabilities)} probability maps and {len(labels)} label images")
     base = base or InstancePostprocessing()
-    configs = _grid_configs(dict(grid or default_grid()), base)
+    configs = _grid_configs(dict(grid or default_grid(base.head)), base)
     rows = []
     for config in configs:
         score = _score(config, probabilities, labels, metric, iou_threshold)

@@ -142,7 +142,9 @@ class VolumePlan:
 
     ``tile`` and ``halo`` are aligned to the model's size divisor like
     :func:`~microseg.inference.tiling.predict_tiled` does (tile rounded down, halo up);
-    ``block`` is a multiple of ``tile``; ``low``/``high`` are the per-channel statistics.
+    ``block`` is a multiple of ``tile``; ``low``/``high`` are the per-channel statistics;
+    ``tta``: every window is predicted under the flips and rotations of test-time
+    augmentation (:mod:`microseg.inference.tta`).
     """
 
     spatial_shape: tuple[int, ...]
@@ -158,6 +160,7 @@ class VolumePlan:
     clip: bool
     border: str = "inside"
     divisor: int = 1
+    tta: bool = False
 
     def blocks(self) -> list[tuple[slice, ...]]:
         """The blocks covering the volume, C order (see :func:`tile_grid`)."""
@@ -223,6 +226,7 @@ def predict_volume_to_zarr(
     pad_mode: str = "reflect",
     overwrite: bool = False,
     border: str = "inside",
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Predict a volume larger than memory into Zarr, block by block with Dask; resumable.
 
@@ -260,6 +264,8 @@ def predict_volume_to_zarr(
     overwrite : replace complete (or differently started) results in ``output_path``.
     border : ``"inside"`` (windows stay in the volume) or ``"extend"`` (the volume is extended
         by the halo), as for predict_tiled; the result equals predict_tiled's with the same one.
+    tta : test-time augmentation (flips and rotations of every window, averaged), as for
+        predict_tiled.
 
     Returns
     -------
@@ -280,7 +286,8 @@ def predict_volume_to_zarr(
     volume = source if isinstance(source, VolumeSource) else VolumeSource(source, axes)
     check_volume_fits_model(volume, model)
     plan = make_volume_plan(volume, model, tile_shape, halo, normalization_stats, normalization,
-                            output, instance_labels is not None, block_shape, pad_mode, border)
+                            output, instance_labels is not None, block_shape, pad_mode, border,
+                            tta)
     folder = _OutputFolder(Path(output_path))
     _refuse_output_inside_input(folder.root, volume)
     resumed = _prepare_output_folder(folder, plan, _source_record(volume, model), overwrite,
@@ -343,6 +350,7 @@ def make_volume_plan(
     block_shape: int | Sequence[int] | None,
     pad_mode: str,
     border: str = "inside",
+    tta: bool = False,
 ) -> VolumePlan:
     """Align tile and halo to the model's size divisor, choose blocks, fix the statistics.
 
@@ -365,7 +373,7 @@ def make_volume_plan(
         raise ConfigError(f"normalization_stats hold {len(low)} low and {len(high)} high values; "
                           f"expected one per channel ({volume.shape[0]})")
     return VolumePlan(spatial, int(volume.shape[0]), tile, context, block, pad_mode, output,
-                      instances, low, high, bool(normalization.clip), border, divisor)
+                      instances, low, high, bool(normalization.clip), border, divisor, tta)
 
 
 def _size_divisor(model: Any) -> int:
@@ -559,7 +567,8 @@ def block_probabilities(model: Any, volume: Any, block: tuple[slice, ...], plan:
     for first in range(0, len(windows), step):
         group = windows[first:first + step]
         inputs = [read_window(volume, w.lower, w.upper, plan.pad_mode) for w in group]
-        predictions = predict_windows(model, inputs, device=device, tile_transform=normalizer)
+        predictions = predict_windows(model, inputs, device=device, tile_transform=normalizer,
+                                      tta=plan.tta)
         if out is None:
             out = np.zeros((predictions.shape[1], *extent), dtype=np.float32)
         for window, prediction in zip(group, predictions, strict=True):

@@ -459,11 +459,13 @@ class _Runner:
     amp: str | None
     activation: str | None
     tile_transform: Callable[[np.ndarray], np.ndarray] | None
+    tta: bool = False
 
     def __call__(
         self, windows: list[np.ndarray], crops: Sequence[tuple[slice, ...]] | None = None
     ) -> list[np.ndarray]:
-        """Predictions of the windows (one forward pass), each cut to its crop if given."""
+        """Predictions of the windows (one forward pass per symmetry), each cut to its crop if
+        given; with ``tta`` the mean over :func:`microseg.inference.tta.symmetries`."""
         import torch
 
         if self.tile_transform is not None:
@@ -471,18 +473,27 @@ class _Runner:
         values = np.stack(windows).astype(
             np.float64 if self.dtype == torch.float64 else np.float32, copy=False
         )
-        batch = torch.from_numpy(values).to(self.device, self.dtype)
+        outputs = self._forward(values) if not self.tta else self._forward_tta(values)
+        if crops is None:
+            return list(outputs)
+        return [outputs[(i, slice(None), *crop)] for i, crop in enumerate(crops)]
+
+    def _forward(self, values: np.ndarray) -> np.ndarray:
+        """Activated network outputs (N, K, *S) of a batch (N, C, *S), as NumPy."""
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(values)).to(self.device, self.dtype)
         with torch.inference_mode(), self._autocast():
             logits = self.model(batch)
-        logits = logits.to(self.dtype)
-        if crops is None:
-            return list(_activate(logits, self.activation).cpu().numpy())
-        return [
-            _activate(logits[(slice(i, i + 1), slice(None), *crop)], self.activation)[0]
-            .cpu()
-            .numpy()
-            for i, crop in enumerate(crops)
-        ]
+        return _activate(logits.to(self.dtype), self.activation).cpu().numpy()
+
+    def _forward_tta(self, values: np.ndarray) -> np.ndarray:
+        from microseg.inference.tta import symmetries
+
+        transforms = symmetries(values.ndim - 2)
+        total = sum(s.undo(self._forward(s.apply(values, leading=2)), leading=2)
+                    for s in transforms)
+        return (total / len(transforms)).astype(values.dtype)
 
     def _autocast(self) -> Any:
         import torch
@@ -506,6 +517,7 @@ def _make_runner(
     amp: str | None,
     activation: str | None,
     tile_transform: Callable[[np.ndarray], np.ndarray] | None,
+    tta: bool = False,
 ) -> _Runner:
     if activation not in ACTIVATIONS:
         raise ConfigError(
@@ -521,7 +533,7 @@ def _make_runner(
             device,
         )
     model.to(device)
-    return _Runner(model, device, _model_dtype(model), amp, activation, tile_transform)
+    return _Runner(model, device, _model_dtype(model), amp, activation, tile_transform, tta)
 
 
 def _check_image(image: Any) -> tuple[int, ...]:
@@ -564,6 +576,7 @@ def predict_tiled(
     size_divisor: int | None = None,
     tile_transform: Callable[[np.ndarray], np.ndarray] | None = None,
     border: str = "inside",
+    tta: bool = False,
 ) -> Any:
     """Predict ``image`` tile by tile and stitch the inner blocks (see the module docstring).
 
@@ -596,6 +609,9 @@ def predict_tiled(
         e.g. tile-wise input normalization (which breaks exact stitching, as the paper shows).
     border : ``"inside"`` (windows stay in the image; equals the network on the whole image) or
         ``"extend"`` (the image is extended by ``halo`` beyond its border with ``pad_mode``).
+    tta : test-time augmentation: every window is predicted under the 8 flips and rotations of
+        :func:`microseg.inference.tta.symmetries` and the outputs averaged; stitching stays
+        exact (each symmetry of a window is a window of the same symmetry of the image).
 
     Returns
     -------
@@ -613,7 +629,7 @@ def predict_tiled(
     """
     spatial = _check_image(image)
     divisor = _size_divisor(model, size_divisor)
-    runner = _make_runner(model, device, amp, activation, tile_transform)
+    runner = _make_runner(model, device, amp, activation, tile_transform, tta)
     plan = _make_plan(spatial, tile_shape, halo, divisor, blending, border)
     with _evaluation(model):
         while True:
@@ -729,6 +745,7 @@ def predict_whole(
     size_divisor: int | None = None,
     tile_transform: Callable[[np.ndarray], np.ndarray] | None = None,
     border: str = "inside",
+    tta: bool = False,
 ) -> np.ndarray:
     """Predict ``image`` (C, *spatial) in one forward pass; (K, *spatial) float32 (float64 model).
 
@@ -747,7 +764,7 @@ def predict_whole(
     """
     spatial = _check_image(image)
     divisor = _size_divisor(model, size_divisor)
-    runner = _make_runner(model, device, amp, activation, tile_transform)
+    runner = _make_runner(model, device, amp, activation, tile_transform, tta)
     padded = tuple(math.ceil(n / divisor) * divisor for n in spatial)
     plan = _make_plan(spatial, padded, halo, divisor, None, border)
     with _evaluation(model):
@@ -761,8 +778,10 @@ def predict_windows(
     amp: str | None = None,
     activation: str | None = "softmax",
     tile_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
-    """Predict a batch of same-shape windows (C, *spatial) independently, in one forward pass.
+    """Predict a batch of same-shape windows (C, *spatial) independently, in one forward pass
+    (one per symmetry with ``tta``, averaged; see :func:`predict_tiled`).
 
     No padding and no cropping: each window is one network input, so its sides must be multiples
     of the model's size divisor. The model runs in eval mode (its previous mode is restored).
@@ -777,6 +796,6 @@ def predict_windows(
     >>> predict_windows(torch.nn.Conv2d(1, 2, 1), [np.zeros((1, 4, 4), np.float32)] * 3).shape
     (3, 2, 4, 4)
     """
-    runner = _make_runner(model, device, amp, activation, tile_transform)
+    runner = _make_runner(model, device, amp, activation, tile_transform, tta)
     with _evaluation(model):
         return np.stack(runner(list(windows)))

@@ -9,10 +9,12 @@ needs the Hungarian algorithm.
 
 from microseg.metrics.instance import (
     DEFAULT_IOU_THRESHOLDS,
+    DSB_THRESHOLDS,
     InstanceMatching,
     OverlapTable,
     ThresholdScores,
     aggregate,
+    dsb_score,
     match_instances,
     object_error_map,
     overlap_table,
@@ -27,6 +29,7 @@ from microseg.metrics.pixel import (
 
 __all__ = [
     "DEFAULT_IOU_THRESHOLDS",
+    "DSB_THRESHOLDS",
     "ClassMetrics",
     "InstanceMatching",
     "OverlapTable",
@@ -34,6 +37,7 @@ __all__ = [
     "aggregate",
     "aggregate_pixel",
     "confusion_matrix",
+    "dsb_score",
     "match_instances",
     "object_error_map",
     "overlap_table",

@@ -55,7 +55,9 @@ __all__ = [
     "InstanceMatching",
     "OverlapTable",
     "ThresholdScores",
+    "DSB_THRESHOLDS",
     "aggregate",
+    "dsb_score",
     "match_instances",
     "object_error_map",
     "overlap_table",
@@ -64,6 +66,9 @@ __all__ = [
 
 DEFAULT_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 + 0.05 * k, 2) for k in range(18))
 """0.1, 0.15, ..., 0.95."""
+
+DSB_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+"""0.5, 0.55, ..., 0.95: the IoU thresholds of the Data Science Bowl 2018 score."""
 
 OBJECT_MATCHED = 1
 OBJECT_FALSE_POSITIVE = 2
@@ -384,6 +389,27 @@ def aggregate(matchings: Sequence[InstanceMatching]) -> dict[str, Any]:
             "mean_over_images": "each image's value, averaged over the images where it is defined",
         },
     }
+
+
+def dsb_score(matchings: Sequence[InstanceMatching]) -> float | None:
+    """The Data Science Bowl 2018 score: per image, the mean over IoU 0.5, 0.55, …, 0.95 of
+    ``TP / (TP + FP + FN)``; then the mean over images.
+
+    Images with neither true nor predicted objects (where the ratio is undefined) are left out;
+    None when no image is left. Raises :class:`DataError` if a matching lacks one of
+    :data:`DSB_THRESHOLDS`.
+    """
+    per_image = []
+    for matching in matchings:
+        missing = [t for t in DSB_THRESHOLDS
+                   if not any(abs(t - m) < 1e-9 for m in matching.thresholds)]
+        if missing:
+            raise DataError(f"the DSB score needs matchings at IoU {list(DSB_THRESHOLDS)}; "
+                            f"missing {missing}")
+        values = [matching.at(t).average_precision for t in DSB_THRESHOLDS]
+        if all(v is not None for v in values):
+            per_image.append(float(np.mean(values)))
+    return float(np.mean(per_image)) if per_image else None
 
 
 def _mean_defined(values: Sequence[float | None]) -> float | None:

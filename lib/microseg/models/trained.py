@@ -47,9 +47,11 @@ from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError
 from microseg.inference.tiling import per_axis
 from microseg.runs import POSTPROCESSING_FILE, PREDICTION_FILE
+from microseg.transforms.scale import resize_to
 
 __all__ = [
     "DEFAULT_TILE",
+    "Prediction",
     "PredictionPlan",
     "PredictionSettings",
     "TrainedModel",
@@ -78,6 +80,13 @@ class PredictionSettings(StageConfig):
         files' metadata or the guess.
     halo : context per spatial axis for tiled prediction: the receptive-field radius rounded up
         to the size divisor; None: measured when first needed.
+    instance_head : instance models: ``"three_class"`` or ``"distance"``
+        (:mod:`microseg.transforms.targets`).
+    canonical_diameter : the object diameter (pixels) the network was trained at: every image
+        is resampled so that its objects have this diameter (:mod:`microseg.transforms.scale`);
+        None: images are used at their own scale.
+    object_diameter : median object diameter of the training images at their own scale
+        (pixels): what new images are assumed to have unless told or estimated otherwise.
     """
 
     task: Literal["binary", "semantic", "instance"] = "instance"
@@ -85,6 +94,9 @@ class PredictionSettings(StageConfig):
     normalization: dict[str, Any] = dataclasses.field(default_factory=dict)
     input_axes: str | None = None
     halo: tuple[int, ...] | None = None
+    instance_head: Literal["three_class", "distance"] = "three_class"
+    canonical_diameter: float | None = None
+    object_diameter: float | None = None
 
     def normalization_config(self) -> Any:
         """The normalization as a :class:`PercentileNormalization` object."""
@@ -115,6 +127,37 @@ class PredictionPlan:
             return f"in tiles of {self.tile} pixels with a halo of {self.halo}"
         window = tuple(t + 2 * h for t, h in zip(self.tile, self.halo, strict=True))
         return f"in windows of the model's fixed input shape {window}, with Gaussian blending"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The probabilities of one image and how they were made (:meth:`TrainedModel.predict_with_info`).
+
+    probabilities : (K, *spatial) float32 on the image's own pixel grid.
+    object_diameter : the object diameter (pixels of the image) it was predicted for; None for a
+        model that works at the image's own scale.
+    scale_factor : how the image was resampled for the network (1.0: not at all).
+    tta : whether the prediction is the mean over flips and rotations.
+    passes : predictions of the whole image made (more than one when the diameter was
+        estimated).
+    """
+
+    probabilities: np.ndarray
+    object_diameter: float | None
+    scale_factor: float
+    tta: bool
+    passes: int
+
+    def describe(self) -> dict[str, Any]:
+        """The facts for a summary (everything but the probabilities)."""
+        return {"object_diameter": self.object_diameter, "scale_factor": self.scale_factor,
+                "tta": self.tta, "passes": self.passes}
+
+
+AUTO_SCALE_PASSES = 3
+"""At most this many predictions of an image when its object diameter is estimated."""
+AUTO_SCALE_TOLERANCE = 1.2
+"""An estimated diameter within this factor of the one predicted at is accepted."""
 
 
 def receptive_field_halo(network: Any, config: Any, quick: bool = False
@@ -204,38 +247,43 @@ class TrainedModel:
     @classmethod
     def from_network(cls, network: Any, config: Any = None, *, task: str = "instance",
                      normalization: Any = None, postprocessing: Any = None,
-                     halo: int | Sequence[int] | None = None,
-                     input_axes: str | None = None) -> TrainedModel:
+                     halo: int | Sequence[int] | None = None, input_axes: str | None = None,
+                     instance_head: str = "three_class", **scale: float | None
+                     ) -> TrainedModel:
         """Wrap a network in memory (e.g. just trained or adapted) with its prediction settings.
 
         ``normalization``: a PercentileNormalization or its dict (None: defaults). ``halo``:
-        one value or one per axis (None: measured when first needed).
+        one value or one per axis (None: measured when first needed). ``scale``:
+        ``canonical_diameter`` and ``object_diameter`` of a model trained at a canonical
+        object size (see :class:`PredictionSettings`).
         """
         settings = PredictionSettings(
-            task=_check_task(task), class_names=_class_names(task, config),
+            task=_check_task(task), class_names=_class_names(task, config, instance_head),
             normalization=_normalization_dict(normalization), input_axes=input_axes,
-            halo=None if halo is None else _halo_list(halo, _ndim(network, config)))
+            halo=None if halo is None else _halo_list(halo, _ndim(network, config)),
+            instance_head=instance_head, **scale)
         return cls(network, config, settings, postprocessing)
 
     @classmethod
     def finish(cls, folder: str | Path, *, task: str, normalization: Any = None,
-               input_axes: str | None = None, quick: bool = False,
-               device: Any = "cpu") -> TrainedModel:
+               input_axes: str | None = None, quick: bool = False, device: Any = "cpu",
+               **settings: Any) -> TrainedModel:
         """Complete a model folder training has just written (``config.json``, ``best.pt``):
         measure the halo of the best network and write ``prediction.json``; returns the model.
 
         ``task``, ``normalization``, ``input_axes``: of the training data (its split manifest).
         ``quick``: measure the receptive field on one random input instead of four.
+        ``settings``: other :class:`PredictionSettings` fields (``instance_head``,
+        ``canonical_diameter``, ``object_diameter``).
         """
         from microseg.models.checkpoint import load_network
 
         folder = Path(folder)
         network, config, extra = load_network(folder, "best", device)
-        model = cls.from_network(network, config, task=task, normalization=normalization,
-                                 input_axes=input_axes)
-        model.folder, model.checkpoint = folder, extra
         halo = receptive_field_halo(network, config, quick)[0]
-        model.settings = model.settings.replace(halo=list(halo))
+        model = cls.from_network(network, config, task=task, normalization=normalization,
+                                 input_axes=input_axes, halo=halo, **settings)
+        model.folder, model.checkpoint = folder, extra
         model.settings.save(folder / PREDICTION_FILE)
         return model
 
@@ -352,12 +400,21 @@ class TrainedModel:
                         "will not stitch seamlessly", given, tuple(measured))
         return given
 
-    def predict(self, image: Any, *, axes: str | None = None, normalized: bool = False,
-                tile_shape: int | Sequence[int] | None = None,
-                halo: int | Sequence[int] | None = None, batch_size: int = 4,
-                device: Any = None, amp: str | None = None, progress: bool = False
-                ) -> np.ndarray:
+    def predict(self, image: Any, **options: Any) -> np.ndarray:
         """Class probabilities of one image: (K, *spatial) float32 (softmax over K classes).
+
+        Options as :meth:`predict_with_info`, which also says which scale was used.
+        """
+        return self.predict_with_info(image, **options).probabilities
+
+    def predict_with_info(self, image: Any, *, axes: str | None = None,
+                          normalized: bool = False,
+                          object_diameter: float | str | None = None, tta: bool = False,
+                          tile_shape: int | Sequence[int] | None = None,
+                          halo: int | Sequence[int] | None = None, batch_size: int = 4,
+                          device: Any = None, amp: str | None = None, progress: bool = False
+                          ) -> Prediction:
+        """Predict one image: its probabilities and how they were made (:class:`Prediction`).
 
         Parameters
         ----------
@@ -365,7 +422,14 @@ class TrainedModel:
         axes : the image's axes when not channel-first, e.g. ``"YX"``, ``"YXC"``, ``"ZYX"``.
         normalized : the image is already normalized (as the split's samples are); otherwise
             percentiles of the whole image are computed once and applied to every tile.
-        tile_shape, halo : see :meth:`plan_prediction`.
+        object_diameter : for a model trained at a canonical object size: the median object
+            diameter of this image in pixels; None: the training images' (same magnification);
+            ``"auto"``: estimated — predicted at the training images' scale, the median
+            diameter of the objects found measured, resampled and predicted again until the
+            estimate agrees within 20 % (at most 3 predictions). Ignored by other models.
+        tta : average over flips and 90° rotations (:mod:`microseg.inference.tta`; 8 times the
+            work; tiles still stitch exactly).
+        tile_shape, halo : see :meth:`plan_prediction` (on the resampled image).
         batch_size : windows per forward pass (halved on GPU out-of-memory).
         device : None (where the network is, :attr:`device`), ``"auto"`` (a GPU if there is
             one), ``"cpu"``, ``"cuda"``...
@@ -377,20 +441,96 @@ class TrainedModel:
         DataError
             An image that does not fit the network (dimensions, channels) or whose intensities
             are not finite (NaN or infinite pixels).
+        ConfigError
+            An ``object_diameter`` that is not positive, a number, None or ``"auto"``.
         """
-        from microseg.inference.tiling import predict_tiled, predict_whole
-
         image = self._channel_first(image, axes)
         normalizer = None if normalized else self._normalizer(image)
+        options = dict(tile_shape=tile_shape, halo=halo, batch_size=batch_size,
+                       device=self.device if device is None else device, amp=amp,
+                       progress=progress)
+
+        def at_scale(factor: float) -> np.ndarray:
+            return self._predict_scaled(image, normalizer, factor, tta, options)
+
+        if object_diameter == "auto" and self.settings.canonical_diameter is not None:
+            return self._predict_auto_scale(at_scale, image.shape[1:], tta)
+        diameter = self.assumed_diameter(object_diameter)
+        factor = self.scale_factor(diameter)
+        probabilities = resize_to(at_scale(factor), image.shape[1:])
+        return Prediction(probabilities, diameter, factor, tta, 1)
+
+    def scale_factor(self, object_diameter: float | None) -> float:
+        """How images whose objects have ``object_diameter`` pixels are resampled (1.0 for
+        models that work at the image's own scale)."""
+        from microseg.transforms.scale import scale_factor
+
+        return scale_factor(object_diameter, self.settings.canonical_diameter)
+
+    def assumed_diameter(self, given: float | str | None) -> float | None:
+        """The object diameter (pixels) an image is taken to have: ``given`` if a number, else
+        the training images' median (``"auto"`` starts there); None for a model that works
+        at the image's own scale.
+
+        Raises :class:`ConfigError` for a value that is not None, ``"auto"`` or positive.
+        """
+        if self.settings.canonical_diameter is None:
+            return None
+        if given is None or given == "auto":
+            return self.settings.object_diameter or self.settings.canonical_diameter
+        if isinstance(given, str) or not given > 0:
+            raise ConfigError(f"object_diameter {given!r}: give the median object diameter in "
+                              f"pixels (a positive number), None (the training images') or "
+                              f"'auto' (estimated from a first prediction)")
+        return float(given)
+
+    def _predict_scaled(self, image: Any, normalizer: Any, factor: float, tta: bool,
+                        options: dict[str, Any]) -> np.ndarray:
+        """Probabilities on the grid of ``image`` resampled by ``factor``."""
+        from microseg.transforms.scale import rescale_image
+
+        scaled = image if factor == 1.0 else rescale_image(np.asarray(image), factor)
+        return self._predict_grid(scaled, normalizer, tta=tta, **options)
+
+    def _predict_grid(self, image: Any, normalizer: Any, *, tile_shape: Any, halo: Any,
+                      batch_size: int, device: Any, amp: str | None, progress: bool,
+                      tta: bool) -> np.ndarray:
+        """One image as the network sees it: whole, tiled or in fixed-shape windows."""
+        from microseg.inference.tiling import predict_tiled, predict_whole
+
         plan = self.plan_prediction(image.shape[1:], tile_shape, halo)
-        common = dict(device=self.device if device is None else device, amp=amp,
-                      size_divisor=self.size_divisor, tile_transform=normalizer)
+        common = dict(device=device, amp=amp, size_divisor=self.size_divisor,
+                      tile_transform=normalizer, tta=tta)
         if plan.kind == "whole":
-            return predict_whole(self.network, image, **common)
-        if plan.kind == "tiled":
-            return predict_tiled(self.network, image, plan.tile, plan.halo,
-                                 batch_size=batch_size, progress=progress, **common)
-        return self._predict_fixed(image, plan, batch_size, progress, common)
+            probabilities = predict_whole(self.network, image, **common)
+        elif plan.kind == "tiled":
+            probabilities = predict_tiled(self.network, image, plan.tile, plan.halo,
+                                          batch_size=batch_size, progress=progress, **common)
+        else:
+            probabilities = self._predict_fixed(image, plan, batch_size, progress, common)
+        if tuple(probabilities.shape[1:]) != tuple(image.shape[1:]):
+            raise DataError(f"the prediction has spatial shape {tuple(probabilities.shape[1:])} "
+                            f"but the image has {tuple(image.shape[1:])}: check the model's "
+                            f"input size (size divisor {self.size_divisor}) and the tiling")
+        return probabilities
+
+    def _predict_auto_scale(self, at_scale: Any, spatial: Sequence[int], tta: bool
+                            ) -> Prediction:
+        """Predict, measure the objects found, resample and predict again (at most
+        :data:`AUTO_SCALE_PASSES` times) until the diameter agrees within the tolerance."""
+        from microseg.transforms.scale import median_diameter
+
+        diameter = self.assumed_diameter(None)
+        factor = self.scale_factor(diameter)
+        for passes in range(1, AUTO_SCALE_PASSES + 1):
+            probabilities = at_scale(factor)
+            found = median_diameter(self.labels(probabilities))
+            estimate = None if found is None else found / factor
+            new_factor = factor if estimate is None else self.scale_factor(estimate)
+            if passes == AUTO_SCALE_PASSES or _agrees(new_factor, factor):
+                break
+            diameter, factor = estimate, new_factor
+        return Prediction(resize_to(probabilities, spatial), diameter, factor, tta, passes)
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray:
         """int32 labels (*spatial) from :meth:`predict`'s probabilities.
@@ -399,7 +539,7 @@ class TrainedModel:
         (:func:`~microseg.inference.instances.probabilities_to_instances`); other tasks: the
         class of highest probability.
         """
-        if self.task == "instance" and probabilities.shape[0] == 3:
+        if self.task == "instance" and probabilities.shape[0] >= 3:
             from microseg.inference.instances import probabilities_to_instances
 
             return probabilities_to_instances(probabilities, self.instance_postprocessing())
@@ -413,34 +553,40 @@ class TrainedModel:
             log.warning("model %r has no tuned instance post-processing (%s): using the "
                         "defaults; notebook 05 tunes it on the validation images",
                         self.name, POSTPROCESSING_FILE)
-            self.postprocessing = InstancePostprocessing()
+            self.postprocessing = InstancePostprocessing(head=self.settings.instance_head)
         return self.postprocessing
 
     def predict_labels(self, image: Any, **options: Any) -> np.ndarray:
         """:meth:`labels` of :meth:`predict` (same options): int32 (*spatial)."""
         return self.labels(self.predict(image, **options))
 
+    def target(self, label: np.ndarray) -> np.ndarray:
+        """The class map this model is trained to predict for an instance or class label image
+        (its task and instance head; :func:`microseg.transforms.targets.labels_to_target`)."""
+        from microseg.transforms.targets import labels_to_target
+
+        levels = max(2, int(self.config.out_classes) - 1) if self.config is not None else 2
+        return labels_to_target(label, self.task, self.settings.instance_head, levels)
+
     def predict_volume(self, source: Any, output_path: str | Path, *,
                        tile_shape: int | Sequence[int], halo: int | Sequence[int] | None = None,
                        **options: Any) -> dict[str, Any]:
-        """Predict an image or volume larger than memory into Zarr, block by block.
+        """Predict an image or volume larger than memory into Zarr, block by block
+        (:mod:`microseg.models.volume`; resampled block by block for a model trained at a
+        canonical object size).
 
         ``source``: a file (TIFF, Zarr, OME-Zarr...) or a :class:`~microseg.inference.ooc.
-        VolumeSource`; normalized with statistics of the whole input, computed once. Other
-        options (``output``, ``scheduler``, ``batch_size``, ``device``, ``overwrite``,
-        ``block_shape``, ``normalization_stats`` ...) as
+        VolumeSource`; normalized with statistics of the whole input, computed once.
+        ``object_diameter``: as :meth:`predict_with_info`. Other options (``output``,
+        ``scheduler``, ``batch_size``, ``device``, ``overwrite``, ``block_shape``,
+        ``normalization_stats``, ``tta`` ...) as
         :func:`microseg.inference.ooc.predict_volume_to_zarr`; instance labels are this model's
-        :meth:`labels`, stitched across blocks. Returns that function's result.
+        :meth:`labels`, stitched across blocks. Returns that function's result with
+        ``object_diameter`` and ``scale_factor``.
         """
-        from microseg.inference.ooc import predict_volume_to_zarr
+        from microseg.models.volume import predict_volume
 
-        options.setdefault("axes", self.settings.input_axes)
-        if self.task == "instance":
-            self.instance_postprocessing()
-        return predict_volume_to_zarr(
-            self.network, source, output_path, tile_shape, self.halo if halo is None else halo,
-            normalization=self.normalization,
-            instance_labels=self.labels if self.task == "instance" else None, **options)
+        return predict_volume(self, source, output_path, tile_shape, halo, **options)
 
     def predict_folder(self, input_path: str | Path, output_dir: str | Path,
                        **options: Any) -> dict[str, Any]:
@@ -549,12 +695,13 @@ def _check_task(task: str) -> str:
     return task
 
 
-def _class_names(task: str, config: Any) -> tuple[str, ...] | None:
+def _class_names(task: str, config: Any, head: str = "three_class"
+                 ) -> tuple[str, ...] | None:
     if config is None:
         return None
     from microseg.transforms.targets import class_names
 
-    return tuple(class_names(task, config.out_classes))
+    return tuple(class_names(task, config.out_classes, head))
 
 
 def _normalization_dict(normalization: Any) -> dict[str, Any]:
@@ -599,3 +746,8 @@ def _halo_list(halo: int | Sequence[int], ndim: int | None) -> tuple[int, ...]:
         raise ConfigError("this network does not tell its dimensions: give the halo per axis, "
                           "e.g. halo=(16, 16)")
     return per_axis(halo, ndim, "halo")
+
+
+def _agrees(first: float, second: float) -> bool:
+    """Two scale factors within :data:`AUTO_SCALE_TOLERANCE` of each other."""
+    return max(first, second) / min(first, second) <= AUTO_SCALE_TOLERANCE

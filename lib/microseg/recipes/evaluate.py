@@ -87,6 +87,10 @@ class EvaluationConfig(StageConfig):
         small grid and save nothing, so a smoke run never leaves a poor tuning behind.
     n_overlays : images shown in the overlay figure (worst first).
     max_images : evaluate at most this many images (None: all; quick runs use 2).
+    object_diameter : for models trained at a canonical object size: the median object
+        diameter of the images in pixels; None: the training images'; ``"auto"``: estimated
+        per image (:meth:`microseg.models.TrainedModel.predict_with_info`).
+    tta : test-time augmentation, the mean over flips and 90° rotations (8 times the work).
     """
 
     subset: Literal["test", "val"] = "test"
@@ -99,6 +103,8 @@ class EvaluationConfig(StageConfig):
     tune_postprocessing: bool = True
     n_overlays: int = 4
     max_images: int | None = None
+    object_diameter: float | str | None = None
+    tta: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -273,9 +279,12 @@ def _check_model_fits(name: str, model_config: Any, data: EvaluationData) -> Non
     if model_config.in_channels != first.image.shape[0]:
         problems.append(f"the model expects {model_config.in_channels} channel(s), image "
                         f"{first.stem} has {first.image.shape[0]}")
-    if model_config.out_classes != data.n_classes:
+    fits = (model_config.out_classes >= 3 if data.task == "instance"
+            else model_config.out_classes == data.n_classes)
+    if not fits:
+        needed = "3 or more" if data.task == "instance" else str(data.n_classes)
         problems.append(f"the model outputs {model_config.out_classes} classes, the "
-                        f"{data.task} task of this data needs {data.n_classes}")
+                        f"{data.task} task of this data needs {needed}")
     if problems:
         raise DataError(f"model {name!r} does not fit the evaluation data ({data.source}); was "
                         f"it trained on another run's data?", problems)
@@ -350,7 +359,11 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
                     quick: bool) -> Any:
     """The instance post-processing of the model folder, tuned on validation images if absent."""
-    from microseg.inference.instances import tune_postprocessing
+    from microseg.inference.instances import (
+        InstancePostprocessing,
+        default_grid,
+        tune_postprocessing,
+    )
     from microseg.runs import POSTPROCESSING_FILE
 
     model_dir = model.folder
@@ -359,9 +372,12 @@ def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
     validation = _validation_samples(data, quick)
     if not validation:
         return model.instance_postprocessing()
-    probabilities = [_predict(model, s.image, config) for s in validation]
-    grid = {"foreground_threshold": [0.5], "seed_threshold": [0.0, 0.4]} if quick else None
-    best, table = tune_postprocessing(probabilities, [s.label for s in validation], grid=grid)
+    probabilities = [_predict(model, s.image, config).probabilities for s in validation]
+    head = model.settings.instance_head
+    grid = ({"foreground_threshold": [0.5], "seed_threshold": default_grid(head)["seed_threshold"][1::2]}
+            if quick else None)
+    best, table = tune_postprocessing(probabilities, [s.label for s in validation], grid=grid,
+                                      base=InstancePostprocessing(head=head))
     log.info("tuned the instance post-processing on %d validation image(s): %s (mean F1 %s)",
              len(validation), best.to_dict(), table["f1"].iloc[0])
     model.postprocessing = best
@@ -372,10 +388,26 @@ def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
     return best
 
 
-def _predict(model: Any, image: np.ndarray, config: EvaluationConfig) -> np.ndarray:
-    """Probabilities of one normalized sample image, with the evaluation's tiling settings."""
-    return model.predict(image, normalized=True, tile_shape=config.tile_shape, halo=config.halo,
-                         batch_size=config.batch_size, device=config.device)
+def _predict(model: Any, image: np.ndarray, config: EvaluationConfig) -> Any:
+    """The :class:`~microseg.models.trained.Prediction` of one normalized sample image with the
+    evaluation's settings (tiling, object scale, test-time augmentation)."""
+    return model.predict_with_info(image, normalized=True, tile_shape=config.tile_shape,
+                                   halo=config.halo, batch_size=config.batch_size,
+                                   device=config.device, object_diameter=config.object_diameter,
+                                   tta=config.tta)
+
+
+def _for_model(data: EvaluationData, model: Any) -> EvaluationData:
+    """The data with the targets and classes of ``model``'s instance head."""
+    from microseg.transforms.targets import class_names
+
+    if data.task != "instance" or model.settings.instance_head == "three_class":
+        return data
+    samples = [dataclasses.replace(s, target=model.target(s.label)) for s in data.samples]
+    n_classes = int(model.config.out_classes)
+    return dataclasses.replace(data, samples=samples, n_classes=n_classes,
+                               class_names=class_names("instance", n_classes,
+                                                       model.settings.instance_head))
 
 
 def _validation_samples(data: EvaluationData, quick: bool) -> list[Any]:
@@ -432,7 +464,7 @@ def _pixel_summary(results: list[ImageResult], class_names: list[str]) -> dict[s
 
 
 def _instance_summary(results: list[ImageResult], threshold: float) -> dict[str, Any]:
-    from microseg.metrics.instance import aggregate
+    from microseg.metrics.instance import DSB_THRESHOLDS, aggregate, dsb_score
 
     combined = aggregate([r.matching for r in results])
     rename = {"average_precision": "ap"}
@@ -443,7 +475,9 @@ def _instance_summary(results: list[ImageResult], threshold: float) -> dict[str,
     return {"instance": {"thresholds": combined["thresholds"], **pooled,
                          "mean_over_images": means, "mean_ap": _mean(pooled["ap"])},
             "at_threshold": {"threshold": threshold, **at},
-            "panoptic_quality": at["panoptic_quality"]}
+            "panoptic_quality": at["panoptic_quality"],
+            "dsb_score": (dsb_score([r.matching for r in results])
+                          if set(DSB_THRESHOLDS) <= set(combined["thresholds"]) else None)}
 
 
 def _model_summary(name: str, results: list[ImageResult], data: EvaluationData,
@@ -546,21 +580,23 @@ def _evaluate_model(run: RunFolder, name: str, data: EvaluationData, config: Eva
     model_dir = run.require_model(name)
     model = TrainedModel.load(model_dir, "best", device=config.device)
     _check_model_fits(name, model.config, data)
+    data = _for_model(data, model)
     if config.halo is None and model.fixed_input_shape is None:
         config = config.replace(halo=model.halo)
     post = _postprocessing(model, data, config, quick) if data.task == "instance" else None
-    results, how = [], set()
+    results, how, scales = [], set(), []
     for sample in data.samples:
-        probabilities = _predict(model, sample.image, config)
+        prediction = _predict(model, sample.image, config)
         how.add(model.plan_prediction(sample.image.shape[1:], config.tile_shape,
                                       config.halo).describe())
-        results.append(_image_result(sample, probabilities, data, model, config))
+        scales.append(prediction.describe())
+        results.append(_image_result(sample, prediction.probabilities, data, model, config))
     table = _results_table(results, data.task, config)
     out_dir = _output_dir(run, name, overwrite)
     history = _read_history(model_dir)
     facts = {"model_dir": str(model_dir), "eval_dir": str(out_dir), "prediction": "; ".join(sorted(how)),
              "postprocessing": post.to_dict() if post is not None else None,
-             "fit_diagnosis": _fit_diagnosis(model_dir)}
+             "fit_diagnosis": _fit_diagnosis(model_dir), **_scale_facts(model, scales, config)}
     summary = _model_summary(name, results, data, config, facts)
     figures = _figures(name, summary, table, results, history, data.task, config)
     model_info = _model_info(name, model_dir, model.config, model.checkpoint, post)
@@ -569,6 +605,18 @@ def _evaluate_model(run: RunFolder, name: str, data: EvaluationData, config: Eva
     summary["seconds"] = round(time.perf_counter() - start, 3)
     write_summary(out_dir, summary)
     return {"summary": summary, "table": table, "results": results, "history": history}
+
+
+def _scale_facts(model: Any, scales: list[dict[str, Any]], config: EvaluationConfig
+                 ) -> dict[str, Any]:
+    """How the images were predicted: head, object scale (median over images), TTA."""
+    diameters = [s["object_diameter"] for s in scales if s["object_diameter"] is not None]
+    factors = [s["scale_factor"] for s in scales]
+    return {"instance_head": model.settings.instance_head if model.task == "instance" else None,
+            "object_diameter": float(np.median(diameters)) if diameters else None,
+            "object_diameter_setting": config.object_diameter,
+            "scale_factor": float(np.median(factors)) if factors else 1.0,
+            "canonical_diameter": model.settings.canonical_diameter, "tta": config.tta}
 
 
 def _comparison(summaries: dict[str, dict[str, Any]]) -> Any:
@@ -628,7 +676,9 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
                     quick: bool = False, tile_shape: int | Sequence[int] | None = None,
                     data_dir: str | Path | None = None, device: str = "auto",
                     task: str | None = None, overwrite: bool = False,
-                    split_dir: str | Path | None = None) -> dict[str, Any]:
+                    split_dir: str | Path | None = None,
+                    object_diameter: float | str | None = None,
+                    tta: bool = False) -> dict[str, Any]:
     """Evaluate trained models on held-out labelled images; write tables, figures and reports.
 
     Parameters
@@ -648,6 +698,7 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
         ``data_dir`` uses); None: ``run_dir``. For the models notebook 04 adapts to new data,
         ``<run_dir>/target``: its test images are the target data's. Models and results stay in
         ``run_dir``.
+    object_diameter, tta : how images are predicted (see :class:`EvaluationConfig`).
 
     Returns
     -------
@@ -676,7 +727,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
     tiles = None if tile_shape is None else tuple(np.atleast_1d(tile_shape).astype(int).tolist())
     config = EvaluationConfig(subset=subset, iou_thresholds=tuple(iou_thresholds), tile_shape=tiles,
                               device=device, max_images=QUICK_IMAGES if quick else None,
-                              n_overlays=QUICK_IMAGES if quick else 4)
+                              n_overlays=QUICK_IMAGES if quick else 4,
+                              object_diameter=object_diameter, tta=tta)
     data = load_evaluation_data(run.root if split_dir is None else split_dir, subset, data_dir,
                                 task)
     data.samples = data.samples[: config.max_images]

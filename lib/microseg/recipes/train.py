@@ -15,6 +15,7 @@ Example
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import time
@@ -22,14 +23,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
+    "CANONICAL_DIAMETER",
+    "DEFAULT_HEAD",
     "default_configs",
     "describe_configs",
+    "TrainingSetup",
     "main",
+    "prepare_training",
+    "representation",
     "search_hyperparameters",
     "split_manifest",
+    "steps_per_epoch_for",
     "train_model",
     "validation_predictions",
 ]
@@ -38,26 +47,60 @@ logger = logging.getLogger(__name__)
 
 QUICK_CHANNELS = (4, 8, 16)
 
+DEFAULT_HEAD = "three_class"
+"""The instance head notebook 02 trains unless told otherwise."""
 
-def train_model(run_dir: str | Path, model_name: str = "unet", architecture: str = "unet",
-                norm: str = "batchrenorm", patch_size: int | Sequence[int] | None = None,
-                batch_size: int | str | None = None, epochs: int | None = None,
-                learning_rate: float | None = None, patience: int | None = None,
-                grad_accumulation: int = 1, seed: int = 0, device: str = "auto",
-                quick: bool = False, overwrite: bool = False, resume: bool = False,
-                callbacks: Sequence[Any] = (), tuned: str | Path | None = None) -> dict[str, Any]:
-    """Train a model on the split of ``run_dir`` and write ``models/<model_name>/``.
+CANONICAL_DIAMETER = {2: 30.0, 3: 20.0}
+"""Object diameter (pixels) images are resampled to when training at a canonical scale."""
+
+DEFAULT_OBJECT_DIAMETER: str | None = None
+"""How notebook 02 treats object scale unless told otherwise (see :func:`prepare_training`)."""
+
+
+@dataclasses.dataclass
+class TrainingSetup:
+    """Everything a training run is made of, before it starts (:func:`prepare_training`).
+
+    manifest : the run's split manifest.
+    train, val : the training and validation samples as the model sees them (resampled to the
+        canonical object size, targets of the instance head).
+    representation : :class:`~microseg.data.representation.Representation` (task, head, scale).
+    scale : :class:`~microseg.data.representation.ScaleFacts` of the training images.
+    model_config, train_config : the configs the run uses.
+    automatic_batch : ``batch_size="auto"``: the largest batch the GPU holds is found first.
+    """
+
+    manifest: Any
+    train: list[Any]
+    val: list[Any]
+    representation: Any
+    scale: Any
+    model_config: Any
+    train_config: Any
+    automatic_batch: bool = False
+
+    def describe(self) -> Any:
+        """The settings as a table, each with what it means (:func:`describe_configs`)."""
+        return describe_configs(self.model_config, self.train_config, self)
+
+
+def prepare_training(run_dir: str | Path, architecture: str = "unet",
+                     norm: str = "batchrenorm", patch_size: int | Sequence[int] | None = None,
+                     batch_size: int | str | None = None, epochs: int | None = None,
+                     learning_rate: float | None = None, patience: int | None = None,
+                     grad_accumulation: int = 1, seed: int = 0, quick: bool = False,
+                     tuned: str | Path | None = None, instance_head: str = DEFAULT_HEAD,
+                     object_diameter: float | str | None = DEFAULT_OBJECT_DIAMETER,
+                     canonical_diameter: float | None = None,
+                     max_minutes: float | None = None) -> TrainingSetup:
+    """Load the run's split and decide every setting of a training run (nothing is trained).
 
     Uses the split made by notebook 01 (``prepare_data``); if the run folder has none, makes
-    one from the built-in synthetic data first (with a message). Checks the data and the first
-    batch, trains with early stopping, and writes the model folder (see
-    :mod:`microseg.training.checkpoint`) with ``summary.json``. Under ``torchrun`` every process
-    trains (DDP) and the first writes the files.
+    one from the built-in synthetic data first (with a message).
 
     Parameters
     ----------
     run_dir : the experiment's run folder.
-    model_name : name of the model folder under ``run_dir/models/``.
     architecture : ``"unet"``, ``"classic_unet"`` or ``"unetr"`` (see ModelConfig).
     norm : feature normalization: ``"batchrenorm"``, ``"batch"``, ``"instance"``, ``"group"``,
         ``"none"``.
@@ -66,17 +109,65 @@ def train_model(run_dir: str | Path, model_name: str = "unet", architecture: str
     batch_size : patches per step; None = the default; ``"auto"`` = the largest power of two
         that fits the GPU (:func:`~microseg.training.trainer.find_max_batch_size`; on the CPU
         the default, with a message). When resuming, give the batch size the run used.
-    epochs, learning_rate, patience : None = TrainConfig defaults.
+    epochs, learning_rate, patience : None = TrainConfig defaults. An epoch is as many steps as
+        it takes to draw about every training pixel once (:func:`steps_per_epoch_for`).
     grad_accumulation, seed : see TrainConfig.
-    device : ``"auto"``, ``"cpu"``, ``"cuda"``.
     quick : a smoke run of seconds: tiny model, a few steps.
-    overwrite : train over an existing model folder of that name.
-    resume : continue an interrupted training of that model folder from ``latest.pt``.
-    callbacks : ``callback(trainer, record)`` after each epoch (e.g. ``LiveLossPlot``).
     tuned : a folder written by a hyperparameter search (``best_model_config.json``,
         ``best_train_config.json``); its configs are used as they are, except ``epochs`` and
         ``patience`` when given here. ``architecture``, ``norm`` and the other settings are
         then ignored.
+    instance_head : instance task: ``"three_class"`` (background, interior, boundary) or
+        ``"distance"`` (distance-to-border levels; :mod:`microseg.transforms.targets`).
+    object_diameter : train at a canonical object size (:mod:`microseg.transforms.scale`):
+        ``"auto"`` measures each training image's median object diameter on its labels and
+        resamples it to ``canonical_diameter``; a number is the diameter (pixels) of every
+        image; None trains at the images' own scale.
+    canonical_diameter : the object diameter (pixels) the network sees; None:
+        :data:`CANONICAL_DIAMETER` for the data's dimensions.
+    max_minutes : a time budget for the training (TrainConfig ``max_minutes``); None: none.
+
+    Raises
+    ------
+    ConfigError
+        For settings that do not fit together (every problem named).
+    """
+    run = RunFolder(run_dir)
+    train, val, manifest = _load_split(run, quick)
+    plan = representation(manifest, instance_head, object_diameter, canonical_diameter)
+    train, val, facts = _represented(train, val, plan)
+    automatic = batch_size == "auto"
+    model_config, train_config = default_configs(
+        manifest, architecture, norm, patch_size, None if automatic else batch_size,
+        epochs, learning_rate, patience, grad_accumulation, seed, quick, tuned)
+    model_config = model_config.replace(out_classes=_n_classes(manifest, plan))
+    if not quick and tuned is None:
+        train_config = train_config.replace(steps_per_epoch=steps_per_epoch_for(
+            train, train_config.batch_size, train_config.patch_size))
+    if max_minutes is not None:
+        train_config = train_config.replace(max_minutes=max_minutes)
+    return TrainingSetup(manifest, train, val, plan, facts, model_config, train_config, automatic)
+
+
+def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "auto",
+                overwrite: bool = False, resume: bool = False, callbacks: Sequence[Any] = (),
+                **settings: Any) -> dict[str, Any]:
+    """Train a model on the split of ``run_dir`` and write ``models/<model_name>/``.
+
+    Checks the data and the first batch, trains with early stopping (within ``max_minutes``
+    when given), and writes the model folder (see :mod:`microseg.models.checkpoint`) with
+    ``prediction.json`` and ``summary.json``. Under ``torchrun`` every process trains (DDP) and
+    the first writes the files.
+
+    Parameters
+    ----------
+    run_dir : the experiment's run folder.
+    model_name : name of the model folder under ``run_dir/models/``.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"``.
+    overwrite : train over an existing model folder of that name.
+    resume : continue an interrupted training of that model folder from ``latest.pt``.
+    callbacks : ``callback(trainer, record)`` after each epoch (e.g. ``LiveLossPlot``).
+    settings : the training settings, as :func:`prepare_training` takes them.
 
     Returns
     -------
@@ -84,8 +175,9 @@ def train_model(run_dir: str | Path, model_name: str = "unet", architecture: str
     ``best_val_dice``, ``best_val_foreground_dice``, ``best_epoch``, ``epochs_run``,
     ``stopped_early``, ``fit_diagnosis`` ({verdict, reason}), ``model_dir``, ``device``,
     ``seconds``, ``steps``, ``parameters``, ``class_frequencies``, ``warnings``,
-    ``world_size`` and ``halo`` (the context tiled prediction reads, from the receptive field,
-    saved with the task and normalization in the model folder's ``prediction.json``).
+    ``world_size``, ``halo`` (the context tiled prediction reads, from the receptive field),
+    ``instance_head``, ``object_diameter`` (median of the training images, pixels),
+    ``canonical_diameter``, ``scale_factor_min``/``scale_factor_max`` and ``max_minutes``.
 
     Raises
     ------
@@ -100,22 +192,33 @@ def train_model(run_dir: str | Path, model_name: str = "unet", architecture: str
     context = init_distributed()
     run = RunFolder(run_dir)
     try:
-        train, val, manifest = _load_split(run, quick)
-        automatic = batch_size == "auto"
-        model_config, train_config = default_configs(
-            manifest, architecture, norm, patch_size, None if automatic else batch_size,
-            epochs, learning_rate, patience, grad_accumulation, seed, quick, tuned)
-        summary = _train(run.model_dir(model_name), model_config, train_config, train, val,
+        setup = prepare_training(run.root, **settings)
+        summary = _train(run.model_dir(model_name), setup,
                          dict(device=device, overwrite=overwrite, resume=resume,
-                              callbacks=list(callbacks), distributed=context), automatic)
+                              callbacks=list(callbacks), distributed=context))
+        plan = setup.representation
+        summary.update(instance_head=plan.head if plan.task == "instance" else None,
+                       canonical_diameter=plan.canonical_diameter,
+                       max_minutes=setup.train_config.max_minutes, **setup.scale.to_dict())
         if context.is_main:
-            summary["halo"] = _finish_model_folder(run.model_dir(model_name), manifest, quick)
+            summary["halo"] = _finish_model_folder(run.model_dir(model_name), setup,
+                                                   settings.get("quick", False))
         summary["seconds"] = round(time.perf_counter() - started, 2)
         if context.is_main:
             write_summary(run.model_dir(model_name), summary)
         return summary
     finally:
         close_distributed(context)
+
+
+def steps_per_epoch_for(samples: Sequence[Any], batch_size: int, patch_size: Sequence[int],
+                        low: int = 25, high: int = 250) -> int:
+    """Optimizer steps per epoch: enough batches of patches to cover every training pixel
+    about once, within [``low``, ``high``] (a few images still get ``low``; hundreds of large
+    ones get at most ``high`` per validation)."""
+    pixels = sum(math.prod(np.asarray(s.image).shape[1:]) for s in samples)
+    per_step = batch_size * math.prod(patch_size)
+    return int(min(high, max(low, math.ceil(pixels / per_step))))
 
 
 def default_configs(manifest: Any, architecture: str = "unet", norm: str = "batchrenorm",
@@ -210,8 +313,9 @@ def _load_split(run: RunFolder, quick: bool) -> tuple[list, list, Any]:
     return load_subset(manifest, "train"), load_subset(manifest, "val"), manifest
 
 
-def describe_configs(model_config: Any, train_config: Any) -> Any:
-    """A table (pandas DataFrame) of the main settings, each with what it means."""
+def describe_configs(model_config: Any, train_config: Any, setup: Any = None) -> Any:
+    """A table (pandas DataFrame) of the main settings, each with what it means; with a
+    :class:`TrainingSetup` also the instance head and the object scale."""
     import pandas as pd
 
     t, m = train_config, model_config
@@ -237,8 +341,31 @@ def describe_configs(model_config: Any, train_config: Any) -> Any:
         ("BatchRenorm schedule", f"BatchNorm for {warmup} steps, ramp over {ramp}",
          "switch to the running statistics only after the loss has converged"),
         ("seed", t.seed, "same seed, same data and settings: the same model (on the CPU)"),
+        ("time budget", "none" if t.max_minutes is None else f"{t.max_minutes:g} min",
+         "the number of epochs is planned to end inside it, with the best checkpoint"),
     ]
+    if setup is not None:
+        rows += _representation_rows(setup)
     return pd.DataFrame(rows, columns=["setting", "value", "meaning"]).set_index("setting")
+
+
+def _representation_rows(setup: TrainingSetup) -> list[tuple[str, Any, str]]:
+    plan, facts = setup.representation, setup.scale
+    rows = []
+    if plan.task == "instance":
+        rows.append(("instance head", plan.head,
+                     "three_class: interior and boundary; distance: levels of the distance to "
+                     "each object's border, whose cores separate touching objects"))
+    diameter = "-" if facts.median_diameter is None else f"{facts.median_diameter:.1f} px"
+    if plan.canonical_diameter is None:
+        rows.append(("object scale", f"as recorded (median diameter {diameter})",
+                     "images are used at their own pixel size"))
+    else:
+        rows.append(("object scale", f"median diameter {diameter} → {plan.canonical_diameter:g} "
+                     f"px (factors {min(facts.factors):.2f}–{max(facts.factors):.2f})",
+                     "each image is resampled so that its objects have the canonical size "
+                     "the network sees best; predictions are mapped back"))
+    return rows
 
 
 def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_trials: int = 20,
@@ -246,7 +373,7 @@ def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_tria
                            device: str = "auto", **settings: Any) -> dict[str, Any]:
     """Search hyperparameters on the run's split; the best configs go to a new folder.
 
-    ``settings`` are :func:`default_configs` parameters (the base of the search). Writes
+    ``settings`` are :func:`prepare_training` parameters (the base of the search). Writes
     ``run_dir/search/<model_name>/`` (``-2``, ``-3`` ... if taken): ``best_model_config.json``,
     ``best_train_config.json`` and ``search_results.csv``. Patch sides tried: the smallest
     side of the default patch and half of it, as cubes (squares). ``quick``: a tiny
@@ -256,13 +383,12 @@ def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_tria
     Returns ``folder``, ``best_params``, ``best_value`` (validation Dice), ``n_trials`` and
     ``table`` (a DataFrame, best first).
     """
-    from microseg.data.dataset import load_subset
     from microseg.runs import create_output_dir, unique_name
     from microseg.training.tuning import SearchSpace, tune_hyperparameters
     from microseg.transforms.augment import Augmenter
 
-    manifest = split_manifest(run_dir, quick)
-    model_config, train_config = default_configs(manifest, seed=seed, quick=quick, **settings)
+    setup = prepare_training(run_dir, seed=seed, quick=quick, **settings)
+    manifest, model_config, train_config = setup.manifest, setup.model_config, setup.train_config
     side = min(train_config.patch_size)
     space = SearchSpace(patch_sizes=(side // 2, side))
     if quick:
@@ -272,7 +398,7 @@ def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_tria
     folder = create_output_dir(parent / unique_name(parent, model_name))
     ndim = manifest.ndim
     result = tune_hyperparameters(
-        load_subset(manifest, "train"), load_subset(manifest, "val"), model_config,
+        setup.train, setup.val, model_config,
         train_config, space, n_trials=n_trials, timeout=timeout, seed=seed, device=device,
         augment_factory=lambda s: Augmenter(ndim=ndim, seed=s), out_dir=folder)
     return {"folder": str(folder), "best_params": result.best_params,
@@ -296,20 +422,21 @@ def validation_predictions(run_dir: str | Path, model_name: str = "unet", n: int
             for s in samples]
 
 
-def _train(model_dir: Path, model_config: Any, train_config: Any, train: list, val: list,
-           options: dict[str, Any], automatic_batch: bool = False) -> dict[str, Any]:
+def _train(model_dir: Path, setup: TrainingSetup, options: dict[str, Any]) -> dict[str, Any]:
     from microseg.models import build_model, count_parameters
     from microseg.training.checks import check_first_batch, check_training_data
     from microseg.training.diagnosis import diagnose_fit
     from microseg.training.trainer import Trainer, find_max_batch_size, seed_everything
     from microseg.transforms.augment import Augmenter
 
+    model_config, train_config = setup.model_config, setup.train_config
+    train, val = setup.train, setup.val
     divisor = _size_divisor(model_config)
     report = check_training_data(train, model_config.in_channels, model_config.out_classes,
                                  train_config.patch_size, divisor)
     seed_everything(train_config.seed)
     model = build_model(model_config)
-    if automatic_batch:
+    if setup.automatic_batch:
         largest = find_max_batch_size(model, train_config, model_config.in_channels,
                                       options["device"])
         train_config = train_config.replace(batch_size=largest)
@@ -341,14 +468,70 @@ def _train(model_dir: Path, model_config: Any, train_config: Any, train: list, v
     }
 
 
-def _finish_model_folder(model_dir: Path, manifest: Any, quick: bool) -> list[int]:
-    """Write ``prediction.json`` (task, normalization, axes, measured halo); returns the halo."""
+def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool) -> list[int]:
+    """Write ``prediction.json`` (task, head, scale, normalization, axes, measured halo);
+    returns the halo."""
     from microseg.models import TrainedModel
 
+    manifest, plan, facts = setup.manifest, setup.representation, setup.scale
     model = TrainedModel.finish(model_dir, task=manifest.task,
                                 normalization=manifest.normalization_config(),
-                                input_axes=manifest.input_axes, quick=quick)
+                                input_axes=manifest.input_axes, quick=quick,
+                                instance_head=plan.head,
+                                canonical_diameter=plan.canonical_diameter,
+                                object_diameter=facts.median_diameter)
     return list(model.halo)
+
+
+def representation(manifest: Any, instance_head: str = DEFAULT_HEAD,
+                   object_diameter: float | str | None = None,
+                   canonical_diameter: float | None = None) -> Any:
+    """What the model will see (:class:`microseg.data.representation.Representation`):
+    the manifest's task, the instance head, and the canonical diameter when training at one.
+
+    Raises :class:`ConfigError` for an unknown head or an ``object_diameter`` that is not
+    None, ``"auto"`` or a positive number.
+    """
+    from microseg.data.representation import Representation
+    from microseg.errors import ConfigError
+    from microseg.transforms.targets import DISTANCE_LEVELS, check_head
+
+    check_head(instance_head)
+    if object_diameter is None:
+        canonical = None
+    elif object_diameter == "auto" or (not isinstance(object_diameter, str)
+                                       and object_diameter > 0):
+        canonical = canonical_diameter or CANONICAL_DIAMETER[manifest.ndim]
+    else:
+        raise ConfigError(f"object_diameter {object_diameter!r}: use None (train at the images' "
+                          f"own scale), 'auto' (measured on the labels) or the diameter in "
+                          f"pixels (a positive number)")
+    given = None if object_diameter in (None, "auto") else float(object_diameter)
+    return Representation(manifest.task, instance_head, DISTANCE_LEVELS, canonical, given)
+
+
+def _represented(train: list, val: list, plan: Any) -> tuple[list, list, Any]:
+    from microseg.data.representation import represent
+
+    if plan.task != "instance" and plan.canonical_diameter is None:
+        from microseg.data.representation import ScaleFacts
+
+        return train, val, ScaleFacts((), (), None)
+    train, facts = represent(train, plan)
+    val, _ = represent(val, plan)
+    logger.info("training data: median object diameter %s px%s", facts.median_diameter,
+                "" if plan.canonical_diameter is None else
+                f", resampled to {plan.canonical_diameter:g} px (factors "
+                f"{min(facts.factors):.2f}–{max(facts.factors):.2f})")
+    return train, val, facts
+
+
+def _n_classes(manifest: Any, plan: Any) -> int:
+    from microseg.transforms.targets import n_classes_for
+
+    if manifest.task != "instance":
+        return manifest.n_classes
+    return n_classes_for("instance", head=plan.head, levels=plan.levels)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -379,6 +562,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tuned")
+    parser.add_argument("--instance-head", default=DEFAULT_HEAD)
+    parser.add_argument("--object-diameter", type=_diameter, default=DEFAULT_OBJECT_DIAMETER,
+                        help="auto, a diameter in pixels, or none")
+    parser.add_argument("--canonical-diameter", type=float)
+    parser.add_argument("--max-minutes", type=float)
     for flag in ("quick", "overwrite", "resume"):
         parser.add_argument(f"--{flag}", action="store_true")
     arguments = vars(parser.parse_args(argv))
@@ -390,6 +578,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _batch_size(text: str) -> int | str:
     return text if text == "auto" else int(text)
+
+
+def _diameter(text: str) -> float | str | None:
+    return None if text.lower() == "none" else text if text == "auto" else float(text)
 
 
 if __name__ == "__main__":

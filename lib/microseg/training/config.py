@@ -62,6 +62,10 @@ class TrainConfig(StageConfig):
     patience : stop when the validation loss has not improved for this many epochs (0 = never
         stop early). With BatchRenorm they are counted from the end of the ramp at the
         earliest: switching to the running statistics disturbs the model for a few epochs.
+    max_minutes : a time budget (wall clock) for the whole training; None: no limit. After every
+        epoch the number of epochs is planned anew from the time epochs take — more or fewer
+        than ``epochs`` — so that the learning-rate schedule and the BatchRenorm warm-up end
+        inside the budget instead of being cut off; training ends with the best checkpoint.
 
     Hardware
     --------
@@ -124,6 +128,7 @@ class TrainConfig(StageConfig):
     patch_size: tuple[int, ...] = (128, 128)
     grad_accumulation: int = 1
     patience: int = 8
+    max_minutes: float | None = None
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     cudnn_benchmark: bool = True
     deterministic: bool = False
@@ -175,6 +180,8 @@ def _problems(config: TrainConfig) -> list[str]:
                     "ce_weight", "lr_patience", "min_learning_rate")
     problems += [f"{name} must be >= 0, found {getattr(config, name)}"
                  for name in non_negative if getattr(config, name) < 0]
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        problems.append(f"max_minutes must be > 0 or None, found {config.max_minutes}")
     if config.learning_rate <= 0:
         problems.append(f"learning_rate must be > 0, found {config.learning_rate}")
     if not 0 < config.lr_factor < 1:

@@ -2,6 +2,10 @@
 
 The rules follow the chapter's description of training and validation losses:
 
+- **still improving**: the validation Dice was best in the last epochs and rose clearly over
+  the second half of the run — train longer. A learning rate that decays towards the end (the
+  cosine schedule) flattens the losses whether or not the model has converged, so this is
+  read from the validation Dice first;
 - **under-fitting**, still learning: both losses still fall at the end — train longer;
 - **under-fitting**, stuck: both losses flat but high (little below where they started) — the
   model is too small, or the learning rate is wrong;
@@ -34,12 +38,14 @@ import numpy as np
 
 __all__ = ["FitDiagnosis", "diagnose_fit"]
 
-Verdict = Literal["under-fitting", "good fit", "over-fitting", "too short to tell"]
+Verdict = Literal["still improving", "under-fitting", "good fit", "over-fitting",
+                  "too short to tell"]
 
 
 @dataclasses.dataclass(frozen=True)
 class FitDiagnosis:
-    """verdict : one of "under-fitting", "good fit", "over-fitting", "too short to tell".
+    """verdict : one of "still improving", "under-fitting", "good fit", "over-fitting",
+    "too short to tell".
     reason : one or two sentences: what the curves show and what to do."""
 
     verdict: Verdict
@@ -50,7 +56,8 @@ class FitDiagnosis:
 
 
 def diagnose_fit(history: Any, min_epochs: int = 5, trend_tolerance: float = 0.02,
-                 gap_tolerance: float = 0.1, high_fraction: float = 0.6) -> FitDiagnosis:
+                 gap_tolerance: float = 0.1, high_fraction: float = 0.6,
+                 dice_gain: float = 0.01) -> FitDiagnosis:
     """Diagnose the fit from per-epoch training and validation losses.
 
     Parameters
@@ -63,6 +70,8 @@ def diagnose_fit(history: Any, min_epochs: int = 5, trend_tolerance: float = 0.0
     gap_tolerance : validation above training by more than this fraction of the starting level
         counts as a large gap.
     high_fraction : flat losses above this fraction of their starting value are "high".
+    dice_gain : "still improving" when the best validation Dice of the second half of the run
+        exceeds that of the first half by more than this and lies in the last quarter.
 
     Returns
     -------
@@ -78,6 +87,9 @@ def diagnose_fit(history: Any, min_epochs: int = 5, trend_tolerance: float = 0.0
         return FitDiagnosis("too short to tell", (
             f"only {len(train)} epoch(s); at least {min_epochs} are needed to judge the "
             f"curves. Train longer."))
+    improving = _still_improving(_column(history, "val_dice"), dice_gain)
+    if improving is not None:
+        return improving
     scale = max(train[0], val[0], float(np.max(train)), float(np.max(val))) or 1.0
     window = max(3, len(train) // 4)
     train_trend = _relative_change(train[-window:]) / scale
@@ -133,6 +145,34 @@ def _verdict(f: _Facts, trend: float, gap: float, high: float) -> FitDiagnosis:
     return FitDiagnosis("good fit", (
         "both losses have levelled off, low and close to each other (validation slightly "
         "higher, as expected). More training will not help much."))
+
+
+def _still_improving(dice: np.ndarray | None, gain: float) -> FitDiagnosis | None:
+    """The "still improving" verdict from the validation Dice curve, or None."""
+    if dice is None:
+        return None
+    dice = dice[np.isfinite(dice)]
+    if len(dice) < 4:
+        return None
+    half, window = len(dice) // 2, max(1, len(dice) // 4)
+    first, second = float(dice[:half].max()), float(dice[half:].max())
+    best = int(np.argmax(dice))
+    if second - first > gain and best >= len(dice) - window:
+        return FitDiagnosis("still improving", (
+            f"the validation Dice rose from {first:.3f} (best of the first half) to "
+            f"{second:.3f}, best in epoch {best + 1} of {len(dice)}: the model is still "
+            f"improving. Train longer (more epochs, or a larger max_minutes)."))
+    return None
+
+
+def _column(history: Any, name: str) -> np.ndarray | None:
+    """One column of the history as floats, or None when it has none."""
+    if isinstance(history, (str, Path)):
+        from microseg.training.history import read_history_csv
+
+        history = read_history_csv(history)
+    columns = _columns(history)
+    return np.asarray(columns[name], dtype=np.float64) if name in columns else None
 
 
 def _relative_change(values: np.ndarray) -> float:

@@ -81,7 +81,10 @@ logger = logging.getLogger(__name__)
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
 """``callback(trainer, record)`` after every epoch; ``record`` is the new history row."""
 
-_RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers")
+_RESUME_MAY_CHANGE = ("epochs", "patience", "num_workers", "max_minutes")
+
+MAX_PLANNED_EPOCHS = 1000
+"""A time budget never plans more epochs than this."""
 
 
 def seed_everything(seed: int) -> None:
@@ -232,7 +235,8 @@ class Trainer:
             On GPU out-of-memory (saying what to reduce and by how much) or a loss that became
             NaN or infinite (saying to lower the learning rate).
         """
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
+        self._epochs_before = len(self.history)
         with _torch_settings(self.config, self.device):
             if not self._resumed:
                 seed_everything(self.config.seed + self.context.rank)
@@ -243,6 +247,7 @@ class Trainer:
                 while self.epoch < self.config.epochs and not self.stopped_early:
                     record = self._train_and_validate(bar)
                     self._end_epoch(record)
+                    bar.total = self.config.total_steps
         return self.result(time.perf_counter() - started)
 
     def validate(self) -> dict[str, float]:
@@ -433,6 +438,8 @@ class Trainer:
         elif self.scheduler is not None:
             self.scheduler.step()
         self.history.append(record)
+        if self.config.max_minutes is not None:
+            self._plan_for_budget()
         self.stopped_early = self._should_stop()
         self._save(improved)
         logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.3f%s",
@@ -441,6 +448,25 @@ class Trainer:
         if self.context.is_main:
             for callback in self.callbacks:
                 callback(self, record)
+
+    def _plan_for_budget(self) -> None:
+        """Set ``epochs`` so that training ends inside ``max_minutes``: the epochs done plus as
+        many as the time left holds at the mean duration of this run's epochs so far. The
+        cosine schedule and the BatchRenorm schedule follow the new length."""
+        done = [r["seconds"] for r in self.history[self._epochs_before:]]
+        left = 60.0 * self.config.max_minutes - (time.perf_counter() - self._started)
+        epochs = self.epoch + max(0, int(left // (sum(done) / len(done))))
+        epochs = min(MAX_PLANNED_EPOCHS, max(self.epoch, epochs))
+        if epochs == self.config.epochs:
+            return
+        if self.epoch == 1 or abs(epochs - self.config.epochs) > 1:
+            logger.info("time budget of %g min: %d epochs in all (%d done)",
+                        self.config.max_minutes, epochs, self.epoch)
+        self.config = self.config.replace(epochs=epochs)
+        self._check_scheduler_length()
+        if self.renorm is not None:
+            self.renorm = _renorm_schedule(self.module, self.config, self.model_config)
+        self._write_run_files(environment=False)
 
     def _should_stop(self) -> bool:
         """``patience`` epochs without improvement, counted from the best epoch or, for
@@ -519,7 +545,7 @@ class Trainer:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.scheduler.T_max = self.config.epochs
 
-    def _write_run_files(self) -> None:
+    def _write_run_files(self, environment: bool = True) -> None:
         if self.model_dir is None or not self.context.is_main:
             return
         from microseg.runs import atomic_write_json, environment_record
@@ -527,7 +553,8 @@ class Trainer:
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self.model_config.save(self.model_dir / MODEL_CONFIG_FILE)
         self.config.save(self.model_dir / TRAIN_CONFIG_FILE)
-        atomic_write_json(self.model_dir / "environment.json", environment_record())
+        if environment:
+            atomic_write_json(self.model_dir / "environment.json", environment_record())
 
     def _progress_bar(self) -> Any:
         from tqdm.auto import tqdm

@@ -2,9 +2,16 @@
 
 - ``"binary"``: 2 classes, 0 background and 1 foreground (any object).
 - ``"semantic"``: the label values are class ids (0 background, 1..K-1 classes).
-- ``"instance"``: 3 classes as in the tiling paper: 0 background, 1 foreground (an object minus
-  its boundary), 2 boundary (object pixels next to another object or to background), so touching
-  objects are separated by boundary pixels and can be told apart after prediction.
+- ``"instance"``, one of two *heads* (:data:`INSTANCE_HEADS`):
+
+  - ``"three_class"``: 3 classes as in the tiling paper: 0 background, 1 foreground (an object
+    minus its boundary), 2 boundary (object pixels next to another object or to background), so
+    touching objects are separated by boundary pixels and can be told apart after prediction;
+  - ``"distance"``: 0 background and ``levels`` classes 1..levels of the distance of each object
+    pixel to its object's border, normalized per object (its centre is 1) and cut into equal
+    steps: level 1 is the rim, level ``levels`` the core. A watershed from the cores separates
+    touching objects even where the border between them is faint (the discretized "energy" of
+    the Deep Watershed Transform, Bai & Urtasun, CVPR 2017).
 
 Example
 -------
@@ -24,6 +31,13 @@ import numpy as np
 from microseg.errors import ConfigError, DataError
 
 TASKS = ("binary", "semantic", "instance")
+INSTANCE_HEADS = ("three_class", "distance")
+"""How an instance model represents objects (module docstring)."""
+DISTANCE_LEVELS = 4
+"""Distance levels of the ``"distance"`` head by default."""
+
+__all__ = ["DISTANCE_LEVELS", "INSTANCE_HEADS", "TASKS", "check_head", "check_task",
+           "class_counts", "class_names", "labels_to_target", "n_classes_for"]
 
 
 def check_task(task: str) -> str:
@@ -33,16 +47,29 @@ def check_task(task: str) -> str:
     return task
 
 
-def n_classes_for(task: str, labels: np.ndarray | Iterable[np.ndarray] | None = None) -> int:
+def check_head(head: str, levels: int = DISTANCE_LEVELS) -> str:
+    """``head`` if it is one of :data:`INSTANCE_HEADS` (and ``levels`` >= 2), else ConfigError."""
+    if head not in INSTANCE_HEADS:
+        raise ConfigError(f"unknown instance head {head!r}; choose one of "
+                          f"{', '.join(INSTANCE_HEADS)}")
+    if head == "distance" and levels < 2:
+        raise ConfigError(f"the distance head needs at least 2 levels, found {levels}")
+    return head
+
+
+def n_classes_for(task: str, labels: np.ndarray | Iterable[np.ndarray] | None = None,
+                  head: str = "three_class", levels: int = DISTANCE_LEVELS) -> int:
     """Number of network output classes (background included) for ``task``.
 
-    binary → 2, instance → 3; semantic → 1 + the largest value in ``labels`` (one label image
-    or several), at least 2. Raises :class:`ConfigError` for an unknown task or a semantic task
-    without labels.
+    binary → 2; instance → 3 (``head="three_class"``) or ``levels + 1`` (``"distance"``);
+    semantic → 1 + the largest value in ``labels`` (one label image or several), at least 2.
+    Raises :class:`ConfigError` for an unknown task or head, or a semantic task without labels.
     """
     check_task(task)
-    if task != "semantic":
-        return 2 if task == "binary" else 3
+    if task == "instance":
+        return 3 if check_head(head, levels) == "three_class" else levels + 1
+    if task == "binary":
+        return 2
     if labels is None:
         raise ConfigError("task 'semantic' needs the label images to count the classes; pass "
                           "labels=[...] (the class ids are the label values)")
@@ -51,9 +78,15 @@ def n_classes_for(task: str, labels: np.ndarray | Iterable[np.ndarray] | None = 
     return max(2, largest + 1)
 
 
-def class_names(task: str, n_classes: int) -> list[str]:
-    """Readable names of the classes, e.g. ``["background", "foreground", "boundary"]``."""
+def class_names(task: str, n_classes: int, head: str = "three_class") -> list[str]:
+    """Readable names of the classes, e.g. ``["background", "foreground", "boundary"]``; for
+    the distance head ``["background", "level 1 (rim)", ..., "level 4 (core)"]``."""
     check_task(task)
+    if task == "instance" and check_head(head, max(2, n_classes - 1)) == "distance":
+        levels = n_classes - 1
+        return ["background"] + [f"level {k}" + (" (rim)" if k == 1 else
+                                                   " (core)" if k == levels else "")
+                                 for k in range(1, levels + 1)]
     if task == "instance":
         return ["background", "foreground", "boundary"]
     if task == "binary":
@@ -61,7 +94,8 @@ def class_names(task: str, n_classes: int) -> list[str]:
     return ["background"] + [f"class_{k}" for k in range(1, n_classes)]
 
 
-def labels_to_target(label: np.ndarray, task: str) -> np.ndarray:
+def labels_to_target(label: np.ndarray, task: str, head: str = "three_class",
+                     levels: int = DISTANCE_LEVELS) -> np.ndarray:
     """The class map of one label image.
 
     Parameters
@@ -69,13 +103,18 @@ def labels_to_target(label: np.ndarray, task: str) -> np.ndarray:
     label: integer array ``"YX"`` or ``"ZYX"``, 0 background, values ≥ 0 (instance ids, or
         class ids for ``"semantic"``).
     task: ``"binary"``, ``"semantic"`` or ``"instance"`` (see the module docstring).
+    head, levels: the instance representation: ``"three_class"`` or ``"distance"`` with
+        ``levels`` distance levels.
 
     Returns an array of ``label``'s shape: uint8, or int64 for semantic labels above 255.
     Instance boundaries are ``skimage.segmentation.find_boundaries(mode="inner")`` with
-    face-connected neighbours (4 in 2D, 6 in 3D); the image border is not a boundary.
+    face-connected neighbours (4 in 2D, 6 in 3D); the image border is not a boundary. Distance
+    levels: ``ceil(levels · d / d_max)`` of each pixel's Euclidean distance ``d`` to the nearest
+    pixel outside its object (background or another object; not the image border), ``d_max``
+    the largest in that object.
 
-    Raises :class:`ConfigError` for an unknown task, :class:`DataError` for labels that are not
-    non-negative integers.
+    Raises :class:`ConfigError` for an unknown task or head, :class:`DataError` for labels that
+    are not non-negative integers.
     """
     check_task(task)
     label = np.asarray(label)
@@ -87,7 +126,27 @@ def labels_to_target(label: np.ndarray, task: str) -> np.ndarray:
         return (label > 0).astype(np.uint8)
     if task == "semantic":
         return label.astype(np.uint8 if label.size == 0 or label.max() < 256 else np.int64)
+    if check_head(head, levels) == "distance":
+        return _distance_target(label, levels)
     return _instance_target(label)
+
+
+def _distance_target(label: np.ndarray, levels: int) -> np.ndarray:
+    from scipy import ndimage
+
+    target = np.zeros(label.shape, np.uint8)
+    for index, box in enumerate(ndimage.find_objects(label), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in box)
+        inside = label[grown] == index
+        if inside.all():  # the object fills the image: no border to measure from
+            target[grown][inside] = levels
+            continue
+        distance = ndimage.distance_transform_edt(inside)
+        level = np.ceil(levels * distance / distance.max()).clip(1, levels)
+        target[grown][inside] = level[inside].astype(np.uint8)
+    return target
 
 
 def _instance_target(label: np.ndarray) -> np.ndarray:
