@@ -4,7 +4,8 @@
 #
 #   install.sh dependencies VENV LOCK   create the virtual environment VENV with exactly the pins in LOCK
 #   install.sh library VENV SOURCE      install the library from the folder SOURCE into VENV (no
-#                                       dependencies: the lock has them all) and register its kernel
+#                                       dependencies: the lock has them all), register its kernel
+#                                       and turn off JupyterLab's news announcements
 #
 # PYTHON names the interpreter that creates the environment (default: python3).
 # TORCH_VARIANT=cpu installs the CPU-only build of the lock's torch version first (so the lock's
@@ -50,6 +51,8 @@ case "$step" in
     library)
         "$venv/bin/python" -m pip install --no-cache-dir --no-deps --no-build-isolation -e "$target"
         "$venv/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+        # No "get notified about Jupyter news?" prompt, and no news fetched from the internet.
+        "$venv/bin/jupyter" labextension disable "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1
         ;;
     *)
         usage

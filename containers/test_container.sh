@@ -119,7 +119,7 @@ run_notebook() {
     bash "$repo_root/containers/run.sh" --no-build --image "$image" --results "$work/results" \
         "$work/data" --papermill "$notebook" -p quick True -p run_dir "$run_dir" "$@" \
         > "$work/$notebook.log" 2>&1 || die "$notebook failed in the container; see $work/$notebook.log"
-    notebook_seconds+=("$notebook=$((SECONDS - start))")
+    notebook_seconds+=("seconds_$notebook=$((SECONDS - start))")
     say "$notebook: done in $((SECONDS - start)) s"
 }
 

@@ -74,8 +74,11 @@ def _run_all_cells(url: str, token: str, screenshot: Path) -> tuple[int, int]:
         widgets = page.locator(".jupyter-widgets").count()
         page.keyboard.press("Control+s")
         time.sleep(3)
-        if widgets:
-            page.locator(".jupyter-widgets").first.scroll_into_view_if_needed()
+        if widgets:  # the parameter form in view; JupyterLab draws scrolled-to cells lazily
+            form = page.locator(".jupyter-widgets").first
+            form.scroll_into_view_if_needed()
+            form.wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(2_000)
         page.screenshot(path=str(screenshot), full_page=False)
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
                               ":has-text('Traceback')").count()
