@@ -133,6 +133,8 @@ def _deployment(root: Path) -> None:
     for k, size in enumerate(ZARR_CHUNKS):
         (store / "c" / str(k)).parent.mkdir(parents=True, exist_ok=True)
         (store / "c" / str(k)).write_bytes(b"\0" * size)
+    (folder / "input.zarr").mkdir(parents=True)
+    (folder / "input.zarr" / "zarr.json").write_bytes(b"{}" * 300)
     (folder / "export").mkdir(parents=True, exist_ok=True)
     (folder / "export" / "model.torchscript.pt").write_bytes(b"\1" * 1234)
     write_png(folder / "figures" / "result.png")

@@ -187,7 +187,7 @@ def test_deployment_outputs_sizes_and_export_checks(full_run):
     checks = {e.format: e for e in deployment.exports}
     assert checks["torchscript"].passed and checks["torchscript"].size_bytes == 1234
     assert not checks["onnx"].passed and "onnx is not installed" in checks["onnx"].note
-    assert deployment.inputs == [str(full_run / "predictions/unet/input.zarr")]  # not written
+    assert deployment.inputs == [("predictions/unet/input.zarr", 600)]
 
 
 def test_diagnosis_of_the_deployed_model(full_run):

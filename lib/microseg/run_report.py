@@ -183,12 +183,13 @@ class ExportCheck:
 
 @dataclass(frozen=True)
 class Deployment:
-    """One deployment (``predictions/<name>/summary.json``); outputs are (shown path, link or
-    None, size in bytes or None); memory in MB."""
+    """One deployment (``predictions/<name>/summary.json``): inputs are (shown path, size in
+    bytes or None), outputs (shown path, link or None, size in bytes or None); memory in MB.
+    Paths inside the run folder are shown relative to it."""
 
     model: str
     folder: str
-    inputs: list[str]
+    inputs: list[tuple[str, int | None]]
     input_kind: str | None
     outputs: list[tuple[str, str | None, int | None]]
     voxels: int | None
@@ -665,16 +666,21 @@ def _deployments(reader: _Reader) -> list[Deployment]:
     return found
 
 
+def _shown_with_size(reader: _Reader, path: str) -> tuple[str, str | None, int | None]:
+    """(path as shown, link if it is a file in the run folder, bytes) of a file or folder."""
+    rel = reader.rel(path)
+    if rel is None:
+        return str(path), None, _size(Path(path))
+    return rel, rel if (reader.root / rel).is_file() else None, _size(reader.root / rel)
+
+
 def _deployment(reader: _Reader, out: Path, s: dict[str, Any]) -> Deployment:
-    outputs = []
-    for written in s.get("outputs") or []:
-        rel = reader.rel(written)
-        outputs.append((rel or str(written), rel if rel and (reader.root / rel).is_file() else None,
-                        _size(reader.root / rel) if rel else _size(Path(written))))
+    outputs = [_shown_with_size(reader, str(w)) for w in s.get("outputs") or []]
     inputs = sorted({str(p.get("input")) for p in s.get("predictions") or []} or {s.get("input")})
     return Deployment(
         model=s.get("model", out.name), folder=reader.rel(out) or str(out),
-        inputs=[reader.rel(i) or str(i) for i in inputs if i], input_kind=s.get("input_kind"),
+        inputs=[_shown_with_size(reader, i)[::2] for i in inputs if i and i != "None"],
+        input_kind=s.get("input_kind"),
         outputs=outputs, voxels=s.get("voxels"), voxels_per_second=s.get("voxels_per_second"),
         peak_memory_mb=s.get("peak_memory_mb"),
         worker_peak_memory_mb=s.get("worker_peak_memory_mb"), n_objects=s.get("n_objects"),

@@ -329,7 +329,8 @@ def _deployments(report: RunReport) -> str:
         workers = ("" if not d.worker_peak_memory_mb else "; per worker: " + ", ".join(
             f"{_e(k)} {v:.0f} MB" for k, v in d.worker_peak_memory_mb.items()))
         parts.append(f"<h3>{_e(d.model)}</h3>" + _key_values({
-            "inputs": "<br>".join(_e(i) for i in d.inputs) + f" ({_e(d.input_kind or '?')})",
+            "inputs": "<br>".join(f"{_e(shown)} ({_bytes(size)})" for shown, size in d.inputs)
+                      + f"<br><span class='muted'>kind: {_e(d.input_kind or '?')}</span>",
             "outputs": outputs, "voxels": _number(d.voxels),
             "voxels per second": "–" if d.voxels_per_second is None
             else f"{d.voxels_per_second:,.0f}",
