@@ -308,3 +308,20 @@ def test_a_negative_seed_or_a_run_folder_that_is_a_file_is_refused_first(tmp_pat
                        else "notes.txt is a file, not a folder"):
         prepare_data(run, quick=True, seed=-1 if bad == "seed" else 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("step", ["roi", "annotations", "vendor", "initial_labels"])
+def test_imports_into_a_run_folder_inside_the_input_folder_write_nothing(tmp_path, user_data,
+                                                                        step):
+    from microseg.recipes.prepare import convert_vendor_images, import_annotations
+
+    run = user_data / "images" / "run"
+    calls = {"roi": lambda: import_roi_labels(run, user_data / "labels", user_data / "images"),
+             "annotations": lambda: import_annotations(run, user_data / "labels",
+                                                       user_data / "images"),
+             "vendor": lambda: convert_vendor_images(run, user_data / "images"),
+             "initial_labels": lambda: initial_labels_for_run(run, user_data / "images")}
+    before = _listing(user_data)
+    with pytest.raises(ConfigError, match="is inside .* which is only read, never written to"):
+        calls[step]()
+    assert _listing(user_data) == before

@@ -111,8 +111,9 @@ def import_roi_labels(run_dir: str | Path, roi_dir: str | Path, images_dir: str 
     changed ones go to ``roi_import-2``, ... The ROI and image folders are only read.
     """
     from microseg.io import import_roi_folder
-    from microseg.runs import atomic_write_json
+    from microseg.runs import atomic_write_json, check_outside_inputs
 
+    check_outside_inputs(run_dir, {"roi_dir": roi_dir, "images_dir": images_dir})
     record = {"roi_dir": str(Path(roi_dir).resolve()), "images_dir": str(Path(images_dir).resolve()),
               "ndim": ndim, "axes": axes, "roi_files": data_fingerprint(Path(roi_dir))}
     folder, made_before = reusable_folder(RunFolder(run_dir).data_dir, "roi_import",
@@ -143,8 +144,9 @@ def import_annotations(run_dir: str | Path, annotation_dir: str | Path,
     from microseg.io import guess_annotation_format
     from microseg.io import import_annotations as import_files
     from microseg.io.annotations import NEEDS_IMAGES_DIR
-    from microseg.runs import atomic_write_json
+    from microseg.runs import atomic_write_json, check_outside_inputs
 
+    check_outside_inputs(run_dir, {"annotation_dir": annotation_dir, "images_dir": images_dir})
     fmt = guess_annotation_format(annotation_dir) if annotation_format == "auto" \
         else annotation_format
     if fmt in NEEDS_IMAGES_DIR and images_dir is None:
@@ -178,9 +180,10 @@ def convert_vendor_images(run_dir: str | Path, images_dir: str | Path) -> dict[s
     from microseg.io import list_images
     from microseg.io.vendor import convert_vendor_images as convert
     from microseg.io.vendor import vendor_files
-    from microseg.runs import atomic_write_json
+    from microseg.runs import atomic_write_json, check_outside_inputs
 
     images_dir = Path(images_dir)
+    check_outside_inputs(run_dir, {"images_dir": images_dir})
     if not vendor_files(images_dir):
         return None
     record = {"images_dir": str(images_dir.resolve()), "files": data_fingerprint(images_dir)}
@@ -214,8 +217,9 @@ def initial_labels_for_run(run_dir: str | Path, images_dir: str | Path, ndim: in
     against ``labels_dir`` (None without annotations).
     """
     from microseg.data.initial_labels import write_initial_labels
-    from microseg.runs import atomic_write_json
+    from microseg.runs import atomic_write_json, check_outside_inputs
 
+    check_outside_inputs(run_dir, {"images_dir": images_dir, "labels_dir": labels_dir})
     record = {"images_dir": str(Path(images_dir).resolve()), "ndim": ndim, "axes": axes,
               "images": data_fingerprint(Path(images_dir))}
     folder, made_before = reusable_folder(RunFolder(run_dir).data_dir, "initial_labels",
