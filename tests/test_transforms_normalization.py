@@ -106,3 +106,32 @@ def test_config_validation_and_round_trip():
         PercentileNormalization(mode="local")
     with pytest.raises(DataError, match="channel axis"):
         percentile_statistics(np.zeros((5,)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_nan_or_infinite_pixel_stops_normalization(bad):
+    image = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
+    image[0, 2, 3] = bad
+    with pytest.raises(DataError, match=r"1 of 64 pixel\(s\) of an image of shape \(1, 8, 8\) "
+                                        r"are NaN or infinite once normalized") as caught:
+        normalize(image, [0.0], [63.0])
+    assert "Remove NaNs" in caught.value.problems[0]
+    with pytest.raises(DataError, match="64 of 64 pixel"):
+        normalize(np.ones((1, 8, 8)), [np.nan], [1.0])
+
+
+def test_one_infinite_pixel_stops_prediction_instead_of_blanking_its_neighbourhood():
+    import torch
+
+    from microseg.models import ModelConfig, TrainedModel, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+    model = TrainedModel.from_network(build_model(config).eval(), config)
+    image = np.random.default_rng(0).normal(100, 10, (1, 64, 64)).astype(np.float32)
+    assert np.isfinite(model.predict(image, device="cpu")).all()
+    image[0, 30, 30] = np.inf
+    low, high = model.normalization_statistics(image)
+    assert np.isfinite(low).all() and np.isfinite(high).all(), "the percentiles miss the pixel"
+    with pytest.raises(DataError, match="1 of 4096 pixel"):
+        model.predict(image, device="cpu")

@@ -109,6 +109,10 @@ def normalize(image: Any, low: Any, high: Any, clip: bool = False) -> np.ndarray
     clip: clip the result to [0, 1].
 
     Returns float32 array of the image's shape.
+
+    Raises :class:`DataError` when a result is NaN or infinite (a NaN or infinite pixel, or
+    statistics that are not finite): one such pixel would spread through the network's
+    receptive field and silently blank the prediction around it.
     """
     values = np.asarray(image, dtype=np.float32)
     per_channel = (-1,) + (1,) * (values.ndim - 1)
@@ -116,6 +120,14 @@ def normalize(image: Any, low: Any, high: Any, clip: bool = False) -> np.ndarray
     high = np.asarray(high, dtype=np.float64).reshape(per_channel)
     scale = np.where(high > low, high - low, 1.0)
     out = (values - low.astype(np.float32)) * (1.0 / scale).astype(np.float32)
+    finite = np.isfinite(out)
+    if not finite.all():
+        raise DataError(
+            f"{out.size - int(np.count_nonzero(finite))} of {out.size} pixel(s) of an image of "
+            f"shape {out.shape} are NaN or infinite once normalized (statistics low "
+            f"{low.ravel().tolist()}, high {high.ravel().tolist()})",
+            ["replace NaN and infinite pixels in the image (e.g. by 0 or the image's median; in "
+             "Fiji: Process > Math > Remove NaNs); microseg never guesses values for them"])
     return np.clip(out, 0.0, 1.0, out=out) if clip else out
 
 
