@@ -571,3 +571,21 @@ def test_an_image_larger_than_the_memory_available_is_refused_before_reading(tmp
                                         r"it piece by piece"):
         read_image(path)
     assert reads == []
+
+
+def test_a_full_disk_while_writing_an_image_is_named_and_leaves_no_partial_file(tmp_path,
+                                                                                 monkeypatch):
+    import errno
+
+    from microseg.errors import WriteError
+    from microseg.io import images
+
+    def half_then_full(path, array, axes, compression):
+        path.write_bytes(b"II*\x00 half a TIFF")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(images._WRITERS, "tiff", half_then_full)
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'labels' / 'a.tif'}: the "
+                                         f"disk holding .* is full"):
+        write_image(tmp_path / "labels" / "a.tif", np.zeros((4, 4), np.uint16))
+    assert list((tmp_path / "labels").iterdir()) == []

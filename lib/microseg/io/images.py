@@ -419,6 +419,8 @@ def write_image(path: str | Path, array: Any, axes: str | None = None,
 
     Parent folders are created. An existing ``path`` raises :class:`OutputExistsError` unless
     ``overwrite`` is true. ``compression`` other than None raises ``ValueError`` except for TIFF.
+    A failing write (full disk, read-only folder) raises :class:`~microseg.errors.WriteError`
+    naming the file and the fix, and leaves no half-written new file.
     """
     path = Path(path)
     kind = _writable_kind(path)
@@ -429,8 +431,17 @@ def write_image(path: str | Path, array: Any, axes: str | None = None,
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or pass "
                                 f"overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _WRITERS[kind](path, array, axes, compression)
+    from microseg.runs import writing
+
+    existed = path.exists()
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _WRITERS[kind](path, array, axes, compression)
+        except BaseException:
+            if not existed and path.is_file():  # no half-written file (full disk, interrupted)
+                path.unlink()
+            raise
     return path
 
 
