@@ -325,3 +325,8 @@ def test_imports_into_a_run_folder_inside_the_input_folder_write_nothing(tmp_pat
     with pytest.raises(ConfigError, match="is inside .* which is only read, never written to"):
         calls[step]()
     assert _listing(user_data) == before
+
+
+def test_ndim_given_as_text_to_the_library_is_shown_as_text(tmp_path):
+    with pytest.raises(ConfigError, match="ndim = '2': choose 2 \\(images\\) or 3 \\(volumes\\)"):
+        prepare_data(tmp_path / "run", quick=True, ndim="2")

@@ -49,7 +49,7 @@ def default_synthetic_size(ndim: int, quick: bool = False) -> tuple[int, tuple[i
     2D: 24 images of 256² (quick: 8 of 128²). 3D: 8 volumes of 48×96×96 (quick: 6 of 32×64×64).
     """
     if ndim not in (2, 3):
-        raise ConfigError(f"ndim = {ndim}: choose 2 (images) or 3 (volumes)")
+        raise ConfigError(f"ndim = {ndim!r}: choose 2 (images) or 3 (volumes)")
     if ndim == 2:
         return (8, (128, 128)) if quick else (24, (256, 256))
     return (6, (32, 64, 64)) if quick else (8, (48, 96, 96))
