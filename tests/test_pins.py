@@ -185,10 +185,24 @@ def test_image_versions_follow_pyproject():
     assert f"MICROSEG_IMAGE=microseg:{version}-apptainer" in apptainer
 
 
-@pytest.mark.parametrize("path", ["Makefile", "pyproject.toml", "containers/requirements.lock",
-                                  "environment.yml", "binder/requirements.txt",
-                                  "containers/Dockerfile", "containers/microseg.def"])
+# Files that install torch themselves must pin it; the others install from the lock and must
+# not name another version.
+PINS_TORCH = ("Makefile", "pyproject.toml", "containers/requirements.lock",
+              "binder/requirements.txt", "containers/Dockerfile")
+
+
+def torch_versions(text: str) -> list[str]:
+    return re.findall(r"\btorch\s*(?:==|>=|<=|~=|>|<)\s*([0-9][\w.+]*)", text)
+
+
+@pytest.mark.parametrize("path", [*PINS_TORCH, "environment.yml", "containers/microseg.def"])
 def test_every_mention_of_a_torch_version_is_the_pinned_one(path):
-    text = (ROOT / path).read_text()
-    versions = re.findall(r"\btorch\s*(?:==|>=|<=|~=|>|<)\s*([0-9][\w.+]*)", text)
+    versions = torch_versions((ROOT / path).read_text())
     assert all(v == TORCH for v in versions), f"{path} names torch {versions}, expected {TORCH}"
+    if path in PINS_TORCH:
+        assert versions, f"{path} installs torch but pins no version: pin torch=={TORCH}"
+
+
+def test_a_pin_file_without_a_torch_version_is_caught():
+    assert torch_versions("numpy==2.4.6\nmonai==1.6.1\n") == []
+    assert torch_versions("torch==2.13.0\n") == [TORCH]

@@ -196,3 +196,19 @@ def test_prepare_training_describes_head_scale_and_budget(trained_run):
     assert "→ 30 px" in table.loc["object scale", "value"]
     assert table.loc["instance head", "value"] == "three_class"
     assert setup.train_config.max_minutes == 3
+
+
+def test_the_training_time_is_estimated_from_timed_steps(trained_run, monkeypatch):
+    from microseg.recipes import train as recipe
+    from microseg.recipes.train import estimate_minutes, prepare_training
+
+    run_dir, _ = trained_run
+    setup = prepare_training(run_dir, quick=True)
+    clock = iter(range(0, 1000, 2))  # two readings per step, 2 s apart: 2 s per step
+    monkeypatch.setattr(recipe.time, "perf_counter", lambda: float(next(clock)))
+    estimate = estimate_minutes(setup, device="cpu")
+    assert estimate["seconds_per_step"] == 2.0 and estimate["device"] == "cpu"
+    steps = setup.train_config.total_steps
+    assert steps * 2.0 / 60 <= estimate["minutes"] <= steps * 2.0 / 60 * 2
+    budget = prepare_training(run_dir, quick=True, max_minutes=7)
+    assert estimate_minutes(budget, device="cpu")["minutes"] == 7

@@ -58,7 +58,7 @@ PARAMETER_TYPES: dict[str, Any] = {
     "model_name": str | None, "model_dirs": list[str] | None, "architecture": str, "norm": str,
     "task": str, "axes": str | None, "subset": str, "device": str, "freeze": str,
     "comparison_data": str, "scheduler": str | None, "export_formats": list[str],
-    "label_export_formats": list[str], "annotation_format": str,
+    "label_export_formats": list[str], "annotation_format": str, "instance_head": str,
     # whole numbers
     "ndim": int, "seed": int, "grad_accumulation": int, "search_trials": int,
     "n_target_train": int, "n_target_val": int, "rounds": int, "images_per_round": int,
@@ -69,10 +69,11 @@ PARAMETER_TYPES: dict[str, Any] = {
     "train_fraction": float, "val_fraction": float, "test_fraction": float,
     "learning_rate": float | None, "encoder_learning_rate": float | None,
     "iou_thresholds": list[float], "pixel_size": float | list[float] | None,
+    "max_minutes": float | None, "object_diameter": float | str | None,
     # switches
     "quick": bool, "overwrite": bool, "resume": bool, "run_search": bool,
     "make_initial_labels": bool, "allow_empty_labels": bool, "allow_torchscript": bool,
-    "simulate_corrections": bool, "compare_norms": bool | None,
+    "simulate_corrections": bool, "compare_norms": bool | None, "tta": bool,
 }
 """The declared type of every notebook parameter, by name (the same name means the same thing
 in every notebook). A test checks that every parameters cell is covered and its defaults fit."""
@@ -97,7 +98,7 @@ PARAMETER_LIMITS: dict[str, tuple[Any, str]] = {
     "tile_shape": _at_least(1), "halo": _at_least(0), "train_fraction": _between(0, 1),
     "val_fraction": _between(0, 1), "test_fraction": _between(0, 1),
     "learning_rate": _POSITIVE, "encoder_learning_rate": _POSITIVE, "pixel_size": _POSITIVE,
-    "iou_thresholds": _between(0, 1, above_low=True),
+    "iou_thresholds": _between(0, 1, above_low=True), "max_minutes": _POSITIVE,
 }
 """Allowed values of numeric parameters (each number of a list too): a test and the words."""
 

@@ -11,12 +11,11 @@ partner), blue = missed (FN pixels, or true objects no prediction matched).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from microseg.runs import atomic_write
+from microseg.viz import save_figure
 
 __all__ = [
     "ERROR_COLOURS",
@@ -33,12 +32,6 @@ ERROR_COLOURS = ("#2ca02c", "#d62728", "#1f77b4")
 """Colours of codes 1 (correct), 2 (false positive), 3 (missed)."""
 
 INSTANCE_CURVES = ("precision", "recall", "f1", "ap", "panoptic_quality")
-
-
-def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``figure`` as PNG at ``path`` atomically and return the path."""
-    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi,
-                                                         bbox_inches="tight"))
 
 
 def plot_metric_vs_threshold(summaries: Mapping[str, Mapping[str, Any]],

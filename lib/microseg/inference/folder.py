@@ -60,6 +60,8 @@ def predict_folder(
     batch_size: int = 4,
     device: Any = None,
     scheduler: Any = None,
+    object_diameter: float | str | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Predict every image in ``input_path`` (a folder or one image) into ``output_dir``.
 
@@ -81,11 +83,16 @@ def predict_folder(
     batch_size : tiles per forward pass.
     device : torch device (None: where the model is).
     scheduler : Dask scheduler for ``format="zarr"`` (see predict_volume_to_zarr).
+    object_diameter : for a model trained at a canonical object size: the objects' median
+        diameter in pixels, None (the training images') or ``"auto"`` (estimated per image);
+        see :meth:`~microseg.models.TrainedModel.predict_with_info`.
+    tta : test-time augmentation (flips and rotations, averaged).
 
     Returns
     -------
     dict with ``n_inputs``, ``outputs`` (one dict per predicted image: ``input``, ``labels``,
-    ``probabilities``, ``shape``, ``seconds``), ``errors`` (one line per image that failed,
+    ``probabilities``, ``shape``, ``seconds``, ``object_diameter``, ``scale_factor``),
+    ``errors`` (one line per image that failed,
     naming the file), ``voxels_per_second`` (pixels predicted per second of prediction) and
     ``peak_memory_mb`` (peak resident memory of this process).
 
@@ -102,7 +109,7 @@ def predict_folder(
     _refuse_output_inside(Path(output_dir), input_folder)
     out = create_output_dir(output_dir, overwrite)
     request = _Request(model, out, tile_shape, halo, output, axes or model.settings.input_axes,
-                       batch_size, device, scheduler, overwrite)
+                       batch_size, device, scheduler, overwrite, object_diameter, tta)
     outputs, errors = [], []
     for path in inputs:
         try:
@@ -129,6 +136,8 @@ class _Request:
     device: Any
     scheduler: Any
     overwrite: bool
+    object_diameter: float | str | None = None
+    tta: bool = False
 
 
 def _check_choices(output: str, format: str) -> None:
@@ -180,10 +189,14 @@ def _predict_tif(request: _Request, path: Path, stem: str) -> dict[str, Any]:
     from microseg.io import read_image, write_image
 
     image = read_image(path, request.axes)
-    probabilities = request.model.predict(image, tile_shape=request.tile_shape, halo=request.halo,
-                                          batch_size=request.batch_size, device=request.device)
+    prediction = request.model.predict_with_info(
+        image, tile_shape=request.tile_shape, halo=request.halo, batch_size=request.batch_size,
+        device=request.device, object_diameter=request.object_diameter, tta=request.tta)
+    probabilities = prediction.probabilities
     spatial_axes = "ZYX"[-(image.ndim - 1):]
-    written = {"shape": list(image.shape), "labels": None, "probabilities": None}
+    written = {"shape": list(image.shape), "labels": None, "probabilities": None,
+               "object_diameter": prediction.object_diameter,
+               "scale_factor": prediction.scale_factor}
     if request.output != "labels":
         target = request.out / "probabilities" / f"{stem}.tif"
         written["probabilities"] = str(write_image(target, probabilities, axes="C" + spatial_axes,
@@ -204,9 +217,10 @@ def _predict_zarr(request: _Request, path: Path, target: Path) -> dict[str, Any]
     result = request.model.predict_volume(
         volume, target, tile_shape=tile, halo=request.halo, output=request.output,
         batch_size=request.batch_size, device=request.device, scheduler=request.scheduler,
-        overwrite=request.overwrite)
+        overwrite=request.overwrite, object_diameter=request.object_diameter, tta=request.tta)
     return {"shape": list(volume.shape), "labels": result["labels"],
-            "probabilities": result["probabilities"]}
+            "probabilities": result["probabilities"],
+            "object_diameter": result["object_diameter"], "scale_factor": result["scale_factor"]}
 
 
 def _summary(inputs: list[Path], outputs: list[dict[str, Any]], errors: list[str]

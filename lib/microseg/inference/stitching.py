@@ -10,8 +10,8 @@ Example
 -------
 >>> first = np.array([[1, 1, 0], [2, 2, 0]])
 >>> second = np.array([[5, 5, 0], [5, 6, 0]])
->>> overlapping_pairs(first, second).tolist()
-[[1, 5], [2, 5]]
+>>> overlapping_pairs(first, second).tolist()  # id 2 shares half of itself with 5 and 6
+[[1, 5], [2, 5], [2, 6]]
 """
 
 from __future__ import annotations

@@ -24,11 +24,15 @@ from the split manifest of the run folder they are in.
 
 Example
 -------
->>> model = TrainedModel.load("runs/demo/models/unet")            # doctest: +SKIP
->>> probabilities = model.predict(image)                          # (K, Y, X) float32
->>> labels = model.labels(probabilities)                          # (Y, X) int32 objects
->>> model.predict_labels(image, axes="YX").max()                  # doctest: +SKIP
-57
+>>> import numpy as np
+>>> from microseg.models import ModelConfig, build_model
+>>> config = ModelConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+>>> model = TrainedModel.from_network(build_model(config).eval(), config)
+>>> image = np.random.default_rng(0).random((1, 96, 80)).astype(np.float32)
+>>> probabilities = model.predict(image, device="cpu")            # (K, Y, X) float32
+>>> probabilities.shape, model.labels(probabilities).dtype        # doctest: +ELLIPSIS
+((3, 96, 80), dtype('int32'))
+>>> TrainedModel.load("runs/demo/models/unet").predict_labels(image[0], axes="YX")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -524,7 +528,7 @@ class TrainedModel:
         factor = self.scale_factor(diameter)
         for passes in range(1, AUTO_SCALE_PASSES + 1):
             probabilities = at_scale(factor)
-            found = median_diameter(self.labels(probabilities))
+            found = median_diameter(self._objects_for_scale(probabilities))
             estimate = None if found is None else found / factor
             new_factor = factor if estimate is None else self.scale_factor(estimate)
             if passes == AUTO_SCALE_PASSES or _agrees(new_factor, factor):
@@ -544,6 +548,16 @@ class TrainedModel:
 
             return probabilities_to_instances(probabilities, self.instance_postprocessing())
         return probabilities.argmax(axis=0).astype(np.int32)
+
+    def _objects_for_scale(self, probabilities: np.ndarray) -> np.ndarray:
+        """Objects to measure the scale on: :meth:`labels`, with the default post-processing
+        (said nowhere) when none is tuned yet."""
+        if self.task != "instance" or self.postprocessing is not None:
+            return self.labels(probabilities)
+        from microseg.inference.instances import InstancePostprocessing, probabilities_to_instances
+
+        return probabilities_to_instances(
+            probabilities, InstancePostprocessing(head=self.settings.instance_head))
 
     def instance_postprocessing(self) -> Any:
         """:attr:`postprocessing`, or the defaults (said once) when it was never tuned."""

@@ -1,6 +1,6 @@
 """Deploy a trained model: predict new images and volumes larger than memory, export the model.
 
-What notebook 07 calls. :func:`deploy` runs the four steps below in one call; the notebook calls
+What notebook 07 calls. :func:`deploy` runs the steps below in one call; the notebook calls
 them one by one to show each result.
 
 1. :func:`plan_deployment` — the model (a :class:`~microseg.models.TrainedModel`; notebook
@@ -13,7 +13,9 @@ them one by one to show each result.
    predict_folder`); one image or volume of any size out of core, block by block into Zarr with
    Dask (:func:`microseg.inference.ooc.predict_volume_to_zarr`), normalized with statistics of
    the whole input computed once;
-4. :func:`export_model` — TorchScript, ONNX and bioimage.io, each loaded back and compared with
+4. :func:`measure_objects` — one table of objects per input (size, position, intensity) and,
+   on request, the labels as Fiji ROI sets, QuPath GeoJSON or OME-Zarr;
+5. :func:`export_model` — TorchScript, ONNX and bioimage.io, each loaded back and compared with
    the PyTorch model; then :func:`deployment_summary` and ``summary.json``.
 
 Everything lands in ``run_dir/predictions/<model name>/``, never next to the inputs::
@@ -21,6 +23,8 @@ Everything lands in ``run_dir/predictions/<model name>/``, never next to the inp
     deploy_config.json    the settings of this deployment
     input.zarr            the synthetic input (and input_labels.zarr, its true objects), if made
     prediction/           the prediction (unless output_path is given)
+    objects/              one CSV of objects per input (measure_objects)
+    labels_export/        the labels for Fiji, QuPath, napari (when asked for)
     export/               model.torchscript.pt, model.onnx, model.bioimageio.zip
     summary.json          n_inputs, outputs, voxels_per_second, peak_memory_mb, exports, ...
 
@@ -67,6 +71,7 @@ __all__ = [
     "deployment_summary",
     "export_model",
     "input_preview",
+    "measure_objects",
     "plan_deployment",
     "predict_input",
     "prepare_input",
@@ -109,6 +114,10 @@ class DeployConfig(StageConfig):
     synthetic_shape : spatial shape of the synthetic input; None: :data:`SYNTHETIC_SHAPE`
         (:data:`QUICK_SYNTHETIC_SHAPE` when quick).
     quick : a smoke run: small synthetic input, small tiles, a quicker receptive-field estimate.
+    object_diameter : for a model trained at a canonical object size: the median object
+        diameter of the input in pixels; None: the training images'; ``"auto"``: estimated
+        (per image of a folder; on a central crop of a large image).
+    tta : test-time augmentation (flips and rotations of every tile, averaged; 8× the work).
     """
 
     model_name: str | None = None
@@ -121,6 +130,8 @@ class DeployConfig(StageConfig):
     output: Literal["labels", "probabilities", "both"] = "labels"
     synthetic_shape: tuple[int, ...] | None = None
     quick: bool = False
+    object_diameter: float | str | None = None
+    tta: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -163,6 +174,12 @@ class DeploymentPlan:
                 "task": self.model.task, "dimensions": config.ndim,
                 "input channels": config.in_channels, "output classes": config.out_classes,
                 "normalization layers": config.norm, "size divisor": self.model.size_divisor,
+                "instance head": self.model.settings.instance_head,
+                "canonical object diameter (px)": self.model.settings.canonical_diameter,
+                "object diameter of the training images (px)":
+                    self.model.settings.object_diameter,
+                "object diameter of the input": self.config.object_diameter,
+                "test-time augmentation": self.config.tta,
                 "halo": list(self.halo),
                 "halo from": self.halo_source, "tile": list(self.tile),
                 "results": str(self.results)}
@@ -189,13 +206,17 @@ def deploy(run_dir: str | Path, model_name: str | None = None,
            scheduler: str | None = None, export_formats: Sequence[str] = EXPORT_FORMATS,
            output: str = "labels", quick: bool = False, overwrite: bool = False, *,
            synthetic_shape: Sequence[int] | None = None, batch_size: int = 4,
-           device: Any = None, progress: bool = True) -> dict[str, Any]:
+           device: Any = None, progress: bool = True,
+           object_diameter: float | str | None = None, tta: bool = False,
+           label_export_formats: Sequence[str] = ()) -> dict[str, Any]:
     """Predict new data with a trained model, out of core where needed, and export the model.
 
     Parameters are those of :class:`DeployConfig`, plus ``run_dir`` (the experiment's run
     folder), ``overwrite`` (replace a finished deployment of this model), ``batch_size`` (tiles
-    per forward pass), ``device`` (None: CUDA if available, else CPU) and ``progress`` (a
-    progress bar over blocks on local schedulers).
+    per forward pass), ``device`` (None: CUDA if available, else CPU), ``progress`` (a
+    progress bar over blocks on local schedulers) and ``label_export_formats`` (labels also
+    written for Fiji, QuPath or napari: any of ``"roiset"``, ``"geojson"``, ``"ome-zarr"``;
+    see :func:`measure_objects`).
 
     Returns
     -------
@@ -214,12 +235,14 @@ def deploy(run_dir: str | Path, model_name: str | None = None,
         model_name=model_name, input_path=_as_str(input_path), output_path=_as_str(output_path),
         tile_shape=_as_shape(tile_shape), halo=_as_shape(halo), scheduler=scheduler,
         export_formats=tuple(export_formats), output=output,
-        synthetic_shape=_as_shape(synthetic_shape), quick=quick)
+        synthetic_shape=_as_shape(synthetic_shape), quick=quick,
+        object_diameter=object_diameter, tta=tta)
     plan = plan_deployment(run_dir, config, overwrite)
     source = prepare_input(plan)
     prediction = predict_input(plan, source, batch_size, device, progress)
+    measured = measure_objects(plan, prediction, label_export_formats)
     exports = export_model(plan, prediction["example"])
-    summary = deployment_summary(plan, source, prediction, exports)
+    summary = deployment_summary(plan, source, prediction, exports, measured)
     write_summary(plan.results, summary)
     return summary
 
@@ -453,11 +476,13 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
                  "for single large volumes only", plan.config.scheduler)
     result = predict_folder(plan.model, source.path, plan.prediction_path, plan.tile,
                             plan.halo, output=plan.config.output, overwrite=plan.overwrite,
-                            batch_size=batch_size, device=device)
+                            batch_size=batch_size, device=device,
+                            object_diameter=plan.config.object_diameter, tta=plan.config.tta)
     if not result["outputs"]:
         raise DataError(f"no image of {source.path} could be predicted", result["errors"])
     first = DeployInput(Path(result["outputs"][0]["input"]), "file")
-    predictions = [{key: o[key] for key in ("input", "labels", "probabilities")}
+    predictions = [{key: o.get(key) for key in ("input", "labels", "probabilities",
+                                                 "object_diameter", "scale_factor")}
                    for o in result["outputs"]]
     voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
     example = example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
@@ -479,10 +504,13 @@ def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, 
         result = model.predict_volume(
             volume, plan.prediction_path, tile_shape=plan.tile, halo=plan.halo,
             normalization_stats=statistics, output=plan.config.output, batch_size=batch_size,
-            device=device, scheduler=scheduler, overwrite=plan.overwrite)
+            device=device, scheduler=scheduler, overwrite=plan.overwrite,
+            object_diameter=plan.config.object_diameter, tta=plan.config.tta)
         workers = worker_peak_memory(scheduler)
     predictions = [{"input": str(source.path), "labels": result["labels"],
-                    "probabilities": result["probabilities"]}]
+                    "probabilities": result["probabilities"],
+                    "object_diameter": result["object_diameter"],
+                    "scale_factor": result["scale_factor"]}]
     return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
             "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
             "example": example_crop(volume, plan.halo, model.size_divisor)}
@@ -562,19 +590,49 @@ def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndar
             "test_passed": found["test_passed"]}
 
 
+def measure_objects(plan: DeploymentPlan, prediction: dict[str, Any],
+                    label_export_formats: Sequence[str] = ()) -> dict[str, Any]:
+    """Object tables of the predicted labels (one CSV per input: id, size in pixels and µm
+    when the input's pixel size is known, centroid, bounding box, mean intensity per channel)
+    into ``results/objects/``, and the labels in ``label_export_formats`` (Fiji RoiSet, QuPath
+    GeoJSON, OME-Zarr with NGFF labels) into ``results/labels_export/``.
+
+    Returns ``object_tables`` (folder, or None when only probabilities were predicted),
+    ``n_objects_measured``, ``tables`` (per input) and ``label_exports`` (per input and format).
+    """
+    from microseg.io import export_prediction_labels, write_prediction_tables
+
+    predictions = prediction["predictions"]
+    if not predictions or predictions[0]["labels"] is None:
+        return {"object_tables": None, "n_objects_measured": None, "tables": [],
+                "label_exports": []}
+    folder = plan.results / "objects"
+    tables = write_prediction_tables(predictions, folder)
+    exports = (export_prediction_labels(predictions, plan.results / "labels_export",
+                                        list(label_export_formats), overwrite=plan.overwrite)
+               if label_export_formats else [])
+    return {"object_tables": str(folder), "n_objects_measured": sum(t["n_objects"] for t in tables),
+            "tables": tables, "label_exports": exports}
+
+
 def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: dict[str, Any],
-                       exports: dict[str, Any]) -> dict[str, Any]:
+                       exports: dict[str, Any], measured: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
     """The machine-readable result of a deployment (what ``summary.json`` holds).
 
     Keys: ``model``, ``model_dir``, ``input``, ``input_kind``, ``n_inputs``, ``outputs``
     (every array or file written), ``predictions`` (per input: ``input``, ``labels``,
-    ``probabilities``), ``errors``, ``output``, ``tile_shape``, ``halo``, ``halo_source``,
-    ``scheduler``, ``voxels``, ``voxels_per_second``, ``peak_memory_mb`` (peak resident memory
-    of this process), ``worker_peak_memory_mb`` (per cluster worker, else None), ``n_objects``,
-    ``exports`` (per format: ``path`` and ``max_abs_diff``, or ``error``), ``quick``,
+    ``probabilities``, ``object_diameter``, ``scale_factor``), ``errors``, ``output``,
+    ``tile_shape``, ``halo``, ``halo_source``, ``scheduler``, ``voxels``,
+    ``voxels_per_second``, ``peak_memory_mb`` (peak resident memory of this process),
+    ``worker_peak_memory_mb`` (per cluster worker, else None), ``n_objects``, ``exports`` (per
+    format: ``path`` and ``max_abs_diff``, or ``error``), ``instance_head``,
+    ``object_diameter`` and ``scale_factor`` (medians over the inputs), ``tta``,
+    ``object_tables`` and ``label_exports`` (see :func:`measure_objects`), ``quick``,
     ``seconds`` (since the plan was made).
     """
     predictions = prediction["predictions"]
+    measured = measured or {}
     return {
         "model": plan.model.name,
         "model_dir": str(plan.model.folder),
@@ -596,9 +654,23 @@ def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: di
         "worker_peak_memory_mb": prediction["worker_peak_memory_mb"],
         "n_objects": prediction["n_objects"],
         "exports": exports,
+        "instance_head": (plan.model.settings.instance_head if plan.model.task == "instance"
+                          else None),
+        **_scale_summary(predictions),
+        "tta": plan.config.tta,
+        "object_tables": measured.get("object_tables"),
+        "n_objects_measured": measured.get("n_objects_measured"),
+        "label_exports": measured.get("label_exports", []),
         "quick": plan.config.quick,
         "seconds": time.perf_counter() - plan.started,
     }
+
+
+def _scale_summary(predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    diameters = [p["object_diameter"] for p in predictions if p.get("object_diameter")]
+    factors = [p.get("scale_factor", 1.0) for p in predictions]
+    return {"object_diameter": float(np.median(diameters)) if diameters else None,
+            "scale_factor": float(np.median(factors)) if factors else 1.0}
 
 
 def input_preview(source: DeployInput, size: int = 256) -> np.ndarray:

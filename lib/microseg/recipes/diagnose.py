@@ -377,7 +377,7 @@ def _figures(
 
 
 def _save_figures(figures: dict[str, Any], out_dir: Path) -> None:
-    folder = out_dir / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
+    from microseg.viz import save_figure
+
     for name, figure in figures.items():
-        figure.savefig(folder / f"{name}.png", dpi=110)
+        save_figure(figure, out_dir / "figures" / f"{name}.png", dpi=110)

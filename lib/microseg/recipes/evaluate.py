@@ -634,6 +634,7 @@ def _comparison(summaries: dict[str, dict[str, Any]]) -> Any:
             for key in ("precision", "recall", "f1", "ap", "panoptic_quality"):
                 column[f"{key} @ IoU {t:g} (pooled)"] = s["at_threshold"][key]
             column["AP averaged over thresholds"] = s["instance"]["mean_ap"]
+            column["DSB score (IoU 0.5:0.95, mean over images)"] = s.get("dsb_score")
         column["fit diagnosis"] = (s["fit_diagnosis"] or {}).get("verdict")
         rows[name] = column
     return pd.DataFrame(rows)
@@ -659,8 +660,11 @@ def _write_combined(run: RunFolder, summaries: dict[str, dict[str, Any]], compar
               else "mean class Dice (pooled)")
     combined = {
         "task": data.task, "data": data.source, "n_images": len(data.samples),
-        "models": {n: {k: s[k] for k in ("eval_dir", "n_images", "object_dice", "mean_class_dice",
-                                         "at_threshold", "panoptic_quality", "fit_diagnosis")}
+        "models": {n: {k: s.get(k) for k in ("eval_dir", "n_images", "object_dice",
+                                             "mean_class_dice", "at_threshold",
+                                             "panoptic_quality", "dsb_score", "fit_diagnosis",
+                                             "instance_head", "object_diameter",
+                                             "scale_factor", "tta")}
                    for n, s in summaries.items()},
         "best_model": best, "ranked_by": metric,
         "comparison": json.loads(comparison.to_json()),

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_HEAD",
     "default_configs",
     "describe_configs",
+    "estimate_minutes",
     "TrainingSetup",
     "main",
     "prepare_training",
@@ -209,6 +210,48 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
         return summary
     finally:
         close_distributed(context)
+
+
+def estimate_minutes(setup: TrainingSetup, device: str = "auto", steps: int = 3) -> dict[str, Any]:
+    """How long the training of ``setup`` will take on ``device``, from ``steps`` timed training
+    steps (after one untimed warm-up) on random batches of its patch and batch size.
+
+    Validation is estimated at a third of a training step per batch of validation pixels. With a
+    time budget (``max_minutes``) the training fills it: the estimate is the budget. Returns
+    ``minutes``,
+    ``seconds_per_step``, ``steps`` (planned optimizer steps) and ``device``.
+    """
+    import torch
+
+    from microseg.devices import resolve_device
+    from microseg.models import build_model
+    from microseg.training.losses import make_loss
+
+    config, train_config = setup.model_config, setup.train_config
+    target_device = resolve_device(device)
+    model = build_model(config).to(target_device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss = make_loss(train_config.loss, train_config.dice_weight, train_config.ce_weight)
+    batch = (train_config.batch_size, config.in_channels, *train_config.patch_size)
+    images = torch.randn(batch, device=target_device)
+    targets = torch.randint(0, config.out_classes, (batch[0], *batch[2:]), device=target_device)
+    timings = []
+    for index in range(steps + 1):
+        started = time.perf_counter()
+        optimizer.zero_grad()
+        loss(model(images), targets).backward()
+        optimizer.step()
+        if index:
+            timings.append(time.perf_counter() - started)
+    per_step = float(np.median(timings)) * train_config.grad_accumulation
+    val_pixels = sum(math.prod(np.asarray(s.image).shape[1:]) for s in setup.val)
+    per_epoch = train_config.steps_per_epoch * per_step + (
+        val_pixels / (batch[0] * math.prod(batch[2:])) * per_step / 3)
+    minutes = train_config.epochs * per_epoch / 60
+    if train_config.max_minutes is not None:
+        minutes = float(train_config.max_minutes)
+    return {"minutes": minutes, "seconds_per_step": per_step, "device": str(target_device),
+            "steps": train_config.total_steps}
 
 
 def steps_per_epoch_for(samples: Sequence[Any], batch_size: int, patch_size: Sequence[int],

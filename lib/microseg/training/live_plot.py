@@ -63,8 +63,9 @@ class LiveLossPlot:
             plt.close(self.figure)
         self.figure = plot_history(trainer.history, self.title)
         if self.save_to is not None:
-            self.save_to.parent.mkdir(parents=True, exist_ok=True)
-            self.figure.savefig(self.save_to, dpi=100)
+            from microseg.viz import save_figure
+
+            save_figure(self.figure, self.save_to)
         self._show()
 
     def _show(self) -> None:
