@@ -188,7 +188,7 @@ def test_an_ambiguous_folder_names_the_candidates(tmp_path):
     (folder / "a.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
     ImagejRoi.frompoints(np.array([[1, 1], [4, 1], [4, 4]])).tofile(folder / "a.roi")
     with pytest.raises(DataError) as caught:
-        import_annotations(tmp_path / "run", folder, tmp_path)
+        import_annotations(tmp_path / "run", folder, tmp_path / "images")
     assert "pass annotation_format= one of 'fiji', 'qupath'" in caught.value.summary
     assert caught.value.problems == ["fiji: 1 ROI file", "qupath: 1 GeoJSON file"]
     with pytest.raises(ConfigError, match="set data_dir to the folder whose images/"):
