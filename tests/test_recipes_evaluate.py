@@ -265,3 +265,10 @@ def test_a_3d_binary_model_is_evaluated_per_pixel(tmp_path):
     assert "f1@0.5" not in result["tables"]["unet3d"].columns
     assert result["summary"]["ranked_by"] == "mean class Dice (pooled)"
     assert len(list((run_dir / "eval" / "unet3d" / "figures").glob("*.png"))) == 4
+
+
+def test_one_tile_side_and_one_model_name_are_accepted(run_dir):
+    result = evaluate_models(run_dir, model_names="unet", tile_shape=32, device="cpu",
+                             quick=True)
+    assert list(result["models"]) == ["unet"]
+    assert "in tiles of (32, 32)" in result["models"]["unet"]["prediction"]

@@ -212,3 +212,25 @@ def test_the_training_time_is_estimated_from_timed_steps(trained_run, monkeypatc
     assert steps * 2.0 / 60 <= estimate["minutes"] <= steps * 2.0 / 60 * 2
     budget = prepare_training(run_dir, quick=True, max_minutes=7)
     assert estimate_minutes(budget, device="cpu")["minutes"] == 7
+
+
+def test_a_training_writes_its_prediction_settings_before_it_starts(trained_run, monkeypatch):
+    """A training killed after its first checkpoint leaves a folder later stages read right."""
+    from microseg.models import TrainedModel
+    from microseg.training.trainer import Trainer
+
+    run_dir, _ = trained_run
+
+    def killed(self):
+        from microseg.models.checkpoint import save_checkpoint
+
+        self._write_run_files()
+        save_checkpoint(self.model_dir / "best.pt", self.state_dict())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(run_dir, model_name="killed", quick=True, instance_head="distance")
+    model = TrainedModel.load(RunFolder(run_dir).model_dir("killed"))
+    assert model.task == "instance" and model.settings.instance_head == "distance"
+    assert model.config.out_classes == 5

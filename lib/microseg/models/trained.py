@@ -291,6 +291,13 @@ class TrainedModel:
         model.settings.save(folder / PREDICTION_FILE)
         return model
 
+    def save_settings(self, folder: str | Path) -> Path:
+        """Write ``prediction.json`` only (training writes it before it starts, so a model
+        folder left by an interrupted training is read with the right task and scale)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return self.settings.save(folder / PREDICTION_FILE)
+
     def save(self, folder: str | Path) -> Path:
         """Write ``prediction.json`` (and the tuned post-processing) into ``folder``.
 

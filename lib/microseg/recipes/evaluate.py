@@ -47,6 +47,7 @@ from microseg.runs import (
     read_json,
     unique_name,
     write_summary,
+    writing,
 )
 
 __all__ = [
@@ -391,10 +392,16 @@ def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
 def _predict(model: Any, image: np.ndarray, config: EvaluationConfig) -> Any:
     """The :class:`~microseg.models.trained.Prediction` of one normalized sample image with the
     evaluation's settings (tiling, object scale, test-time augmentation)."""
-    return model.predict_with_info(image, normalized=True, tile_shape=config.tile_shape,
+    return model.predict_with_info(image, normalized=True, tile_shape=_tile(config),
                                    halo=config.halo, batch_size=config.batch_size,
                                    device=config.device, object_diameter=config.object_diameter,
                                    tta=config.tta)
+
+
+def _tile(config: EvaluationConfig) -> int | tuple[int, ...] | None:
+    """The configured tile: one side for every axis when one value is given."""
+    tile = config.tile_shape
+    return tile[0] if tile is not None and len(tile) == 1 else tile
 
 
 def _for_model(data: EvaluationData, model: Any) -> EvaluationData:
@@ -587,7 +594,7 @@ def _evaluate_model(run: RunFolder, name: str, data: EvaluationData, config: Eva
     results, how, scales = [], set(), []
     for sample in data.samples:
         prediction = _predict(model, sample.image, config)
-        how.add(model.plan_prediction(sample.image.shape[1:], config.tile_shape,
+        how.add(model.plan_prediction(sample.image.shape[1:], _tile(config),
                                       config.halo).describe())
         scales.append(prediction.describe())
         results.append(_image_result(sample, prediction.probabilities, data, model, config))
@@ -651,7 +658,8 @@ def _write_combined(run: RunFolder, summaries: dict[str, dict[str, Any]], compar
     eval_root = run.root / "eval"
     previous = eval_root / "summary.json"
     if previous.is_file():
-        with open(eval_root / "summary_history.jsonl", "a") as history:
+        path = eval_root / "summary_history.jsonl"
+        with writing(path), open(path, "a") as history:
             history.write(json.dumps(read_json(previous)) + "\n")
         log.info("replacing %s; the earlier comparison is kept in summary_history.jsonl",
                  previous)
@@ -721,6 +729,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
         differs from its label.
     """
     run = RunFolder(run_dir)
+    if isinstance(model_names, str):
+        model_names = [model_names]
     names = list(model_names) if model_names else run.model_names()
     if not names:
         raise RunOrderError(f"no trained model in {run.root / 'models'}: run "
@@ -728,7 +738,7 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
                             f"{str(run.root)!r} first")
     for name in names:
         run.require_model(name)
-    tiles = None if tile_shape is None else tuple(np.atleast_1d(tile_shape).astype(int).tolist())
+    tiles = None if tile_shape is None else tuple(int(t) for t in np.atleast_1d(tile_shape))
     config = EvaluationConfig(subset=subset, iou_thresholds=tuple(iou_thresholds), tile_shape=tiles,
                               device=device, max_images=QUICK_IMAGES if quick else None,
                               n_overlays=QUICK_IMAGES if quick else 4,

@@ -489,6 +489,8 @@ def _train(model_dir: Path, setup: TrainingSetup, options: dict[str, Any]) -> di
                       augment_factory=lambda seed: Augmenter(ndim=ndim, seed=seed), **options)
     batch_report = check_first_batch(*trainer.sampler.batch(trainer.epoch, 0),
                                      model_config.in_channels, model_config.out_classes)
+    if trainer.context.is_main:
+        _predictor(model, setup).save_settings(model_dir)
     logger.info("training data: %s", report.describe())
     result = trainer.fit()
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
@@ -509,6 +511,19 @@ def _train(model_dir: Path, setup: TrainingSetup, options: dict[str, Any]) -> di
         "warnings": report.warnings + batch_report.warnings,
         "world_size": trainer.context.world_size,
     }
+
+
+def _predictor(network: Any, setup: TrainingSetup) -> Any:
+    """``network`` with the prediction settings of ``setup`` (no halo yet: measured when the
+    training has finished)."""
+    from microseg.models import TrainedModel
+
+    manifest, plan, facts = setup.manifest, setup.representation, setup.scale
+    return TrainedModel.from_network(
+        network, setup.model_config, task=manifest.task,
+        normalization=manifest.normalization_config(), input_axes=manifest.input_axes,
+        instance_head=plan.head, canonical_diameter=plan.canonical_diameter,
+        object_diameter=facts.median_diameter)
 
 
 def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool) -> list[int]:

@@ -382,6 +382,7 @@ def fit_model(setup: TransferSetup, model_name: str, mode: str, model: Any, conf
                       augment_factory=lambda seed: Augmenter(ndim=config.ndim, seed=seed),
                       callbacks=list(callbacks), overwrite=overwrite, parameters=groups,
                       progress=not setup.quick)
+    setup.predictor(model, config).save_settings(setup.run.model_dir(model_name))
     fit = trainer.fit()
     manifest = setup.manifest
     best = TrainedModel.finish(fit.model_dir, task=manifest.task,

@@ -180,6 +180,8 @@ def _problems(config: TrainConfig) -> list[str]:
                     "ce_weight", "lr_patience", "min_learning_rate")
     problems += [f"{name} must be >= 0, found {getattr(config, name)}"
                  for name in non_negative if getattr(config, name) < 0]
+    if not 0 <= config.seed < 2**32:
+        problems.append(f"seed must be a whole number from 0 to 2**32 - 1, found {config.seed}")
     if config.max_minutes is not None and config.max_minutes <= 0:
         problems.append(f"max_minutes must be > 0 or None, found {config.max_minutes}")
     if config.learning_rate <= 0:
