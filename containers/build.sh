@@ -24,7 +24,7 @@ Options:
 Anything after -- goes to 'docker build' / 'podman build' as it is.
 
 Environment: ENGINE=docker|podman picks the engine; BASE_IMAGE, TORCH_VARIANT and IMAGE are read
-as defaults for --base, --torch and --image.
+as defaults for --base, --torch and --image, HOST_CERTS=1 as --host-certs (make image HOST_CERTS=1).
 EOF
 }
 
@@ -51,6 +51,7 @@ parse_args() {
     base=${BASE_IMAGE:-}
     torch=${TORCH_VARIANT:-cuda}
     host_certs=no
+    [[ ${HOST_CERTS:-} != 1 ]] || host_certs=yes
     extra=()
     while [[ $# -gt 0 ]]; do
         case "$1" in

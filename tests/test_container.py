@@ -314,6 +314,9 @@ def test_build_script_passes_base_torch_variant_and_revision(bin_dir, tmp_path):
             "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"} <= pairs
     assert args[args.index("--format") + 1] == "docker"
     assert "/etc/ssl/certs:/etc/ssl/certs:ro" in args and args[-1] == str(ROOT)
+    log.unlink()
+    assert run_script(bin_dir, cwd=tmp_path, env={"HOST_CERTS": "1"}, script=CONTAINERS / "build.sh").returncode == 0
+    assert "/etc/ssl/certs:/etc/ssl/certs:ro" in log.read_text().split()
     bad = run_script(bin_dir, "--torch", "rocm", cwd=tmp_path, script=CONTAINERS / "build.sh")
     assert bad.returncode != 0 and "--torch must be cuda or cpu" in bad.stderr
 
