@@ -90,6 +90,14 @@ def test_how_each_model_was_trained_in_the_order_of_the_chain(full_run):
                      "finetune_round1": "correction round 1 of finetune"}
 
 
+def test_a_model_without_summary_is_not_guessed(tmp_path):
+    root = make_run(tmp_path / "exp", complete=False)
+    (root / "models" / "half").mkdir()
+    (root / "models" / "half" / "best.pt").write_bytes(b"weights")
+    kinds = {r.model: r.kind for r in gather_run_report(root).models}
+    assert kinds == {"unet": "from scratch", "half": "not recorded (no summary.json yet)"}
+
+
 def test_training_time_epochs_and_fit_come_from_the_history(full_run):
     report = gather_run_report(full_run)
     for model, (epochs, seconds) in EPOCHS.items():

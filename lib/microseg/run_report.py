@@ -432,27 +432,29 @@ def score_50_95(summary: dict[str, Any]) -> float | None:
 
 
 def _model_kinds(reader: _Reader, names: list[str]) -> dict[str, str]:
-    """Model name → how it was trained, from the adapted models' summaries (notebooks 03, 04),
-    in the order of the chain: models from scratch, then each adapted model followed by its
+    """Model name → how it was trained, from the models' summaries (notebooks 02, 03, 04), in
+    the order of the chain: models from scratch, then each adapted model followed by its
     baseline from scratch and its correction rounds."""
-    kinds, order = {}, {}
-    for name in names:
-        summary = reader.json(reader.root / "models" / name / "summary.json") or {}
-        mode = summary.get("mode")
+    summaries = {n: reader.json(reader.root / "models" / n / "summary.json") for n in names}
+    kinds = {n: "from scratch" if s else "not recorded (no summary.json yet)"
+             for n, s in summaries.items()}
+    order: dict[str, tuple[int, str, int]] = {}
+    for name, summary in summaries.items():
+        mode = (summary or {}).get("mode")
         if not mode:
             continue
         kinds[name] = {"transfer": "transfer learning", "finetune": "fine-tuning"}.get(mode, mode)
         order[name] = (1 if mode == "transfer" else 2, name, 0)
         if summary.get("scratch_model_dir"):
             scratch = Path(summary["scratch_model_dir"]).name
-            kinds.setdefault(scratch, f"from scratch, same budget as {name}")
-            order.setdefault(scratch, (order[name][0], name, 1))
+            kinds[scratch] = f"from scratch, same budget as {name}"
+            order[scratch] = (order[name][0], name, 1)
         for record in summary.get("rounds") or []:
             done = Path(record.get("model_dir", "")).name
-            kinds.setdefault(done, f"correction round {record.get('round')} of {name}")
-            order.setdefault(done, (order[name][0], name, 1 + int(record.get("round") or 1)))
+            kinds[done] = f"correction round {record.get('round')} of {name}"
+            order[done] = (order[name][0], name, 1 + int(record.get("round") or 1))
     ranked = sorted(names, key=lambda n: order.get(n, (0, n, 0)))
-    return {name: kinds.get(name, "from scratch") for name in ranked}
+    return {name: kinds[name] for name in ranked}
 
 
 def _training(reader: _Reader, name: str) -> dict[str, Any]:
