@@ -30,7 +30,7 @@ td.best{font-weight:bold;background:#e3f4e1}.muted{color:#666;font-size:.9em}
 .alert.bad{background:#fdecea}.alert.ok{background:#e8f5e9}
 .thumbs{display:flex;flex-wrap:wrap;gap:1em}.thumbs figure{margin:0;width:280px}
 .thumbs img{width:280px;height:200px;object-fit:contain;border:1px solid #ddd;background:#fff}
-figcaption{font-size:.85em;color:#444}img{max-width:100%}details{margin:.3em 0}
+figcaption{font-size:.85em;color:#444;overflow-wrap:anywhere}img{max-width:100%}details{margin:.3em 0}
 summary{cursor:pointer}ul.files{font-size:.85em;columns:2}
 """
 
