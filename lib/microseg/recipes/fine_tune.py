@@ -195,8 +195,8 @@ def _one_round(setup: TransferSetup, current: Adapted, name: str, manifest: Any,
     rate = AdaptConfig(mode="finetune", learning_rate=learning_rate).effective_learning_rate(
         scratch_learning_rate())
     budget = train_budget(setup.quick, epochs, rate, setup.seed + k, current.config.ndim)
-    after = fit_model(setup, name, f"round{k}", model,
-                      current.config, budget, (), overwrite, train=load_subset(manifest, "train"))
+    after = fit_model(setup, name, f"round{k}", model, current.config, budget, (), overwrite,
+                      train=setup.represented(load_subset(manifest, "train")))
     record = {"round": k, "images_added": [p.stem for p in pairs], "n_train": len(manifest.train),
               "changed_pixels": float(sum(changed.values()) / max(1, len(changed))),
               "dice_before": current.quality.foreground_dice,

@@ -88,11 +88,32 @@ class TransferSetup:
     seed: int
     device: str
     pool_dir: Path | None = None
+    representation: Any = None
+    scale: Any = None
 
     @property
     def task(self) -> str:
         """The target data's task: "binary", "semantic" or "instance"."""
         return self.manifest.task
+
+    @property
+    def n_classes(self) -> int:
+        """Output classes of the adapted models: the pretrained model's instance head decides
+        them for instance data (three classes, or background and distance levels)."""
+        from microseg.transforms.targets import n_classes_for
+
+        plan = self.representation
+        if self.task != "instance" or plan is None:
+            return self.manifest.n_classes
+        return n_classes_for("instance", head=plan.head, levels=plan.levels)
+
+    def represented(self, samples: Sequence[Any]) -> list[Any]:
+        """Training samples as the models see them: the pretrained model's instance head and
+        canonical object size (:func:`microseg.data.representation.represent`)."""
+        from microseg.data.representation import represent
+
+        return list(samples) if self.representation is None else represent(
+            samples, self.representation)[0]
 
     def predictor(self, network: Any, config: Any) -> Any:
         """``network`` as a :class:`~microseg.models.TrainedModel` for the target data: its
@@ -101,10 +122,15 @@ class TransferSetup:
         from microseg.inference.instances import InstancePostprocessing
         from microseg.models import TrainedModel
 
-        return TrainedModel.from_network(network, config, task=self.task,
-                                         normalization=self.manifest.normalization_config(),
-                                         postprocessing=InstancePostprocessing(),
-                                         input_axes=self.manifest.input_axes)
+        plan, facts = self.representation, self.scale
+        head = plan.head if plan is not None else "three_class"
+        return TrainedModel.from_network(
+            network, config, task=self.task,
+            normalization=self.manifest.normalization_config(),
+            postprocessing=InstancePostprocessing(head=head),
+            input_axes=self.manifest.input_axes, instance_head=head,
+            canonical_diameter=None if plan is None else plan.canonical_diameter,
+            object_diameter=None if facts is None else facts.median_diameter)
 
 
 @dataclasses.dataclass
@@ -168,6 +194,7 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
         Unusable pretrained weights or target data (every problem listed).
     """
     from microseg.data.dataset import load_subset
+    from microseg.data.representation import represent
     from microseg.transfer.loading import load_pretrained
 
     run = RunFolder(run_dir)
@@ -178,8 +205,28 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     manifest = _target_split(run, target, loaded, target_data_dir, n_target_train, n_target_val,
                              n_target_test, quick, seed, overwrite)
     subsets = {s: load_subset(manifest, s) for s in ("train", "val", "test")}
-    return TransferSetup(run, target, loaded, manifest, subsets["train"], subsets["val"],
-                         subsets["test"], quick, seed, device)
+    plan = _representation(source, loaded, manifest)
+    train, facts = represent(subsets["train"], plan)
+    val, _ = represent(subsets["val"], plan)
+    return TransferSetup(run, target, loaded, manifest, train, val, subsets["test"], quick,
+                         seed, device, representation=plan, scale=facts)
+
+
+def _representation(source: Path, loaded: Any, manifest: Any) -> Any:
+    """The pretrained model's instance head and canonical object size (from its
+    ``prediction.json``; a package or state dict has none: three classes, own scale)."""
+    from microseg.data.representation import Representation
+    from microseg.runs import PREDICTION_FILE
+
+    settings = None
+    if source.is_dir() and (source / PREDICTION_FILE).is_file():
+        from microseg.models import PredictionSettings
+
+        settings = PredictionSettings.load(source / PREDICTION_FILE)
+    head = settings.instance_head if settings is not None else "three_class"
+    levels = max(2, loaded.config.out_classes - 1) if loaded.config is not None else 2
+    return Representation(manifest.task, head if manifest.task == "instance" else "three_class",
+                          levels, None if settings is None else settings.canonical_diameter)
 
 
 def _target_split(run: RunFolder, target: RunFolder, loaded: Any, data_dir: Any, n_train: int,
@@ -316,7 +363,7 @@ def adapt_pretrained(setup: TransferSetup, model_name: str, adapt: Any = None,
     adapt = AdaptConfig.from_dict(adapt) if isinstance(adapt, dict) else adapt or AdaptConfig()
     model, config = _pretrained_network(setup)
     model, config, adapt_report = adapt_model(model, config, setup.manifest.n_channels,
-                                              setup.manifest.n_classes, adapt.input_weights)
+                                              setup.n_classes, adapt.input_weights)
     freeze_report = (freeze(model, adapt.freeze, adapt.keep_last, adapt.keep_norm_statistics)
                      if adapt.mode == "transfer" else unfreeze(model))
     budget = train_budget(setup.quick, epochs, adapt.effective_learning_rate(scratch_learning_rate()), setup.seed,
@@ -350,7 +397,7 @@ def train_scratch(setup: TransferSetup, model_name: str, epochs: int | None = No
 
     _, pretrained_config = _pretrained_network(setup)
     config = pretrained_config.replace(in_channels=setup.manifest.n_channels,
-                                       out_classes=setup.manifest.n_classes)
+                                       out_classes=setup.n_classes)
     seed_everything(setup.seed)
     model = build_model(config)
     budget = train_budget(setup.quick, epochs, learning_rate, setup.seed, config.ndim)
