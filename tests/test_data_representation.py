@@ -11,20 +11,22 @@ from microseg.transforms.scale import median_diameter
 
 
 def disc_sample(stem, radius, shape=(96, 96)):
+    """Two discs of ``radius``, centred at a quarter and three quarters of the diagonal."""
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     label = np.zeros(shape, np.int32)
-    label[(yy - 30) ** 2 + (xx - 30) ** 2 <= radius**2] = 1
-    label[((yy - 66) ** 2 + (xx - 66) ** 2 <= radius**2) & (label == 0)] = 2
+    for k, f in enumerate((0.28, 0.72), start=1):
+        inside = (yy - f * shape[0]) ** 2 + (xx - f * shape[1]) ** 2 <= radius**2
+        label[inside & (label == 0)] = k
     image = (label > 0).astype(np.float32)[None]
     return Sample(stem, image, label, None)
 
 
 def test_each_image_is_resampled_to_the_canonical_diameter_by_its_own_factor():
-    samples = [disc_sample("small", 8), disc_sample("large", 16)]
-    plan = Representation(task="instance", head="distance", levels=3, canonical_diameter=24.0)
+    samples = [disc_sample("small", 16), disc_sample("large", 32, shape=(192, 192))]
+    plan = Representation(task="instance", head="distance", levels=3, canonical_diameter=12.0)
     scaled, facts = represent(samples, plan)
     for sample in scaled:
-        assert median_diameter(sample.label) == pytest.approx(24.0, rel=0.1)
+        assert median_diameter(sample.label) == pytest.approx(12.0, rel=0.1)
         assert sample.image.shape[1:] == sample.label.shape == sample.target.shape
         assert sample.target.max() == 3
     assert facts.factors[0] == pytest.approx(2 * facts.factors[1], rel=0.05)
@@ -42,3 +44,10 @@ def test_unlabelled_samples_pass_through():
     sample = Sample("u", np.zeros((1, 8, 8), np.float32), None, None)
     scaled, _ = represent([sample], Representation(task="instance", canonical_diameter=10.0))
     assert scaled[0] is sample
+
+
+def test_objects_smaller_than_the_canonical_size_are_not_enlarged():
+    sample = disc_sample("small", 5)
+    scaled, facts = represent([sample], Representation(task="instance",
+                                                       canonical_diameter=30.0))
+    assert facts.factors == (1.0,) and scaled[0].image.shape == sample.image.shape

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from microseg.errors import ConfigError, DataError, RunOrderError
-from microseg.models import ModelConfig, build_model
+from microseg.models import ModelConfig, PredictionSettings, TrainedModel, build_model
 from microseg.models.checkpoint import save_checkpoint
-from microseg.models.trained import PredictionSettings, TrainedModel
 from microseg.transforms.normalization import (
     PercentileNormalization,
     normalize,
@@ -234,8 +233,10 @@ def test_models_trained_at_a_canonical_size_resample_the_image_and_map_back():
     by_hand = resize_to(model.predict(rescale_image(image, 0.5), normalized=True,
                                       object_diameter=20.0, device="cpu"), (64, 96))
     np.testing.assert_allclose(info.probabilities, by_hand, atol=1e-6)
+    assert model.predict_with_info(image, normalized=True, object_diameter=80.0,
+                                   device="cpu").scale_factor == 0.25
     assert model.predict_with_info(image, normalized=True, object_diameter=10.0,
-                                   device="cpu").scale_factor == 2.0
+                                   device="cpu").scale_factor == 1.0, "never enlarged"
     with pytest.raises(ConfigError, match="object_diameter"):
         model.predict(image, normalized=True, object_diameter="large", device="cpu")
     plain = TrainedModel.from_network(network, config)

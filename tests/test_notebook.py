@@ -37,7 +37,7 @@ def test_every_notebook_parameter_has_a_declared_type_and_its_default_fits(path)
     ("learning_rate", "1e-3", 0.001), ("learning_rate", 1, 1.0), ("batch_size", "8", 8),
     ("batch_size", "auto", "auto"), ("tile_shape", "32, 64, 64", [32, 64, 64]),
     ("tile_shape", "[64, 64]", [64, 64]), ("halo", "16", 16), ("model_name", "2", "2"),
-    ("model_dirs", "unet", ["unet"]), ("model_dirs", "unet,finetune", ["unet", "finetune"]),
+    ("model_names", "unet", ["unet"]), ("model_names", "unet,finetune", ["unet", "finetune"]),
     ("export_formats", "", []), ("iou_thresholds", "0.5, 0.75", [0.5, 0.75]),
     ("data_dir", "None", None), ("freeze", "encoder,bottleneck", "encoder,bottleneck"),
 ])
@@ -62,18 +62,19 @@ def test_a_value_of_the_wrong_type_names_parameter_value_and_type(name, value, e
 
 def test_start_notebook_converts_text_in_the_notebook_and_the_record(tmp_path):
     run_dir = tmp_path / "run"
-    namespace = {"run_dir": str(run_dir), "train_fraction": "0.7", "ndim": "2", "quick": "True"}
-    params = {key: namespace[key] for key in namespace}
-    start_notebook("01_prepare_data", run_dir, params, namespace)
+    namespace = {"run_dir": str(run_dir), "train_fraction": "0.7", "ndim": "2", "quick": "True",
+                 "sys": None, "use_google_drive": False}
+    start_notebook("01_prepare_data", namespace)
     assert namespace == {"run_dir": str(run_dir), "train_fraction": 0.7, "ndim": 2,
-                         "quick": True}
+                         "quick": True, "sys": None, "use_google_drive": False}
     record = json.loads((run_dir / "notebooks" / "01_prepare_data.params.json").read_text())
-    assert record["parameters"] == namespace
+    assert record["parameters"] == {"run_dir": str(run_dir), "train_fraction": 0.7, "ndim": 2,
+                                    "quick": True}, "only the declared parameters are recorded"
 
 
 def test_a_wrong_parameter_stops_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="parameter ndim = 'x'"):
-        start_notebook("01_prepare_data", tmp_path / "run", {"ndim": "x"})
+        start_notebook("01_prepare_data", {"run_dir": str(tmp_path / "run"), "ndim": "x"})
     assert not (tmp_path / "run").exists()
 
 
@@ -84,8 +85,7 @@ def test_a_run_folder_inside_an_input_folder_is_refused_before_anything_is_writt
     (data / "images").mkdir(parents=True)
     run_dir = data / "runs" / "exp"
     with pytest.raises(ConfigError, match=f"{run_dir} is inside {parameter} = "):
-        start_notebook("01_prepare_data", run_dir, {"run_dir": str(run_dir),
-                                                    parameter: str(data)})
+        start_notebook("01_prepare_data", {"run_dir": str(run_dir), parameter: str(data)})
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == ["images"]
 
 
@@ -97,7 +97,8 @@ def test_a_read_only_run_folder_stops_with_the_folder_named(tmp_path, monkeypatc
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(WriteError, match="read-only for this user .*choose a run_dir"):
-        start_notebook("02_train_from_scratch", tmp_path / "run", {"quick": True})
+        start_notebook("02_train_from_scratch", {"run_dir": str(tmp_path / "run"),
+                                                 "quick": True})
 
 
 @pytest.mark.slow
@@ -132,5 +133,27 @@ def test_numbers_out_of_range_name_the_range(name, value, expected):
 def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
     (tmp_path / "run").write_text("notes")
     with pytest.raises(ConfigError, match="run/ is a file|run is a file, not a folder"):
-        start_notebook("01_prepare_data", tmp_path / "run" / "sub", {})
+        start_notebook("01_prepare_data", {"run_dir": str(tmp_path / "run" / "sub")})
     assert (tmp_path / "run").read_text() == "notes"
+
+
+def test_a_notebook_without_run_dir_is_told_to_set_one():
+    with pytest.raises(ConfigError, match="sets no run_dir"):
+        start_notebook("01_prepare_data", {"quick": True})
+
+
+def test_recipes_get_the_parameters_they_take_and_forms_their_widgets():
+    from microseg.notebook import arguments_for
+    from microseg.recipes.evaluate import evaluate_models
+    from microseg.widgets import AnyOf, form_fields
+
+    namespace = {"run_dir": "runs/a", "model_names": None, "tta": True, "quick": True,
+                 "export_formats": ["onnx"], "object_diameter": "auto", "seed": 3, "sys": 1}
+    assert arguments_for(namespace, evaluate_models) == {
+        "run_dir": "runs/a", "model_names": None, "tta": True, "quick": True,
+        "object_diameter": "auto"}
+    fields = form_fields(namespace, seed=(0, 10))
+    assert list(fields) == ["model_names", "tta", "quick", "export_formats", "object_diameter",
+                            "seed"]
+    assert fields["seed"] == (0, 10) and fields["tta"] is bool
+    assert isinstance(fields["export_formats"], AnyOf) and "auto" in fields["object_diameter"]

@@ -43,19 +43,19 @@ from microseg.runs import (
     writing,
 )
 
-__all__ = ["INPUT_PARAMETERS", "PARAMETER_LIMITS", "PARAMETER_TYPES", "coerce_parameter",
-           "coerce_parameters",
-           "saved_parameters", "start_notebook"]
+__all__ = ["INPUT_PARAMETERS", "MULTIPLE_CHOICES", "PARAMETER_CHOICES", "PARAMETER_LIMITS",
+           "PARAMETER_TYPES", "arguments_for", "coerce_parameter", "coerce_parameters",
+           "notebook_parameters", "saved_parameters", "start_notebook"]
 
 _NUMBERS = int | list[int] | None
 PARAMETER_TYPES: dict[str, Any] = {
     # folders and files
     "run_dir": str, "data_dir": str | None, "roi_dir": str | None, "split_dir": str | None,
     "target_data_dir": str | None, "unlabelled_dir": str | None, "input_path": str | None,
-    "output_path": str | None, "pretrained": str | None, "model_dir": str | None,
+    "output_path": str | None, "pretrained_path": str | None, "model_dir": str | None,
     "annotation_dir": str | None,
     # names and choices
-    "model_name": str | None, "model_dirs": list[str] | None, "architecture": str, "norm": str,
+    "model_name": str | None, "model_names": list[str] | None, "architecture": str, "norm": str,
     "task": str, "axes": str | None, "subset": str, "device": str, "freeze": str,
     "comparison_data": str, "scheduler": str | None, "export_formats": list[str],
     "label_export_formats": list[str], "annotation_format": str, "instance_head": str,
@@ -102,6 +102,26 @@ PARAMETER_LIMITS: dict[str, tuple[Any, str]] = {
 }
 """Allowed values of numeric parameters (each number of a list too): a test and the words."""
 
+PARAMETER_CHOICES: dict[str, list[Any]] = {
+    "ndim": [2, 3], "task": ["instance", "binary", "semantic"],
+    "architecture": ["unet", "classic_unet", "unetr"],
+    "norm": ["batchrenorm", "batch", "instance", "group", "none"],
+    "instance_head": ["distance", "three_class"], "device": ["auto", "cpu", "cuda"],
+    "subset": ["test", "val"], "comparison_data": ["synthetic", "run"],
+    "object_diameter": ["auto", None, 10.0, 20.0, 30.0, 50.0],
+    "batch_size": [None, "auto", 1, 2, 4, 8, 16, 32],
+    "annotation_format": ["auto", "fiji", "qupath", "cellpose", "masks", "ctc", "coco"],
+    "compare_norms": [None, True, False],
+    "scheduler": [None, "local-cluster", "synchronous", "processes"],
+}
+"""Choices a notebook's form offers for a parameter (a value not among them is kept too)."""
+
+MULTIPLE_CHOICES: dict[str, tuple[str, ...]] = {
+    "export_formats": ("torchscript", "onnx", "bioimageio"),
+    "label_export_formats": ("roiset", "geojson", "ome-zarr"),
+}
+"""List-valued parameters: any of these, one tick box each."""
+
 INPUT_PARAMETERS = ("data_dir", "roi_dir", "annotation_dir", "target_data_dir", "unlabelled_dir",
                     "input_path")
 """Parameters naming the user's input folders: only read, so the run folder may not be inside."""
@@ -109,24 +129,17 @@ INPUT_PARAMETERS = ("data_dir", "roi_dir", "annotation_dir", "target_data_dir", 
 _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
 
 
-def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any],
-                   namespace: dict[str, Any] | None = None) -> RunFolder:
-    """Check the parameters, prepare ``run_dir`` for notebook ``name`` and record how it was run.
+def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
+    """Check the parameters, prepare the run folder for notebook ``name`` and record the run.
 
-    First every value is checked against :data:`PARAMETER_TYPES` (text that reads as the
-    declared type is converted, also in ``namespace``), and ``run_dir`` must not lie inside an
+    The parameters are the notebook's declared ones (:data:`PARAMETER_TYPES`) found in
+    ``namespace`` — the notebook's ``globals()`` after its parameters cell — so no notebook
+    lists them twice. First every value is checked against its type (text that reads as the
+    declared type is converted, in ``namespace`` too), and ``run_dir`` must not lie inside an
     input folder (:data:`INPUT_PARAMETERS`). Only then it writes
     ``run_dir/notebooks/<name>.params.json`` (the latest parameters), appends the same record to
     ``run_dir/notebooks/params_history.jsonl`` (earlier runs are kept), and writes
     ``run_dir/environment.json``.
-
-    Parameters
-    ----------
-    name : notebook file stem, e.g. ``"01_prepare_data"``.
-    run_dir : the experiment's run folder; created if missing.
-    params : every value of the notebook's parameters cell, by name (JSON-serialisable).
-    namespace : the notebook's ``globals()``; converted values are written back into it, so the
-        cells below use them.
 
     Returns
     -------
@@ -136,18 +149,21 @@ def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any],
     ------
     ConfigError
         A value that is not of its parameter's type (naming parameter, value and type) or out
-        of its range, a run folder inside an input folder, or one that is a file.
+        of its range, no ``run_dir``, a run folder inside an input folder, or one that is a file.
     WriteError
         The run folder cannot be written (read-only, full disk), naming it and the fix.
 
     Example
     -------
-    >>> run = start_notebook("01_prepare_data", "runs/demo", dict(quick=True))  # doctest: +SKIP
+    >>> run_dir, quick = "runs/demo", True                          # the parameters cell
+    >>> run = start_notebook("01_prepare_data", globals())          # doctest: +SKIP
     """
-    params = coerce_parameters(params)
-    if namespace is not None:
-        namespace.update({key: value for key, value in params.items() if key in namespace})
-    run_dir = require_folder(params.get("run_dir", run_dir))
+    params = coerce_parameters(notebook_parameters(namespace))
+    namespace.update(params)
+    if "run_dir" not in params:
+        raise ConfigError(f"notebook {name}: its parameters cell sets no run_dir; add "
+                          f"run_dir = 'runs/<experiment>'")
+    run_dir = require_folder(params["run_dir"])
     check_outside_inputs(run_dir, {key: params.get(key) for key in INPUT_PARAMETERS})
     run = RunFolder(run_dir)
     record = {
@@ -163,6 +179,32 @@ def start_notebook(name: str, run_dir: str | Path, params: dict[str, Any],
     atomic_write_json(run.root / "environment.json", environment_record())
     _configure_logging()
     return run
+
+
+def notebook_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The declared parameters (:data:`PARAMETER_TYPES`) ``namespace`` holds, by name, in the
+    order they were set (the parameters cell's order).
+
+    >>> notebook_parameters({"run_dir": "runs/a", "quick": True, "sys": None})
+    {'run_dir': 'runs/a', 'quick': True}
+    """
+    return {name: value for name, value in namespace.items() if name in PARAMETER_TYPES}
+
+
+def arguments_for(namespace: dict[str, Any], *functions: Any,
+                  exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The notebook's parameters that ``functions`` take, by name (but ``exclude``): what a
+    cell passes on to a recipe without naming every parameter again.
+
+    >>> def train(run_dir, epochs=None, device="auto"): ...
+    >>> arguments_for({"run_dir": "runs/a", "epochs": 3, "quick": True}, train)
+    {'run_dir': 'runs/a', 'epochs': 3}
+    """
+    import inspect
+
+    names = {n for f in functions for n, p in inspect.signature(f).parameters.items()
+             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - set(exclude)
+    return {k: v for k, v in notebook_parameters(namespace).items() if k in names}
 
 
 def coerce_parameters(params: dict[str, Any]) -> dict[str, Any]:

@@ -230,14 +230,47 @@ def _require_number(name: str, spec: Any, value: Any) -> None:
             f"use the spec {number} | None for a parameter that may be None")
 
 
-def parameter_form(namespace: dict[str, Any], fields: dict[str, Any],
+def form_fields(namespace: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Widget specs (:func:`field_widget`) for every declared notebook parameter in
+    ``namespace`` but ``run_dir``, from its declared type and choices
+    (:data:`microseg.notebook.PARAMETER_TYPES`, ``PARAMETER_CHOICES``, ``MULTIPLE_CHOICES``);
+    ``overrides`` (name → spec) win.
+
+    >>> form_fields({"run_dir": "r", "norm": "batch", "quick": False, "data_dir": None,
+    ...              "epochs": None}, epochs=(1, 100))
+    {'norm': ['batchrenorm', 'batch', 'instance', 'group', 'none'], 'quick': <class 'bool'>, 'data_dir': 'folder', 'epochs': (1, 100)}
+    """
+    from microseg.notebook import notebook_parameters
+
+    return {name: overrides[name] if name in overrides else _declared_spec(name)
+            for name in notebook_parameters(namespace) if name != "run_dir"}
+
+
+def _declared_spec(name: str) -> Any:
+    from microseg.notebook import MULTIPLE_CHOICES, PARAMETER_CHOICES, PARAMETER_TYPES
+
+    if name in PARAMETER_CHOICES:
+        return list(PARAMETER_CHOICES[name])
+    if name in MULTIPLE_CHOICES:
+        return AnyOf(*MULTIPLE_CHOICES[name])
+    kind = PARAMETER_TYPES[name]
+    if name.endswith(("_dir", "_path")) and kind in (str, str | None):
+        return FOLDER
+    if kind in (bool, int, float, str):
+        return kind
+    numbers = [a for a in getattr(kind, "__args__", ()) if a in (int, float)]
+    return (numbers[0] | None) if numbers else str
+
+
+def parameter_form(namespace: dict[str, Any], fields: dict[str, Any] | None = None,
                    run_dir: str | Path | None = None, name: str | None = None):
     """A form for ``fields`` that writes every change into ``namespace`` (the notebook's globals).
 
     Parameters
     ----------
     namespace : usually ``globals()`` of the notebook; must already hold every field's value.
-    fields : parameter name → widget spec (see :func:`field_widget`).
+    fields : parameter name → widget spec (see :func:`field_widget`); None: every declared
+        parameter of the notebook (:func:`form_fields`).
     run_dir, name : where to save the chosen values (``run_dir/notebooks/<name>.form.json``).
         When that file holds values that differ from ``namespace``, the form lists them with a
         button that puts them into ``namespace`` and the form.
@@ -254,6 +287,7 @@ def parameter_form(namespace: dict[str, Any], fields: dict[str, Any],
     """
     import ipywidgets as w
 
+    fields = form_fields(namespace) if fields is None else fields
     missing = [k for k in fields if k not in namespace]
     if missing:
         raise KeyError(f"parameters {missing} are not defined; add them to the parameters cell")

@@ -1,6 +1,6 @@
 """Samples as a model sees them: at the canonical object size, with the model's target classes.
 
-Notebook 01 stores images with their labels and, for instance data, the paper's three-class
+Notebook 01 stores images with their labels and, for instance data, the tiling paper's three-class
 targets. A model may be trained on another *instance head* (:mod:`microseg.transforms.targets`:
 ``"three_class"`` or ``"distance"``) and at a *canonical object diameter*
 (:mod:`microseg.transforms.scale`): :func:`represent` resamples every labelled sample so that

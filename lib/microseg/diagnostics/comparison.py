@@ -1,4 +1,4 @@
-"""The paper's experiment: identical U-Nets that differ only in their normalization, compared.
+"""The tiling paper's experiment: identical U-Nets that differ only in their normalization, compared.
 
 Each configuration ``"<feature_norm>/<input_norm>"`` (feature norm: batch, instance,
 batchrenorm, none; input norm: global, tile) trains the same network from the same initial
@@ -14,9 +14,9 @@ to its final limits) first. Measured on the validation images, per configuration
 - ``disparity``: :func:`~microseg.diagnostics.disparity.train_eval_disparity` on patch-sized
   tiles, batches of the training batch size;
 - ``mismatch``: :func:`~microseg.diagnostics.mismatch.tile_mismatch` averaged over images, 0
-  where the tiles agree exactly (the paper's "no").
+  where the tiles agree exactly (the tiling paper's "no").
 
-Expected (the paper's Table 1): mismatch 0 for batch, batchrenorm and none with global input
+Expected (the tiling paper's Table 1): mismatch 0 for batch, batchrenorm and none with global input
 norm, > 0 for instance and for tile-wise input norm; disparity > 0 only for batch.
 
 Example
@@ -72,16 +72,16 @@ class NormComparisonConfig(StageConfig):
     Fields
     ------
     configurations : ``"<feature_norm>/<input_norm>"`` entries, e.g. ``"batchrenorm/global"``;
-        default the paper's six (Table 1).
-    ndim : 2 or 3 (the built-in data: volumes, as in the paper).
-    architecture : ``"unet"`` (MONAI UNet; cheap on a CPU) or ``"classic_unet"`` (the paper's
+        default the tiling paper's six (Table 1).
+    ndim : 2 or 3 (the built-in data: volumes, as in the tiling paper).
+    architecture : ``"unet"`` (MONAI UNet; cheap on a CPU) or ``"classic_unet"`` (the tiling paper's
         two conv blocks per level; several times slower).
     channels, strides, num_res_units : network size (see ``ModelConfig``).
-    norm_momentum : running-average momentum of batch and batchrenorm (the paper: 0.01).
+    norm_momentum : running-average momentum of batch and batchrenorm (the tiling paper: 0.01).
     epochs, steps_per_epoch : training length in optimizer steps, the same for every model.
     batch_size, grad_accumulation : patches per forward pass, passes per optimizer step.
     patch_size : training patch side (every axis); also the network input in inference.
-    learning_rate : Adam's learning rate (the paper: 1e-3).
+    learning_rate : Adam's learning rate (the tiling paper: 1e-3).
     halo : halo of the tiled inference and border of the mismatch comparison; None: the
         recommended halo of the network's receptive field.
     mismatch_tile : tile side of the mismatch pairs; None: 64, at most each image side.
@@ -256,7 +256,7 @@ def tile_normalizer() -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _augment_factory(ndim: int, input_norm: str) -> Callable[[int], Any]:
-    """Random flips only (the paper), then tile-wise normalization of the patch if asked."""
+    """Random flips only (the tiling paper), then tile-wise normalization of the patch if asked."""
     from microseg.transforms.augment import AugmentConfig, Augmenter
 
     normalizer = tile_normalizer() if input_norm == "tile" else None

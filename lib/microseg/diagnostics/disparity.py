@@ -2,7 +2,7 @@
 
 BatchNorm normalizes with the statistics of the current batch in training and with running
 averages in inference. With small, varied batches the two differ, and so do the predictions of the
-*same* tile (the paper's Table 1: up to 0.84 for BatchNorm, 0 for InstanceNorm, BatchRenorm and
+*same* tile (the tiling paper's Table 1: up to 0.84 for BatchNorm, 0 for InstanceNorm, BatchRenorm and
 no normalization)::
 
     disparity_c = 1 − Dice(hard(f_train(x)), hard(f_eval(x)))      per channel c

@@ -116,7 +116,7 @@ def pair_geometry(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(tile side, offset) per axis for tile pairs that fit an image of ``spatial_shape``.
 
-    Per axis, the first that fits: tiles of ``side`` shifted by half a tile (the paper's choice);
+    Per axis, the first that fits: tiles of ``side`` shifted by half a tile (the tiling paper's choice);
     the largest tiles shifted by a third of the image; the smallest offset that still leaves a
     valid overlap; otherwise (a thin axis) tiles covering the image plus two halos, not shifted
     along it. Sides and offsets are multiples of ``divisor``. Pass both to :func:`tile_mismatch`.

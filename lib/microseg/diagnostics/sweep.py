@@ -2,7 +2,7 @@
 
 For a network with global normalization and a sufficient halo it must not: every tile size gives
 the same stitched prediction. With InstanceNorm or tile-wise input normalization the quality
-changes with the tile size (the paper's Fig. 6), and the tile mismatch with it.
+changes with the tile size (the tiling paper's Fig. 6), and the tile mismatch with it.
 
 Example
 -------

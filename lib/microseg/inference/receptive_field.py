@@ -10,7 +10,7 @@ axis: they can differ.
 
 Tile-wise normalization layers (InstanceNorm, GroupNorm, LayerNorm) make every output depend on the
 whole input; for such networks the receptive field of the convolutions alone is reported (measured
-with those layers replaced by identities, as the paper does) and ``whole_input`` is True: no halo
+with those layers replaced by identities, as the tiling paper does) and ``whole_input`` is True: no halo
 makes stitching exact.
 
 Example

@@ -48,6 +48,10 @@ Example
 >>> probabilities = predict_tiled(model, image, tile_shape=32, halo=4, size_divisor=1)
 >>> probabilities.shape, probabilities.dtype
 ((2, 67, 93), dtype('float32'))
+
+Why one module of about 800 lines: the window layout, the reading of windows and the batched
+prediction share private geometry (the plan, its windows and crops, the out-of-memory back-off);
+splitting them would make that geometry public for no reader's benefit.
 """
 
 from __future__ import annotations
@@ -606,7 +610,7 @@ def predict_tiled(
     size_divisor : every network input side must be a multiple of this; default the model's
         ``size_divisor`` attribute, else 1.
     tile_transform : optional function applied to every window (C, *window) before the network,
-        e.g. tile-wise input normalization (which breaks exact stitching, as the paper shows).
+        e.g. tile-wise input normalization (which breaks exact stitching, as the tiling paper shows).
     border : ``"inside"`` (windows stay in the image; equals the network on the whole image) or
         ``"extend"`` (the image is extended by ``halo`` beyond its border with ``pad_mode``).
     tta : test-time augmentation: every window is predicted under the 8 flips and rotations of

@@ -27,7 +27,8 @@ from microseg.models.factory import (
     size_divisor,
 )
 from microseg.models.norms import register_monai_norms
-from microseg.models.trained import PredictionSettings, TrainedModel, receptive_field_halo
+from microseg.models.prediction import PredictionSettings, receptive_field_halo
+from microseg.models.trained import TrainedModel
 
 register_monai_norms()
 

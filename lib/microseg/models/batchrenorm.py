@@ -93,7 +93,7 @@ class _BatchRenorm(nn.Module):
         if not 0.0 < momentum <= 1.0:
             raise ValueError(
                 f"{type(self).__name__}: momentum must be in (0, 1], found {momentum!r} "
-                "(the paper uses 0.01)"
+                "(the tiling paper uses 0.01)"
             )
         _check_limits(r_max, d_max)
         self.num_features = num_features
@@ -250,7 +250,7 @@ def _check_limits(r_max: float, d_max: float) -> None:
     if not r_max >= 1.0 or not d_max >= 0.0:
         raise ValueError(
             f"BatchRenorm limits need r_max >= 1 and d_max >= 0, found r_max={r_max!r}, "
-            f"d_max={d_max!r} (r_max=1, d_max=0 is plain BatchNorm; the paper ends at 3 and 5)"
+            f"d_max={d_max!r} (r_max=1, d_max=0 is plain BatchNorm; the tiling paper ends at 3 and 5)"
         )
 
 

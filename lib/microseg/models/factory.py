@@ -3,7 +3,7 @@
 A :class:`ModelConfig` says which network to build; :func:`build_model` builds it, outputting
 logits (N, out_classes, *spatial) for input (N, in_channels, *spatial). The feature normalization
 is one of ``"batch"``, ``"instance"``, ``"batchrenorm"``, ``"group"`` and ``"none"``, for every
-architecture. Presets (:func:`model_preset`) hold the sizes used by the notebooks and the paper.
+architecture. Presets (:func:`model_preset`) hold the sizes used by the notebooks and the tiling paper.
 
 Example
 -------
@@ -54,8 +54,8 @@ class ModelConfig(StageConfig):
     architecture : ``"unet"`` — MONAI ``UNet``: strided convolutions down, transposed convolutions
         up, ``num_res_units`` residual units per level; ``"classic_unet"`` —
         :class:`~microseg.models.unet.ClassicUNet`, two conv blocks (conv → norm → non-linearity)
-        per level, max-pooling, as in the paper's 3D U-Net; ``"unetr"`` — MONAI ``UNETR``, a ViT
-        encoder (LayerNorm inside, as in the paper) and a convolutional decoder.
+        per level, max-pooling, as in the tiling paper's 3D U-Net; ``"unetr"`` — MONAI ``UNETR``, a ViT
+        encoder (LayerNorm inside, as in the tiling paper) and a convolutional decoder.
     ndim : spatial dimensions, 2 (YX) or 3 (ZYX).
     in_channels : input channels C.
     out_classes : output channels K: 2 for "binary", the number of classes including background
@@ -71,8 +71,8 @@ class ModelConfig(StageConfig):
     group_norm_groups : groups of GroupNorm; a layer whose width it does not divide uses the
         largest common divisor (:class:`~microseg.models.norms.FittedGroupNorm`).
     norm_momentum : running-average momentum of "batch" and "batchrenorm"
-        (``new = (1 − m) · old + m · batch``; the paper uses 0.01, PyTorch's default is 0.1).
-    act : non-linearity of the U-Nets: ``"relu"`` (default, as in the paper's U-Net and cheap),
+        (``new = (1 − m) · old + m · batch``; the tiling paper uses 0.01, PyTorch's default is 0.1).
+    act : non-linearity of the U-Nets: ``"relu"`` (default, as in the tiling paper's U-Net and cheap),
         ``"leakyrelu"``, ``"prelu"`` (MONAI UNet's own default), ``"elu"`` or ``"gelu"``.
         MONAI's UNETR always uses LeakyReLU in its decoder and GELU in its encoder.
     dropout : dropout probability (U-Nets: channel dropout in every block; UNETR: in the ViT).
@@ -81,9 +81,9 @@ class ModelConfig(StageConfig):
     img_size : "unetr" only, required: the fixed input shape (one value per spatial axis), each a
         multiple of 16 (the ViT patch size). UNETR accepts exactly this shape.
     feature_size : "unetr" only: decoder features at full resolution (×2, ×4, ×8 below).
-    hidden_size : "unetr" only: ViT embedding size (the paper: 768).
+    hidden_size : "unetr" only: ViT embedding size (the tiling paper: 768).
     mlp_dim : "unetr" only: ViT feed-forward size (MONAI's default 3072).
-    num_heads : "unetr" only: attention heads; must divide ``hidden_size`` (the paper: 12).
+    num_heads : "unetr" only: attention heads; must divide ``hidden_size`` (the tiling paper: 12).
 
     Example
     -------
@@ -382,7 +382,8 @@ def _input_text(config: ModelConfig) -> str:
 def _presets() -> dict[str, ModelConfig]:
     return {
         "default2d": ModelConfig(
-            architecture="unet", ndim=2, channels=(16, 32, 64), strides=(2, 2), num_res_units=2
+            architecture="unet", ndim=2, channels=(16, 32, 64), strides=(2, 2), num_res_units=2,
+            norm_momentum=0.1,
         ),
         "paper3d": ModelConfig(
             architecture="classic_unet", ndim=3, channels=(32, 64, 128), strides=(2, 2), act="relu"
@@ -406,11 +407,14 @@ def model_preset(name: str) -> ModelConfig:
     """A named model configuration; change fields with ``.replace(...)``.
 
     - ``"default2d"`` — notebook 02's default: 2D MONAI UNet, 16/32/64 features, two
-      down-samplings, 2 residual units per level, BatchRenorm; trains in minutes on a CPU.
-    - ``"paper3d"`` — the paper's 3D U-Net: two down-samplings, 32/64/128 features, two conv blocks
+      down-samplings, 2 residual units per level, BatchRenorm with running-average momentum 0.1
+      (0.01, the tiling paper's value for long GPU trainings, leaves the running statistics far
+      behind the weights in a training of minutes: the model in eval mode predicts background
+      for the first epochs); trains in minutes on a CPU.
+    - ``"paper3d"`` — the tiling paper's 3D U-Net: two down-samplings, 32/64/128 features, two conv blocks
       (conv → BatchRenorm → ReLU) per level, momentum 0.01 (``classic_unet``, because MONAI's UNet
       has residual units and strided convolutions instead).
-    - ``"paper3d_unetr"`` — the paper's UNETR: hidden size 768, 12 heads, patches of 16,
+    - ``"paper3d_unetr"`` — the tiling paper's UNETR: hidden size 768, 12 heads, patches of 16,
       BatchRenorm in the decoder, 96³ input.
     - ``"tiny2d"``, ``"tiny3d"`` — 8/16/32 features, 1 residual unit: smoke runs and tests.
 

@@ -36,6 +36,10 @@ Example
 >>> summary = deploy("runs/demo", quick=True)                        # doctest: +SKIP
 >>> summary["n_inputs"], summary["exports"]["onnx"]["max_abs_diff"] < 1e-4  # doctest: +SKIP
 (1, True)
+
+Why one module of about 700 lines: it is notebook 07's whole recipe, one function per step
+(plan, input, prediction, objects, export, summary); the engines live in :mod:`microseg.inference`
+and :mod:`microseg.export`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 - tile mismatch: do overlapping tiles, predicted independently, agree?
 - train/eval disparity: do predictions change between ``train()`` and ``eval()``?
 - a tile-size sweep: Dice and mismatch against the inner tile size;
-- optionally the paper's comparison of normalization layers (new small models trained on the
+- optionally the tiling paper's comparison of normalization layers (new small models trained on the
   built-in 3D data, or on the run's own split).
 
 It writes ``diagnostics/<model>/summary.json`` and ``figures/*.png`` there. An earlier diagnosis
@@ -89,7 +89,7 @@ def diagnose_model(
     compare_norms : also train and compare small models with each normalization (minutes; see
         :mod:`microseg.diagnostics.comparison`).
     quick : smoke run: one validation image, fewer random trials, a tiny comparison.
-    comparison_data : ``"synthetic"`` (built-in 3D volumes, as the paper) or ``"run"`` (this run's
+    comparison_data : ``"synthetic"`` (built-in 3D volumes, as the tiling paper) or ``"run"`` (this run's
         training and validation images).
     device : ``"auto"`` (GPU if available), ``"cpu"``, ``"cuda"``.
     overwrite : write over an existing ``diagnostics/<name>/`` instead of a new folder.

@@ -18,6 +18,10 @@ Example
 -------
 >>> result = evaluate_models("runs/demo")                       # doctest: +SKIP
 >>> result["comparison"]                                          # doctest: +SKIP
+
+Why one module of about 750 lines: it is notebook 05's whole recipe (data, prediction, metrics,
+tables, figures, reports), one function per step; the metrics themselves live in
+:mod:`microseg.metrics`, figures in :mod:`microseg.viz_eval` and the page in :mod:`microseg.report`.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class EvaluationConfig(StageConfig):
     report_threshold : the IoU threshold of the per-image table, the ranking "worst first" and
         the overlays; must be one of ``iou_thresholds``.
     tile_shape : inner tile per spatial axis for tiled prediction; None: images whose sides are
-        all at most :data:`microseg.models.trained.DEFAULT_TILE` are predicted whole, larger
+        all at most :data:`microseg.models.prediction.DEFAULT_TILE` are predicted whole, larger
         ones in such tiles (:meth:`microseg.models.TrainedModel.plan_prediction`).
     halo : context per axis around each tile (windows stay inside the image, so at the image
         border the network sees the same edge as on the whole image); None: the model's
@@ -390,7 +394,7 @@ def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
 
 
 def _predict(model: Any, image: np.ndarray, config: EvaluationConfig) -> Any:
-    """The :class:`~microseg.models.trained.Prediction` of one normalized sample image with the
+    """The :class:`~microseg.models.prediction.Prediction` of one normalized sample image with the
     evaluation's settings (tiling, object scale, test-time augmentation)."""
     return model.predict_with_info(image, normalized=True, tile_shape=_tile(config),
                                    halo=config.halo, batch_size=config.batch_size,

@@ -10,6 +10,9 @@ Example
 >>> summary = train_model("runs/demo", quick=True)          # doctest: +SKIP
 >>> summary["fit_diagnosis"]["verdict"], summary["model_dir"]  # doctest: +SKIP
 ('too short to tell', 'runs/demo/models/unet')
+
+Why one module of about 650 lines: it is notebook 02's whole recipe (setup, estimate, training,
+search, command line); the training loop itself is :mod:`microseg.training`.
 """
 
 from __future__ import annotations
@@ -48,13 +51,13 @@ logger = logging.getLogger(__name__)
 
 QUICK_CHANNELS = (4, 8, 16)
 
-DEFAULT_HEAD = "three_class"
+DEFAULT_HEAD = "distance"
 """The instance head notebook 02 trains unless told otherwise."""
 
 CANONICAL_DIAMETER = {2: 30.0, 3: 20.0}
 """Object diameter (pixels) images are resampled to when training at a canonical scale."""
 
-DEFAULT_OBJECT_DIAMETER: str | None = None
+DEFAULT_OBJECT_DIAMETER: str | None = "auto"
 """How notebook 02 treats object scale unless told otherwise (see :func:`prepare_training`)."""
 
 

@@ -36,7 +36,7 @@ class TrainConfig(StageConfig):
 
     Optimizer and schedule
     ----------------------
-    optimizer : ``"adam"`` (default; the paper's choice), ``"adamw"`` (Adam with decoupled
+    optimizer : ``"adam"`` (default; the tiling paper's choice), ``"adamw"`` (Adam with decoupled
         weight decay) or ``"sgd"`` (with ``momentum``, Nesterov).
     learning_rate : initial learning rate. A too high value makes the loss jump or diverge; a too
         low one makes it fall slowly.
@@ -58,7 +58,7 @@ class TrainConfig(StageConfig):
         model's size divisor (4 for two down-samplings) and fit at least one training image
         (smaller images are padded with background).
     grad_accumulation : forward/backward passes summed before each optimizer step; the effective
-        batch is ``batch_size * grad_accumulation`` (the paper: batch 1, accumulation 8).
+        batch is ``batch_size * grad_accumulation`` (the tiling paper: batch 1, accumulation 8).
     patience : stop when the validation loss has not improved for this many epochs (0 = never
         stop early). With BatchRenorm they are counted from the end of the ramp at the
         earliest: switching to the running statistics disturbs the model for a few epochs.
@@ -96,7 +96,7 @@ class TrainConfig(StageConfig):
     Loss
     ----
     loss : ``"dice"`` (soft Dice averaged over channels, leaving out channels empty in the target
-        patch, as in the paper), ``"ce"`` (cross-entropy) or ``"dice+ce"`` (the weighted sum).
+        patch, as in the tiling paper), ``"ce"`` (cross-entropy) or ``"dice+ce"`` (the weighted sum).
     dice_weight, ce_weight : weights of the two terms in ``"dice+ce"``.
     class_weights : cross-entropy weight per class (K values), or None for equal weights.
 

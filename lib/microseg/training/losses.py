@@ -1,6 +1,6 @@
 """Training losses on logits (N, K, *spatial) and class maps (N, *spatial).
 
-Soft Dice follows the paper: computed per patch and per channel, averaged over the (patch,
+Soft Dice follows the tiling paper: computed per patch and per channel, averaged over the (patch,
 channel) pairs, leaving out every channel that is empty in that patch's target — Dice is not
 defined there, and counting it as 0 or 1 would push the network towards or away from predicting
 nothing. The background channel counts like any other.
