@@ -29,7 +29,6 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -50,8 +49,6 @@ __all__ = [
     "tile_normalizer",
     "train_configuration",
 ]
-
-logger = logging.getLogger(__name__)
 
 FEATURE_NORMS = ("batch", "instance", "batchrenorm", "none")
 INPUT_NORMS = ("global", "tile")

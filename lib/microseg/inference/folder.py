@@ -39,7 +39,7 @@ from microseg.errors import ConfigError, DataError, OutputExistsError
 
 __all__ = ["FORMATS", "predict_folder"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 FORMATS = ("tif", "zarr")
 ZARR_TILE = {2: 512, 3: 96}
@@ -115,7 +115,7 @@ def predict_folder(
         try:
             outputs.append(_predict_one(request, path, format))
         except DataError as err:
-            logger.warning("skipping %s: %s", path, err)
+            log.warning("skipping %s: %s", path, err)
             errors.append(f"{path}: {err}")
     result = _summary(inputs, outputs, errors)
     atomic_write_json(out / "predictions.json", result)

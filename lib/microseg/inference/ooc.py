@@ -62,7 +62,7 @@ from microseg.inference.stitching import stitch_block_labels
 from microseg.inference.tiling import check_border, per_axis
 from microseg.runs import atomic_write_json, read_json
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 OUTPUTS = ("probabilities", "labels", "both")
 INCOMPLETE_MARKER = "_INCOMPLETE"
@@ -459,7 +459,7 @@ def _prepare_output_folder(folder: _OutputFolder, plan: VolumePlan, source: dict
             raise OutputExistsError(f"{root} holds files that are not a microseg prediction; "
                                     f"choose a new or empty folder")
         if not overwrite and _resumable(root, record):
-            logger.info("resuming the unfinished prediction in %s", root)
+            log.info("resuming the unfinished prediction in %s", root)
             return True
         shutil.rmtree(root)
     _create_output_folder(folder, plan, record, n_classes())

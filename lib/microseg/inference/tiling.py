@@ -85,7 +85,7 @@ __all__ = [
     "window_layout",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 PAD_MODES = ("reflect", "symmetric", "replicate", "constant", "wrap")
 """How a window is filled where it leaves the image (NumPy's names; "replicate" is "edge")."""
@@ -413,7 +413,7 @@ def _make_plan(
     tile = tuple(max(divisor, t // divisor * divisor) for t in wanted_tile)
     halo_aligned = tuple(math.ceil(h / divisor) * divisor for h in wanted_halo)
     if tile != wanted_tile or halo_aligned != wanted_halo:
-        logger.info(
+        log.info(
             "tile_shape %s and halo %s rounded to %s and %s, multiples of the model's size divisor %d "
             "(needed for seamless stitching)",
             wanted_tile,
@@ -531,7 +531,7 @@ def _make_runner(
         raise ConfigError(f"amp {amp!r} is not known; choose 'bf16', 'fp16' or None")
     device = resolve_device(device)
     if amp is not None and device.type != "cuda":
-        logger.info(
+        log.info(
             "mixed precision (amp=%r) applies on CUDA only; predicting in full precision on %s",
             amp,
             device,
@@ -652,7 +652,7 @@ def _halve_tiles(plan: _Plan, divisor: int) -> _Plan:
             f"one tile of {tuple(t + 2 * h for t, h in zip(plan.tile, plan.halo, strict=True))} pixels does not fit "
             "in GPU memory even alone; use a smaller halo, amp='bf16', or predict on the CPU"
         )
-    logger.warning(
+    log.warning(
         "GPU out of memory with one tile of inner shape %s; retrying with %s", plan.tile, smaller
     )
     return _make_plan(plan.spatial_shape, smaller, plan.halo, divisor, plan.blending, plan.border)
@@ -702,7 +702,7 @@ def _smaller_batch(runner: _Runner, batch_size: int) -> int:
         torch.cuda.empty_cache()
     if batch_size == 1:
         raise _TileTooLarge
-    logger.warning(
+    log.warning(
         "GPU out of memory with %d tiles per batch; retrying with %d", batch_size, batch_size // 2
     )
     return batch_size // 2

@@ -47,7 +47,7 @@ __all__ = [
     "validation_predictions",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 QUICK_CHANNELS = (4, 8, 16)
 
@@ -344,9 +344,9 @@ def split_manifest(run_dir: str | Path, quick: bool = False) -> Any:
     if not run.split_manifest.is_file() and context.is_main:
         from microseg.recipes.prepare import prepare_data
 
-        logger.info("%s has no split yet: preparing the built-in synthetic data as notebook "
-                    "01 would (prepare_data with defaults%s)", run.root,
-                    ", quick" if quick else "")
+        log.info("%s has no split yet: preparing the built-in synthetic data as notebook "
+                 "01 would (prepare_data with defaults%s)", run.root,
+                 ", quick" if quick else "")
         prepare_data(run.root, quick=quick)
     barrier(context)
     return load_manifest(run.root)
@@ -494,7 +494,7 @@ def _train(model_dir: Path, setup: TrainingSetup, options: dict[str, Any]) -> di
                                      model_config.in_channels, model_config.out_classes)
     if trainer.context.is_main:
         _predictor(model, setup).save_settings(model_dir)
-    logger.info("training data: %s", report.describe())
+    log.info("training data: %s", report.describe())
     result = trainer.fit()
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
     return {
@@ -580,10 +580,10 @@ def _represented(train: list, val: list, plan: Any) -> tuple[list, list, Any]:
         return train, val, ScaleFacts((), (), None)
     train, facts = represent(train, plan)
     val, _ = represent(val, plan)
-    logger.info("training data: median object diameter %s px%s", facts.median_diameter,
-                "" if plan.canonical_diameter is None else
-                f", resampled to {plan.canonical_diameter:g} px (factors "
-                f"{min(facts.factors):.2f}–{max(facts.factors):.2f})")
+    log.info("training data: median object diameter %s px%s", facts.median_diameter,
+             "" if plan.canonical_diameter is None else
+             f", resampled to {plan.canonical_diameter:g} px (factors "
+             f"{min(facts.factors):.2f}–{max(facts.factors):.2f})")
     return train, val, facts
 
 

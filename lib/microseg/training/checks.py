@@ -34,7 +34,7 @@ from microseg.errors import ConfigError, DataError
 __all__ = ["DataReport", "check_first_batch", "check_patch_divisible", "check_training_data",
            "suggested_class_weights"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 RARE_CLASS_FRACTION = 0.02
 """A class below this fraction of the training pixels triggers the imbalance warning."""
@@ -190,7 +190,7 @@ def _report(counts: np.ndarray, low: float, high: float) -> DataReport:
         warnings.append(f"input values range from {low:.4g} to {high:.4g}: the images look "
                         f"unnormalized (expected about 0 to 1); use the split from notebook 01")
     for warning in warnings:
-        logger.warning(warning)
+        log.warning(warning)
     return DataReport(frequencies, low, high, warnings)
 
 

@@ -76,7 +76,7 @@ __all__ = [
     "seed_everything",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
 """``callback(trainer, record)`` after every epoch; ``record`` is the new history row."""
@@ -442,9 +442,9 @@ class Trainer:
             self._plan_for_budget()
         self.stopped_early = self._should_stop()
         self._save(improved)
-        logger.info("epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.3f%s",
-                    record["epoch"], self.config.epochs, record["train_loss"],
-                    record["val_loss"], record["val_dice"], " (best)" if improved else "")
+        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.3f%s",
+                 record["epoch"], self.config.epochs, record["train_loss"],
+                 record["val_loss"], record["val_dice"], " (best)" if improved else "")
         if self.context.is_main:
             for callback in self.callbacks:
                 callback(self, record)
@@ -460,8 +460,8 @@ class Trainer:
         if epochs == self.config.epochs:
             return
         if self.epoch == 1 or abs(epochs - self.config.epochs) > 1:
-            logger.info("time budget of %g min: %d epochs in all (%d done)",
-                        self.config.max_minutes, epochs, self.epoch)
+            log.info("time budget of %g min: %d epochs in all (%d done)",
+                     self.config.max_minutes, epochs, self.epoch)
         self.config = self.config.replace(epochs=epochs)
         self._check_scheduler_length()
         if self.renorm is not None:
@@ -479,9 +479,9 @@ class Trainer:
                                                        / self.config.steps_per_epoch))
         stop = 0 < patience <= self.epoch - counted_from and self.epoch < self.config.epochs
         if stop:
-            logger.info("stopping early: the validation loss has not improved for %d epochs "
-                        "(best %.4f in epoch %d)", self.epoch - self.best_epoch,
-                        self.best_val_loss, self.best_epoch)
+            log.info("stopping early: the validation loss has not improved for %d epochs "
+                     "(best %.4f in epoch %d)", self.epoch - self.best_epoch,
+                     self.best_val_loss, self.best_epoch)
         return stop
 
     def _save(self, improved: bool) -> None:
@@ -508,7 +508,7 @@ class Trainer:
             state = load_checkpoint(latest, self.device)
             self._check_same_run(state, latest)
             self.load_state_dict(state)
-            logger.info("resuming %s after epoch %d (step %d)", folder, self.epoch, self.step)
+            log.info("resuming %s after epoch %d (step %d)", folder, self.epoch, self.step)
             return True
         existing = folder.is_dir() and any(folder.iterdir())
         if resume and existing:
@@ -518,7 +518,7 @@ class Trainer:
                 f"that training from scratch would replace. Train under a new model name, or "
                 f"pass overwrite=True (and resume=False) to train a new model over it")
         if resume:
-            logger.info("resume=True but %s holds no training yet: starting from scratch", folder)
+            log.info("resume=True but %s holds no training yet: starting from scratch", folder)
         if existing and self.context.is_main and not (overwrite or resume):
             raise OutputExistsError(
                 f"{folder} already holds a model; choose another model name, pass resume=True "
@@ -606,8 +606,8 @@ def find_max_batch_size(model: torch.nn.Module, config: TrainConfig, in_channels
     """
     device = resolve_device(device)
     if not _is_cuda(device):
-        logger.info("find_max_batch_size: no GPU (device %s); keeping batch_size=%d",
-                    device, config.batch_size)
+        log.info("find_max_batch_size: no GPU (device %s); keeping batch_size=%d",
+                 device, config.batch_size)
         return config.batch_size
     probe = copy.deepcopy(model).to(device).train()
     largest, size = 0, 1
@@ -615,8 +615,8 @@ def find_max_batch_size(model: torch.nn.Module, config: TrainConfig, in_channels
         largest, size = size, size * 2
     if largest == 0:
         raise MicrosegError(out_of_memory_message(config.replace(batch_size=1), device))
-    logger.info("find_max_batch_size: batches of up to %d patches of %s fit on %s",
-                largest, tuple(config.patch_size), device)
+    log.info("find_max_batch_size: batches of up to %d patches of %s fit on %s",
+             largest, tuple(config.patch_size), device)
     return largest
 
 
@@ -660,13 +660,13 @@ def _mixed_precision(config: TrainConfig, device: torch.device) -> tuple[Any, An
     if config.amp == "none":
         return None, None
     if device.type != "cuda":
-        logger.info("mixed precision (amp=%r) is used only on a GPU; training on %s in float32",
-                    config.amp, device)
+        log.info("mixed precision (amp=%r) is used only on a GPU; training on %s in float32",
+                 config.amp, device)
         return None, None
     if config.amp == "bf16" and torch.cuda.is_bf16_supported():
         return torch.bfloat16, None
     if config.amp == "bf16":
-        logger.info("this GPU has no bfloat16; using float16 with loss scaling instead")
+        log.info("this GPU has no bfloat16; using float16 with loss scaling instead")
     return torch.float16, torch.amp.GradScaler("cuda")
 
 

@@ -40,7 +40,7 @@ from microseg.training.config import TrainConfig
 
 __all__ = ["SearchResult", "SearchSpace", "save_best_configs", "tune_hyperparameters"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 BEST_MODEL_CONFIG = "best_model_config.json"
 BEST_TRAIN_CONFIG = "best_train_config.json"
@@ -185,8 +185,8 @@ def save_best_configs(result: SearchResult, out_dir: str | Path) -> dict[str, Pa
              "train_config": result.train_config.save(out / BEST_TRAIN_CONFIG),
              "table": atomic_write_text(out / "search_results.csv",
                                         result.table.to_csv(index=False))}
-    logger.info("best hyperparameters (validation Dice %.3f) saved in %s",
-                result.best_value, out)
+    log.info("best hyperparameters (validation Dice %.3f) saved in %s",
+             result.best_value, out)
     return paths
 
 
