@@ -1,7 +1,8 @@
 """The library's imports run one way: no import cycle, and prediction never needs training.
 
 Every ``import`` and ``from ... import`` statement of ``lib/microseg`` counts, at module level or
-inside a function, so a cycle hidden in a function body is found too.
+inside a function, so a cycle hidden in a function body is found too. Only imports under
+``if TYPE_CHECKING:`` are left out: they never run.
 """
 
 from __future__ import annotations
@@ -20,12 +21,26 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except those under an ``if TYPE_CHECKING:`` block."""
+    found, pending = [], [tree]
+    while pending:
+        node = pending.pop()
+        found.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in {"TYPE_CHECKING",
+                                                                  "typing.TYPE_CHECKING"}:
+            pending.extend(node.orelse)
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module → the microseg modules it imports (a package import counts as its __init__)."""
     modules = {module_name(p): p for p in LIBRARY.rglob("*.py")}
     graph: dict[str, set[str]] = collections.defaultdict(set)
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in runtime_nodes(ast.parse(path.read_text())):
             targets = []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
@@ -70,6 +85,13 @@ def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     assert "microseg.inference.tiling" in graph["microseg.models.trained"]
     assert "microseg.models.checkpoint" in graph["microseg.training.trainer"]
+
+
+def test_imports_for_type_checking_only_are_left_out():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n"
+                     "    import b\ndef f():\n    import c\n")
+    imported = {a.name for n in runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert imported == {"b", "c"}
 
 
 def test_the_cycle_finder_finds_a_cycle():

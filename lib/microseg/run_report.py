@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from microseg.run_report_html import METRICS, STAGES, render
 from microseg.runs import RunFolder, atomic_write_text
 
 __all__ = [
@@ -52,22 +53,6 @@ __all__ = [
     "seamless_verdict",
     "write_run_report",
 ]
-
-STAGES = (
-    ("01", "data"), ("02", "training from scratch"), ("03", "transfer learning"),
-    ("04", "fine-tuning"), ("05", "evaluation"), ("06", "normalization diagnostics"),
-    ("07", "deployment"),
-)
-"""Notebook number and what its stage does, in order (the thumbnails follow it)."""
-
-METRICS = (
-    ("object_dice", "object Dice", "Dice of all object pixels against background, pooled"),
-    ("f1", "F1@0.5", "object F1 at IoU 0.5, pooled over the images"),
-    ("score_50_95", "AP@0.5:0.95", "TP/(TP+FP+FN) averaged over IoU 0.5, 0.55, …, 0.95, then over "
-                                "the images (the Data Science Bowl 2018 score)"),
-    ("panoptic_quality", "PQ", "panoptic quality at IoU 0.5, pooled over the images"),
-)
-"""Model-table columns where higher is better: key of :class:`ModelRow`, heading, meaning."""
 
 _IOU_50_95 = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 _PROBLEM_LINE = re.compile(r"^(WARNING|ERROR|CRITICAL)\b|\b[A-Z]\w*(Warning|Error):")
@@ -792,8 +777,6 @@ def _export_problems(deployments: list[Deployment]) -> list[Problem]:
 
 def render_run_report(report: RunReport) -> str:
     """The front page as one HTML string (see :mod:`microseg.run_report_html`)."""
-    from microseg.run_report_html import render
-
     return render(report)
 
 

@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from microseg.run_report import METRICS, STAGES, ModelRow, RunReport
+if TYPE_CHECKING:  # the report's types only; microseg.run_report imports this module
+    from microseg.run_report import ModelRow, RunReport
 
-__all__ = ["models_chart", "render"]
+__all__ = ["METRICS", "STAGES", "models_chart", "render"]
+
+STAGES = (
+    ("01", "data"), ("02", "training from scratch"), ("03", "transfer learning"),
+    ("04", "fine-tuning"), ("05", "evaluation"), ("06", "normalization diagnostics"),
+    ("07", "deployment"),
+)
+"""Notebook number and what its stage does, in order (the thumbnails follow it)."""
+
+METRICS = (
+    ("object_dice", "object Dice", "Dice of all object pixels against background, pooled"),
+    ("f1", "F1@0.5", "object F1 at IoU 0.5, pooled over the images"),
+    ("score_50_95", "AP@0.5:0.95", "TP/(TP+FP+FN) averaged over IoU 0.5, 0.55, …, 0.95, then over "
+                                "the images (the Data Science Bowl 2018 score)"),
+    ("panoptic_quality", "PQ", "panoptic quality at IoU 0.5, pooled over the images"),
+)
+"""Model-table columns where higher is better: key of :class:`~microseg.run_report.ModelRow`, heading, meaning."""
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;
