@@ -23,6 +23,16 @@ from typing import Any
 from microseg.errors import MicrosegError
 from microseg.runs import atomic_write_text
 
+__all__ = [
+    "NotebookRun",
+    "declared_parameters",
+    "export_html",
+    "list_notebooks",
+    "notebooks_dir",
+    "run_chain",
+    "run_notebook",
+]
+
 
 @dataclass(frozen=True)
 class NotebookRun:

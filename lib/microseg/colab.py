@@ -20,6 +20,18 @@ from typing import Any
 
 from microseg import __version__
 
+__all__ = [
+    "COLAB_CELL",
+    "DRIVE_CELL",
+    "DRIVE_MARKDOWN",
+    "INSTALL_REQUIREMENT",
+    "LOCK_URL",
+    "REPOSITORY",
+    "colab_badge",
+    "colab_cells",
+    "refresh_colab_cells",
+]
+
 REPOSITORY = "microseg/microseg"
 """The project's GitHub repository (owner/name)."""
 

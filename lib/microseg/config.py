@@ -33,6 +33,10 @@ from typing import Any, ClassVar, Literal
 
 from microseg.errors import ConfigError
 
+__all__ = [
+    "StageConfig",
+]
+
 _META_KEYS = ("config_type", "config_version")
 
 

@@ -15,6 +15,10 @@ from microseg.chain import run_chain
 from microseg.errors import MicrosegError
 from microseg.runs import unique_name
 
+__all__ = [
+    "main",
+]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m microseg.demo", description=__doc__)

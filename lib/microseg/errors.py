@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "MicrosegError",
+    "MissingFileError",
+    "OutputExistsError",
+    "RunOrderError",
+    "WriteError",
+]
+
 
 class MicrosegError(Exception):
     """Base class of every error microseg raises on purpose."""

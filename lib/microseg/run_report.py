@@ -36,7 +36,6 @@ from microseg.run_report_html import METRICS, STAGES, render
 from microseg.runs import RunFolder, atomic_write_text
 
 __all__ = [
-    "STAGES",
     "Deployment",
     "Diagnosis",
     "ExportCheck",
@@ -45,6 +44,7 @@ __all__ = [
     "Problem",
     "RunHeader",
     "RunReport",
+    "STAGES",
     "Thumbnail",
     "gather_run_report",
     "notebook_problems",

@@ -38,6 +38,29 @@ from microseg.errors import (
     WriteError,
 )
 
+__all__ = [
+    "BEST_CHECKPOINT",
+    "HISTORY_FILE",
+    "LATEST_CHECKPOINT",
+    "MODEL_CONFIG_FILE",
+    "POSTPROCESSING_FILE",
+    "PREDICTION_FILE",
+    "RunFolder",
+    "TRAIN_CONFIG_FILE",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_outside_inputs",
+    "create_output_dir",
+    "environment_record",
+    "read_json",
+    "require_folder",
+    "unique_name",
+    "write_summary",
+    "writing",
+]
+
 MODEL_CONFIG_FILE = "config.json"
 """In a model folder: the ModelConfig, which network to build."""
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -228,14 +251,14 @@ def writing(path: str | Path) -> Iterator[None]:
     except WriteError:
         raise
     except OSError as err:
-        raise write_error(path, err) from err
+        raise _write_error(path, err) from err
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def write_error(path: str | Path, err: OSError) -> WriteError:
+def _write_error(path: str | Path, err: OSError) -> WriteError:
     """The :class:`WriteError` for ``err`` raised while writing ``path``."""
     path = Path(path)
     folder = _existing_parent(path)

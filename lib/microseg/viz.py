@@ -19,6 +19,19 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "SUBSET_COLOURS",
+    "display_plane",
+    "save_figure",
+    "shorten_middle",
+    "show_augmentations",
+    "show_initial_labels",
+    "show_normalization",
+    "show_pairs",
+    "show_samples",
+    "show_split",
+]
+
 SUBSET_COLOURS = MappingProxyType({"train": "tab:blue", "val": "tab:orange", "test": "tab:green"})
 
 

@@ -27,6 +27,17 @@ from typing import Any
 from microseg.errors import DataError
 from microseg.runs import atomic_write_json, read_json
 
+__all__ = [
+    "AnyOf",
+    "FOLDER",
+    "field_widget",
+    "folder_picker",
+    "form_fields",
+    "form_value",
+    "parameter_form",
+    "saved_form_values",
+]
+
 FOLDER = "folder"
 
 _STYLE = {"description_width": "10em"}

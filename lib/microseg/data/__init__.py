@@ -7,3 +7,5 @@ Submodules (import them directly; this package imports nothing heavy):
 - :mod:`microseg.data.dataset` — read, crop, normalize one subset of the split;
 - :mod:`microseg.data.initial_labels` — automatic initial labels to speed up annotation.
 """
+
+__all__: list[str] = []

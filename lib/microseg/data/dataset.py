@@ -18,6 +18,12 @@ import numpy as np
 from microseg.data.split import SplitManifest, region_slices
 from microseg.errors import DataError
 
+__all__ = [
+    "Sample",
+    "load_entry",
+    "load_subset",
+]
+
 
 @dataclass
 class Sample:

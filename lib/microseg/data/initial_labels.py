@@ -23,6 +23,12 @@ import numpy as np
 
 from microseg.errors import ConfigError, DataError
 
+__all__ = [
+    "METHODS",
+    "initial_labels",
+    "write_initial_labels",
+]
+
 log = logging.getLogger(__name__)
 
 METHODS = ("otsu", "li", "triangle", "yen")

@@ -32,6 +32,19 @@ import numpy as np
 
 from microseg.errors import ConfigError, DataError, RunOrderError
 
+__all__ = [
+    "MANIFEST_VERSION",
+    "SUBSETS",
+    "SplitManifest",
+    "check_fractions",
+    "load_manifest",
+    "manifest_entry",
+    "region_slices",
+    "split_pairs",
+    "split_regions",
+    "subset_sizes",
+]
+
 SUBSETS = ("train", "val", "test")
 MANIFEST_VERSION = 1
 

@@ -41,6 +41,16 @@ import numpy as np
 from microseg.config import StageConfig
 from microseg.errors import ConfigError
 
+__all__ = [
+    "DOMAINS",
+    "SyntheticConfig",
+    "domain_config",
+    "resolve_config",
+    "synthetic_record",
+    "synthetic_sample",
+    "write_synthetic_dataset",
+]
+
 log = logging.getLogger(__name__)
 
 DOMAINS = ("source", "target")

@@ -52,6 +52,13 @@ import numpy as np
 from microseg.data.synthetic import SyntheticConfig, resolve_config
 from microseg.errors import ConfigError, OutputExistsError
 
+__all__ = [
+    "hashed_normal",
+    "random_rotation",
+    "synthetic_volume_block",
+    "write_synthetic_volume",
+]
+
 log = logging.getLogger(__name__)
 
 _UINT16_MAX = 65535
@@ -119,7 +126,7 @@ def write_synthetic_volume(path: str | Path, shape: Sequence[int] = (256, 256, 2
                                "C" + _spatial_axes(len(shape)), record)
     label_array = (_create_zarr(targets[1], shape, chunks, "int32", _spatial_axes(len(shape)),
                                 record) if len(targets) > 1 else None)
-    for box in chunk_boxes(shape, chunks):
+    for box in _chunk_boxes(shape, chunks):
         image, labels = synthetic_volume_block(shape, box, config, seed)
         image_array[(slice(None), *box)] = image
         if label_array is not None:
@@ -128,10 +135,10 @@ def write_synthetic_volume(path: str | Path, shape: Sequence[int] = (256, 256, 2
     return targets[0]
 
 
-def chunk_boxes(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:
+def _chunk_boxes(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:
     """The blocks of a regular chunk grid, C order, the last block of each axis cut at the end.
 
-    >>> [tuple((s.start, s.stop) for s in box) for box in chunk_boxes((5,), (2,))]
+    >>> [tuple((s.start, s.stop) for s in box) for box in _chunk_boxes((5,), (2,))]
     [((0, 2),), ((2, 4),), ((4, 5),)]
     """
     starts = [range(0, n, c) for n, c in zip(shape, chunks, strict=True)]
@@ -159,19 +166,19 @@ def synthetic_volume_block(shape: Sequence[int], box: Sequence[slice],
     """
     config = config or SyntheticConfig()
     shape = _checked_shape(shape)
-    layout = volume_layout(shape, config)
+    layout = _volume_layout(shape, config)
     start, stop = _box_bounds(box, shape)
     margin = _filter_radius(config.blur_sigma) + (
         _filter_radius(_TEXTURE_SIGMA) if config.texture > 0 else 0)
     lower, upper = start - margin, stop + margin
-    labels, brightness = draw_objects(layout, lower, upper, config, seed)
+    labels, brightness = _draw_objects(layout, lower, upper, config, seed)
     expected = _expected_photons(labels, brightness, lower, upper, layout, config, seed)
     inner = tuple(slice(margin, margin + n) for n in stop - start)
     image = _camera(expected[inner], start, stop, config, seed)
     return image[None], labels[inner]
 
 
-def volume_layout(shape: Sequence[int], config: SyntheticConfig) -> _Layout:
+def _volume_layout(shape: Sequence[int], config: SyntheticConfig) -> _Layout:
     """The object grid: cell side from the mean object size and ``density``, cells per axis."""
     shape = tuple(int(s) for s in shape)
     ndim = len(shape)
@@ -186,8 +193,8 @@ def volume_layout(shape: Sequence[int], config: SyntheticConfig) -> _Layout:
     return _Layout(shape, cell, n_cells, max_reach)
 
 
-def draw_objects(layout: _Layout, lower: np.ndarray, upper: np.ndarray,
-                 config: SyntheticConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _draw_objects(layout: _Layout, lower: np.ndarray, upper: np.ndarray,
+                  config: SyntheticConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels (int32, ``upper - lower``) of the region ``[lower, upper)`` of global coordinates,
     and the brightness of every object id (float64 indexed by id, 0 for background and absent
     ids). Every object whose body reaches into the region is drawn; a voxel goes to the object
@@ -285,7 +292,7 @@ def _expected_photons(labels: np.ndarray, brightness: np.ndarray, lower: np.ndar
         signal *= np.clip(1.0 + config.texture * grain, 0.0, None)
     if config.blur_sigma > 0:
         signal = ndimage.gaussian_filter(signal, config.blur_sigma)
-    field = background_field(layout.shape, lower, upper, seed)
+    field = _background_field(layout.shape, lower, upper, seed)
     background = config.background_level + config.background_strength * field
     return config.photons_per_brightness * (signal + background)
 
@@ -303,8 +310,8 @@ def _smoothed_noise_std(ndim: int) -> float:
     return float(np.sum(kernel**2) ** (ndim / 2))
 
 
-def background_field(shape: tuple[int, ...], lower: np.ndarray, upper: np.ndarray, seed: int
-                     ) -> np.ndarray:
+def _background_field(shape: tuple[int, ...], lower: np.ndarray, upper: np.ndarray, seed: int
+                      ) -> np.ndarray:
     """Smooth background in [0, 1] on the region ``[lower, upper)`` of a volume of ``shape``.
 
     A sum of a few plane waves of 0.2–1.2 cycles per volume side (random direction, amplitude and

@@ -6,3 +6,5 @@ Import the submodules; this package imports nothing heavy.
 
 >>> from microseg.diagnostics.mismatch import tile_mismatch                       # doctest: +SKIP
 """
+
+__all__: list[str] = []

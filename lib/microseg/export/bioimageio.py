@@ -51,6 +51,15 @@ from microseg.errors import ConfigError, DataError, MicrosegError
 from microseg.export.checks import refuse_existing
 from microseg.runs import atomic_write
 
+__all__ = [
+    "ARCHITECTURE_CALLABLE",
+    "ARCHITECTURE_MODULE",
+    "BioimageioMetadata",
+    "bioimageio_unavailable_reason",
+    "check_package",
+    "export_bioimageio",
+]
+
 ARCHITECTURE_MODULE = "microseg.export.bioimageio_arch"
 ARCHITECTURE_CALLABLE = "build_from_kwargs"
 _UNET_DOI = "10.1007/978-3-319-24574-4_28"
@@ -176,7 +185,7 @@ def _write_package(out_path: Path, network: Any, config: Any, image: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="microseg-bioimageio-") as staging:
         files, torchscript = _stage_files(Path(staging), network, config, image, normalization,
                                           metadata, halos)
-        description = model_description(files, config, normalization, metadata, halos)
+        description = _model_description(files, config, normalization, metadata, halos)
         atomic_write(out_path, lambda tmp: save_bioimageio_package(description, output_path=tmp))
     return torchscript
 
@@ -312,7 +321,7 @@ def _stage_files(folder: Path, network: Any, config: Any, image: np.ndarray, nor
     files = _PackageFiles(*(folder / name for name in (
         "weights.pt", "weights_torchscript.pt", "test_input.npy", "test_output.npy",
         "sample_input.tif", "sample_output.tif", "cover.png", "README.md")))
-    normalized = normalized_test_input(image, normalization)
+    normalized = _normalized_test_input(image, normalization)
     probabilities = _probabilities(network, normalized)
     torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, files.weights)
     torchscript = export_torchscript(network, normalized[None], files.torchscript)
@@ -321,11 +330,11 @@ def _stage_files(folder: Path, network: Any, config: Any, image: np.ndarray, nor
     tifffile.imwrite(files.sample_input, image, photometric="minisblack")
     tifffile.imwrite(files.sample_output, probabilities, photometric="minisblack")
     _write_cover(files.cover, normalized, probabilities)
-    files.readme.write_text(package_readme(config, normalization, metadata, halos, torchscript))
+    files.readme.write_text(_package_readme(config, normalization, metadata, halos, torchscript))
     return files, torchscript
 
 
-def normalized_test_input(image: np.ndarray, normalization: Any) -> np.ndarray:
+def _normalized_test_input(image: np.ndarray, normalization: Any) -> np.ndarray:
     """``image`` (C, *spatial) normalized as microseg does: percentiles of the whole image."""
     from microseg.transforms.normalization import normalize, percentile_statistics
 
@@ -361,8 +370,8 @@ def _write_cover(path: Path, normalized: np.ndarray, probabilities: np.ndarray) 
     write_image(path, (pixels * 255).round().astype(np.uint8), axes="YX")
 
 
-def package_readme(config: Any, normalization: Any, metadata: BioimageioMetadata,
-                   halos: tuple[int, ...], torchscript: dict[str, Any]) -> str:
+def _package_readme(config: Any, normalization: Any, metadata: BioimageioMetadata,
+                    halos: tuple[int, ...], torchscript: dict[str, Any]) -> str:
     """The README.md of a package: model, input, output, halo, normalization, validation."""
     axes = "ZYX"[-config.ndim:]
     halo_text = ", ".join(f"{a}: {h}" for a, h in zip(axes, halos, strict=True))
@@ -400,8 +409,8 @@ def package_readme(config: Any, normalization: Any, metadata: BioimageioMetadata
     ])
 
 
-def model_description(files: _PackageFiles, config: Any, normalization: Any,
-                      metadata: BioimageioMetadata, halos: tuple[int, ...]) -> Any:
+def _model_description(files: _PackageFiles, config: Any, normalization: Any,
+                       metadata: BioimageioMetadata, halos: tuple[int, ...]) -> Any:
     """The ``bioimageio.spec`` 0.5 ``ModelDescr`` for staged package files."""
     from bioimageio.spec.model import v0_5 as spec
 

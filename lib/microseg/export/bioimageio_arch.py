@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "build_from_kwargs",
+]
+
 
 def build_from_kwargs(**kwargs: Any) -> Any:
     """Build the network described by ``kwargs`` (the fields of a ModelConfig), untrained.

@@ -17,6 +17,15 @@ from microseg.errors import DataError, MicrosegError, OutputExistsError
 if TYPE_CHECKING:
     import torch
 
+__all__ = [
+    "as_input_tensor",
+    "check_tolerance",
+    "exportable_copy",
+    "max_abs_difference",
+    "reference_output",
+    "refuse_existing",
+]
+
 
 def exportable_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` on the CPU, in eval mode, with every BatchRenorm folded into BatchNorm.

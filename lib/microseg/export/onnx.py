@@ -34,6 +34,13 @@ from microseg.runs import atomic_write
 if TYPE_CHECKING:
     import torch
 
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "export_onnx",
+    "run_onnx",
+]
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 _REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"

@@ -28,6 +28,13 @@ from microseg.runs import atomic_write
 if TYPE_CHECKING:
     import torch
 
+__all__ = [
+    "compile_torchscript",
+    "export_torchscript",
+    "jit_deprecation_silenced",
+    "load_torchscript",
+]
+
 
 def export_torchscript(
     model: torch.nn.Module,

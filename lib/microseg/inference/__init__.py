@@ -4,3 +4,5 @@ Import the submodules; this package imports nothing heavy.
 
 >>> from microseg.inference.tiling import predict_tiled, predict_whole, tile_grid  # doctest: +SKIP
 """
+
+__all__: list[str] = []

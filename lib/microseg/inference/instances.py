@@ -52,8 +52,8 @@ from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError
 
 __all__ = [
-    "POSTPROCESSING_FILE",
     "InstancePostprocessing",
+    "POSTPROCESSING_FILE",
     "default_grid",
     "expected_distance",
     "load_postprocessing",

@@ -62,6 +62,16 @@ from microseg.inference.stitching import stitch_block_labels
 from microseg.inference.tiling import check_border, per_axis
 from microseg.runs import atomic_write_json, read_json
 
+__all__ = [
+    "INCOMPLETE_MARKER",
+    "OUTPUTS",
+    "PROGRESS_DIR",
+    "RECORD_FILE",
+    "VolumePlan",
+    "VolumeSource",
+    "predict_volume_to_zarr",
+]
+
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("probabilities", "labels", "both")
@@ -284,14 +294,14 @@ def predict_volume_to_zarr(
     if output not in OUTPUTS:
         raise ConfigError(f"output {output!r} is not known; choose one of {', '.join(OUTPUTS)}")
     volume = source if isinstance(source, VolumeSource) else VolumeSource(source, axes)
-    check_volume_fits_model(volume, model)
-    plan = make_volume_plan(volume, model, tile_shape, halo, normalization_stats, normalization,
-                            output, instance_labels is not None, block_shape, pad_mode, border,
-                            tta)
+    _check_volume_fits_model(volume, model)
+    plan = _make_volume_plan(volume, model, tile_shape, halo, normalization_stats, normalization,
+                             output, instance_labels is not None, block_shape, pad_mode, border,
+                             tta)
     folder = _OutputFolder(Path(output_path))
     _refuse_output_inside_input(folder.root, volume)
     resumed = _prepare_output_folder(folder, plan, _source_record(volume, model), overwrite,
-                                     lambda: output_channels(model, volume, plan, device))
+                                     lambda: _output_channels(model, volume, plan, device))
     pending = [b for b in plan.blocks() if not folder.marker(plan, b).exists()]
     _predict_blocks(model, volume, plan, folder, pending, batch_size, device, scheduler)
     n_objects = None
@@ -316,7 +326,7 @@ def predict_volume_to_zarr(
     }
 
 
-def check_volume_fits_model(volume: Any, model: Any) -> None:
+def _check_volume_fits_model(volume: Any, model: Any) -> None:
     """Raise :class:`DataError` if ``volume`` (C, *spatial) has the wrong spatial dimensionality
     or channel count for ``model`` (read from its first convolution; models without one pass)."""
     import torch
@@ -338,7 +348,7 @@ def check_volume_fits_model(volume: Any, model: Any) -> None:
         raise DataError(f"{name} does not fit the model", problems)
 
 
-def make_volume_plan(
+def _make_volume_plan(
     volume: Any,
     model: Any,
     tile_shape: int | Sequence[int],
@@ -411,11 +421,11 @@ def _source_record(volume: VolumeSource, model: Any) -> dict[str, Any]:
     return {
         "source": str(volume.path) if volume.path is not None else "array",
         "axes": volume.axes,
-        "model": model_fingerprint(model),
+        "model": _model_fingerprint(model),
     }
 
 
-def model_fingerprint(model: Any) -> str:
+def _model_fingerprint(model: Any) -> str:
     """A short hash of the model's state dict: a resumed prediction must use the same weights."""
     import hashlib
 
@@ -438,7 +448,7 @@ def _refuse_output_inside_input(output: Path, volume: VolumeSource) -> None:
                                 f"inputs are never written to: choose a folder elsewhere")
 
 
-def output_channels(model: Any, volume: Any, plan: VolumePlan, device: Any = None) -> int:
+def _output_channels(model: Any, volume: Any, plan: VolumePlan, device: Any = None) -> int:
     """K, the number of classes ``model`` predicts, from one forward pass on the first tile."""
     from microseg.inference.tiling import predict_windows, read_window, window_layout
 
@@ -523,7 +533,7 @@ def _predict_blocks(model: Any, volume: VolumeSource, plan: VolumePlan, folder: 
     try:
         shared_model = dask.delayed(model, name=f"model-{uuid.uuid4().hex}")
         shared_volume = dask.delayed(volume, name=f"volume-{uuid.uuid4().hex}")
-        predict = functools.partial(predict_block, plan=plan, folder=folder.root,
+        predict = functools.partial(_predict_block, plan=plan, folder=folder.root,
                                     batch_size=batch_size, device=device)
         tasks = [dask.delayed(predict, pure=False)(shared_model, shared_volume, block=b)
                  for b in blocks]
@@ -532,8 +542,8 @@ def _predict_blocks(model: Any, volume: VolumeSource, plan: VolumePlan, folder: 
         model.train(was_training)
 
 
-def predict_block(model: Any, volume: Any, block: tuple[slice, ...], plan: VolumePlan,
-                  folder: str | Path, batch_size: int = 4, device: Any = None) -> None:
+def _predict_block(model: Any, volume: Any, block: tuple[slice, ...], plan: VolumePlan,
+                   folder: str | Path, batch_size: int = 4, device: Any = None) -> None:
     """Predict one block of ``plan`` and write it into the output folder, then mark it done.
 
     Runs inside a Dask task; callable directly to predict or repair a single block.
@@ -541,7 +551,7 @@ def predict_block(model: Any, volume: Any, block: tuple[slice, ...], plan: Volum
     import zarr
 
     folder = _OutputFolder(Path(folder))
-    probabilities = block_probabilities(model, volume, block, plan, batch_size, device)
+    probabilities = _block_probabilities(model, volume, block, plan, batch_size, device)
     target = _probabilities_path(folder, plan)
     if target is not None:
         zarr.open_array(str(target), mode="r+")[(slice(None), *block)] = probabilities
@@ -551,8 +561,8 @@ def predict_block(model: Any, volume: Any, block: tuple[slice, ...], plan: Volum
     folder.marker(plan, block).touch()
 
 
-def block_probabilities(model: Any, volume: Any, block: tuple[slice, ...], plan: VolumePlan,
-                        batch_size: int = 4, device: Any = None) -> np.ndarray:
+def _block_probabilities(model: Any, volume: Any, block: tuple[slice, ...], plan: VolumePlan,
+                         batch_size: int = 4, device: Any = None) -> np.ndarray:
     """Class probabilities (K, *block extent) float32 of one block, tile by tile with halo."""
     from microseg.inference.tiling import predict_windows, read_window, window_layout
     from microseg.transforms.normalization import normalize

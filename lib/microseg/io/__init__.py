@@ -54,13 +54,13 @@ from microseg.io.tables import (
 
 __all__ = [
     "ANNOTATION_FORMATS",
-    "LABEL_EXPORT_FORMATS",
-    "SUPPORTED_EXTENSIONS",
-    "VALID_AXES",
     "ImageHeader",
     "ImageMetadata",
     "ImagePair",
     "ImportedAnnotations",
+    "LABEL_EXPORT_FORMATS",
+    "SUPPORTED_EXTENSIONS",
+    "VALID_AXES",
     "canonical_axes",
     "canonical_shape",
     "export_labels",

@@ -51,8 +51,12 @@ from microseg.errors import ConfigError, DataError, OutputExistsError
 __all__ = [
     "ANNOTATION_FORMATS",
     "ImportedAnnotations",
+    "check_output_dir",
+    "copy_image",
+    "count_objects",
     "guess_annotation_format",
     "import_annotations",
+    "notes_for_overlaps",
     "paint_objects",
     "write_label_file",
 ]

@@ -33,7 +33,12 @@ from microseg.io.annotations import (
     write_label_file,
 )
 
-__all__ = ["import_cellpose_folder", "read_seg_file", "read_seg_masks", "write_seg_file"]
+__all__ = [
+    "import_cellpose_folder",
+    "read_seg_file",
+    "read_seg_masks",
+    "write_seg_file",
+]
 
 SEG_SUFFIX = "_seg.npy"
 MASK_SUFFIXES = ("_cp_masks", "_masks")
@@ -142,7 +147,7 @@ def _npy_bytes(data: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def annotation_stem(path: Path) -> tuple[str, str] | None:
+def _annotation_stem(path: Path) -> tuple[str, str] | None:
     """``(stem, kind)`` of a Cellpose annotation file name, kind ``"seg"`` or ``"masks"``;
     None for anything else (an image, a flow picture)."""
     from microseg.io.images import image_stem, is_supported
@@ -201,11 +206,11 @@ def _scan(source: Path, images_dir: Path) -> tuple[dict[str, Path], dict[str, di
                         f"<stem>_seg.npy or <stem>_masks.* files")
     annotations: dict[str, dict[str, Path]] = {}
     for path in sorted(source.iterdir()):
-        found = annotation_stem(path)
+        found = _annotation_stem(path)
         if found:
             annotations.setdefault(found[0], {}).setdefault(found[1], path)
     images = {image_stem(p): p for p in sorted(images_dir.iterdir())
-              if is_supported(p) and not p.name.startswith(".") and annotation_stem(p) is None
+              if is_supported(p) and not p.name.startswith(".") and _annotation_stem(p) is None
               and not image_stem(p).endswith(PICTURE_SUFFIXES)}
     return images, annotations
 

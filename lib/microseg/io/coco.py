@@ -40,8 +40,17 @@ from microseg.io.annotations import (
     write_label_file,
 )
 
-__all__ = ["coco_to_labels", "decode_rle", "encode_rle", "import_coco", "load_coco",
-           "rle_from_string", "rle_to_string", "write_coco"]
+__all__ = [
+    "category_ids",
+    "coco_to_labels",
+    "decode_rle",
+    "encode_rle",
+    "import_coco",
+    "load_coco",
+    "rle_from_string",
+    "rle_to_string",
+    "write_coco",
+]
 
 
 def rle_to_string(counts: Sequence[int]) -> str:

@@ -29,6 +29,27 @@ import numpy as np
 
 from microseg.errors import DataError, OutputExistsError
 
+__all__ = [
+    "ImageHeader",
+    "SUPPORTED_EXTENSIONS",
+    "VALID_AXES",
+    "WRITABLE_EXTENSIONS",
+    "available_memory",
+    "canonical_axes",
+    "canonical_shape",
+    "guess_axes",
+    "image_stem",
+    "is_grey_rgb",
+    "is_supported",
+    "open_image",
+    "read_header",
+    "read_image",
+    "read_label",
+    "to_canonical",
+    "validate_axes",
+    "write_image",
+]
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr", ".ome.zarr")

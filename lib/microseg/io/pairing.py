@@ -32,6 +32,13 @@ from microseg.io.images import (
     read_label,
 )
 
+__all__ = [
+    "IGNORED_NAMES",
+    "ImagePair",
+    "list_images",
+    "pair_folder",
+]
+
 log = logging.getLogger(__name__)
 
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})

@@ -246,12 +246,12 @@ def _object_box(members: list[dict[str, Any]],
 
     if len(shape) == 2:
         return polygon_region(members[0]["polygons"], shape)
-    return stack_regions([(m["z"], *polygon_region(m["polygons"], shape[-2:]))
-                          for m in members])
+    return _stack_regions([(m["z"], *polygon_region(m["polygons"], shape[-2:]))
+                           for m in members])
 
 
-def stack_regions(regions: Sequence[tuple[int, tuple[slice, slice], np.ndarray]]
-                  ) -> tuple[tuple[slice, ...], np.ndarray]:
+def _stack_regions(regions: Sequence[tuple[int, tuple[slice, slice], np.ndarray]]
+                   ) -> tuple[tuple[slice, ...], np.ndarray]:
     """Plane regions ``(z, (rows, cols), mask)`` of one object as one 3D ``(box, mask)``."""
     zs = [z for z, _, _ in regions]
     top = min(r.start for _, (r, _), _ in regions)
@@ -333,7 +333,7 @@ def write_geojson(path: str | Path, labels: np.ndarray,
     return atomic_write_text(path, json.dumps(collection, separators=(",", ":")))
 
 
-def geojson_stem(path: Path) -> str:
+def _geojson_stem(path: Path) -> str:
     """The image stem a GeoJSON file belongs to: ``a.geojson`` and ``a.tif.geojson`` → ``a``."""
     from microseg.io.images import image_stem
 
@@ -365,13 +365,13 @@ def import_qupath_folder(source: Path, out_dir: Path, images_dir: str | Path | N
     check_output_dir(out_dir, [source, Path(images_dir)])
     files = [source] if source.is_file() else sorted(
         p for p in source.iterdir() if p.suffix.lower() in GEOJSON_EXTENSIONS)
-    problems = [f"{p}: no image named {geojson_stem(p)}.* in {images_dir}" for p in files
-                if geojson_stem(p) not in images]
+    problems = [f"{p}: no image named {_geojson_stem(p)}.* in {images_dir}" for p in files
+                if _geojson_stem(p) not in images]
     if not files:
         problems.append(f"{source} holds no GeoJSON file (<stem>.geojson)")
     if problems:
         raise DataError(f"{source}: cannot import the QuPath objects", problems)
-    features = {geojson_stem(p): read_geojson(p) for p in files}
+    features = {_geojson_stem(p): read_geojson(p) for p in files}
     class_ids = _class_ids(features.values())
     read = {}
     for stem, found in features.items():

@@ -41,6 +41,13 @@ from microseg.errors import ConfigError, DataError, OutputExistsError
 from microseg.io.images import image_stem, read_header, write_image
 from microseg.io.pairing import list_images
 
+__all__ = [
+    "ROI_EXTENSIONS",
+    "import_roi_folder",
+    "read_rois",
+    "rois_to_labels",
+]
+
 log = logging.getLogger(__name__)
 
 ROI_EXTENSIONS = (".zip", ".roi")

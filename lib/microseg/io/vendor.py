@@ -23,8 +23,15 @@ import numpy as np
 
 from microseg.errors import DataError, MicrosegError
 
-__all__ = ["FORMATS_EXTRA", "VENDOR_EXTENSIONS", "FormatsExtraMissing", "convert_vendor_images",
-           "is_vendor_file", "read_vendor_image", "vendor_files"]
+__all__ = [
+    "FORMATS_EXTRA",
+    "FormatsExtraMissing",
+    "VENDOR_EXTENSIONS",
+    "convert_vendor_images",
+    "is_vendor_file",
+    "read_vendor_image",
+    "vendor_files",
+]
 
 VENDOR_EXTENSIONS = (".czi", ".nd2", ".lif", ".lsm", ".oib", ".oir", ".vsi", ".ims", ".dv")
 """File types read through bioio (each needs its plugin, installed with the extra)."""

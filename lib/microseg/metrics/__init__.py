@@ -28,9 +28,9 @@ from microseg.metrics.pixel import (
 )
 
 __all__ = [
+    "ClassMetrics",
     "DEFAULT_IOU_THRESHOLDS",
     "DSB_THRESHOLDS",
-    "ClassMetrics",
     "InstanceMatching",
     "OverlapTable",
     "ThresholdScores",

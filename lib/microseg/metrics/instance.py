@@ -52,10 +52,10 @@ from microseg.metrics.pixel import check_class_map, check_same_shape
 
 __all__ = [
     "DEFAULT_IOU_THRESHOLDS",
+    "DSB_THRESHOLDS",
     "InstanceMatching",
     "OverlapTable",
     "ThresholdScores",
-    "DSB_THRESHOLDS",
     "aggregate",
     "dsb_score",
     "match_instances",

@@ -46,6 +46,7 @@ __all__ = [
     "BatchRenorm2d",
     "BatchRenorm3d",
     "RenormSchedule",
+    "batchrenorm_class",
     "fold_batchrenorm",
     "set_renorm_limits",
 ]

@@ -32,7 +32,10 @@ from typing import Any
 
 from microseg.errors import OutputExistsError
 
-__all__ = ["SCALE_RECORD", "predict_volume"]
+__all__ = [
+    "SCALE_RECORD",
+    "predict_volume",
+]
 
 SCALE_RECORD = "scale.json"
 """In an output folder of a resampled prediction: the scale it was predicted at."""
@@ -97,8 +100,8 @@ def _predict_scaled(model: Any, volume: Any, output: Path, tile_shape: Any, halo
     shape = scaled_shape(volume.spatial_shape, factor)
     scaled = resample_to_zarr(volume, work / "input.zarr", shape, order=1, smooth=factor < 1,
                               scheduler=scheduler)
-    inner = predict_volume_to_zarr_plain(model, scaled, work / "prediction", tile_shape, halo,
-                                         options)
+    inner = _predict_volume_to_zarr_plain(model, scaled, work / "prediction", tile_shape, halo,
+                                          options)
     probabilities = resample_to_zarr(zarr.open_array(inner["probabilities"], mode="r"),
                                      output / "probabilities.zarr", volume.spatial_shape,
                                      order=1, scheduler=scheduler)
@@ -115,8 +118,8 @@ def _predict_scaled(model: Any, volume: Any, output: Path, tile_shape: Any, halo
             "labels": None if wanted == "probabilities" else str(output / "labels.zarr")}
 
 
-def predict_volume_to_zarr_plain(model: Any, volume: Any, output: Path, tile_shape: Any,
-                                 halo: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _predict_volume_to_zarr_plain(model: Any, volume: Any, output: Path, tile_shape: Any,
+                                  halo: Any, options: dict[str, Any]) -> dict[str, Any]:
     """Probabilities only, at the scale ``volume`` is given in (step 2)."""
     from microseg.inference.ooc import predict_volume_to_zarr
 

@@ -3,3 +3,5 @@
 Import the submodules directly, e.g. ``from microseg.recipes.prepare import prepare_data``;
 this package imports nothing heavy.
 """
+
+__all__: list[str] = []

@@ -65,10 +65,10 @@ from microseg.runs import RunFolder, write_summary
 
 __all__ = [
     "DEFAULT_TILE",
-    "EXPORT_FORMATS",
     "DeployConfig",
     "DeployInput",
     "DeploymentPlan",
+    "EXPORT_FORMATS",
     "choose_halo",
     "choose_tile",
     "deploy",
@@ -372,8 +372,8 @@ def prepare_input(plan: DeploymentPlan) -> DeployInput:
     """
     config = plan.config
     if config.input_path is None:
-        path = synthetic_input(plan.results, plan.model.config, config.synthetic_shape,
-                               config.quick, plan.overwrite)
+        path = _synthetic_input(plan.results, plan.model.config, config.synthetic_shape,
+                                config.quick, plan.overwrite)
         return DeployInput(path, "synthetic")
     path = Path(config.input_path)
     if not path.exists():
@@ -384,8 +384,8 @@ def prepare_input(plan: DeploymentPlan) -> DeployInput:
     return source
 
 
-def synthetic_input(results: Path, model_config: Any, shape: Sequence[int] | None = None,
-                    quick: bool = False, overwrite: bool = False) -> Path:
+def _synthetic_input(results: Path, model_config: Any, shape: Sequence[int] | None = None,
+                     quick: bool = False, overwrite: bool = False) -> Path:
     """Make (or reuse) ``results/input.zarr``: a synthetic volume for a 3D model, a large image
     for a 2D one, with its true objects in ``results/input_labels.zarr``.
 
@@ -489,8 +489,8 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
                                                  "object_diameter", "scale_factor")}
                    for o in result["outputs"]]
     voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
-    example = example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
-                           plan.model.size_divisor)
+    example = _example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
+                            plan.model.size_divisor)
     return {**result, "predictions": predictions, "voxels": voxels, "n_objects": None,
             "worker_peak_memory_mb": None, "example": example}
 
@@ -517,10 +517,10 @@ def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, 
                     "scale_factor": result["scale_factor"]}]
     return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
             "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
-            "example": example_crop(volume, plan.halo, model.size_divisor)}
+            "example": _example_crop(volume, plan.halo, model.size_divisor)}
 
 
-def example_crop(volume: Any, halo: Sequence[int], divisor: int) -> np.ndarray:
+def _example_crop(volume: Any, halo: Sequence[int], divisor: int) -> np.ndarray:
     """A raw crop (C, *side) from the start of ``volume`` for export checks.
 
     Each side is the smallest multiple of ``divisor`` larger than twice the halo (what a

@@ -38,6 +38,23 @@ import numpy as np
 from microseg.errors import ConfigError, DataError, MissingFileError, OutputExistsError
 from microseg.runs import RunFolder, read_json, require_folder, write_summary
 
+__all__ = [
+    "SPLIT_BY",
+    "check_data",
+    "convert_vendor_images",
+    "data_fingerprint",
+    "default_synthetic_size",
+    "describe_pixel_size",
+    "image_scale",
+    "import_annotations",
+    "import_roi_labels",
+    "initial_labels_for_run",
+    "pairs_table",
+    "prepare_data",
+    "reusable_folder",
+    "synthetic_data_folder",
+]
+
 log = logging.getLogger(__name__)
 
 SPLIT_BY = ("image", "region")

@@ -21,7 +21,11 @@ from typing import Literal
 from microseg.config import StageConfig
 from microseg.errors import ConfigError
 
-__all__ = ["TrainConfig", "RENORM_WARMUP_FRACTION", "RENORM_RAMP_FRACTION"]
+__all__ = [
+    "RENORM_RAMP_FRACTION",
+    "RENORM_WARMUP_FRACTION",
+    "TrainConfig",
+]
 
 RENORM_WARMUP_FRACTION = 0.4
 """Default BatchRenorm warm-up (trained as BatchNorm): this fraction of all optimizer steps."""

@@ -38,7 +38,13 @@ from microseg.config import StageConfig
 from microseg.errors import ConfigError, MicrosegError
 from microseg.training.config import TrainConfig
 
-__all__ = ["SearchResult", "SearchSpace", "save_best_configs", "tune_hyperparameters"]
+__all__ = [
+    "SearchResult",
+    "SearchSpace",
+    "apply_params",
+    "save_best_configs",
+    "tune_hyperparameters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +146,7 @@ def tune_hyperparameters(train_data: Sequence[Any], val_data: Sequence[Any], mod
     objective = _Objective(train_data, val_data, model_config, train_config, space, seed,
                            device, augment_factory)
     study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(MicrosegError,))
-    table = trials_table(study)
+    table = _trials_table(study)
     if not (table["state"] == "COMPLETE").any():
         raise MicrosegError("no hyperparameter trial finished; see the errors logged above "
                             "(e.g. patch_sizes larger than the images)")
@@ -190,7 +196,7 @@ def save_best_configs(result: SearchResult, out_dir: str | Path) -> dict[str, Pa
     return paths
 
 
-def trials_table(study: Any) -> Any:
+def _trials_table(study: Any) -> Any:
     """One row per trial, best first: number, state, value, seconds, parameters.
 
     A pruned trial's value is the best Dice it reported before it was stopped.

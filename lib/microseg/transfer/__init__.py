@@ -13,3 +13,5 @@ Submodules (import them directly; this package imports nothing heavy):
 >>> from microseg.transfer.loading import load_pretrained          # doctest: +SKIP
 >>> from microseg.transfer.freezing import freeze                  # doctest: +SKIP
 """
+
+__all__: list[str] = []

@@ -46,8 +46,8 @@ from torch import nn
 from microseg.errors import ConfigError
 
 __all__ = [
-    "GROUP_NAMES",
     "FreezeReport",
+    "GROUP_NAMES",
     "GradualUnfreezing",
     "freeze",
     "frozen_modules",

@@ -25,6 +25,11 @@ import numpy as np
 from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError
 
+__all__ = [
+    "AugmentConfig",
+    "Augmenter",
+]
+
 
 @dataclass
 class AugmentConfig(StageConfig):

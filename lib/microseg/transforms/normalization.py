@@ -27,6 +27,13 @@ import numpy as np
 from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError
 
+__all__ = [
+    "PercentileNormalization",
+    "normalize",
+    "normalize_tilewise",
+    "percentile_statistics",
+]
+
 
 @dataclass
 class PercentileNormalization(StageConfig):
