@@ -109,6 +109,25 @@ def test_one_image_needs_a_region_split(tmp_path):
     assert all(b[0] == slice(0, 40) for b in boxes)
 
 
+def test_object_sizes_match_an_independent_measure(tmp_path, user_data):
+    from skimage.measure import regionprops
+
+    summary = prepare_data(tmp_path / "run", data_dir=user_data)
+    per_image = {}
+    for label_path in sorted((user_data / "labels").iterdir()):
+        label = read_label(label_path)
+        per_image[label_path.name.split(".")[0]] = [r.equivalent_diameter_area
+                                                  for r in regionprops(label)]
+    every = np.concatenate([np.asarray(d) for d in per_image.values()])
+    assert summary["object_diameter"] == pytest.approx(np.median(every))
+    assert summary["object_diameter_p10"] == pytest.approx(np.percentile(every, 10))
+    assert summary["object_diameter_p90"] == pytest.approx(np.percentile(every, 90))
+    assert summary["object_diameter_per_image"] == pytest.approx(
+        {stem: float(np.median(d)) for stem, d in per_image.items()})
+    binary = prepare_data(tmp_path / "run_binary", data_dir=user_data, task="binary")
+    assert "object_diameter_per_image" not in binary
+
+
 def test_3d_and_semantic_data(tmp_path):
     summary = prepare_data(tmp_path / "run3d", ndim=3, quick=True, n_synthetic=3,
                            synthetic_shape=(12, 24, 24))

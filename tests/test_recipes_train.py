@@ -151,6 +151,8 @@ def test_quick_training_in_3d(tmp_path):
 
 
 def test_distance_head_at_a_canonical_size_is_saved_for_prediction(trained_run):
+    import numpy as np
+
     from microseg.data.dataset import load_subset
     from microseg.data.split import load_manifest
     from microseg.models import TrainedModel
@@ -163,6 +165,10 @@ def test_distance_head_at_a_canonical_size_is_saved_for_prediction(trained_run):
     expected = median_diameter([s.label for s in train])
     assert summary["instance_head"] == "distance" and summary["canonical_diameter"] == 12.0
     assert summary["object_diameter"] == pytest.approx(expected)
+    own = [median_diameter([s.label]) or expected for s in train]
+    assert summary["scale_factor"] == pytest.approx(float(np.median([min(1.0, 12.0 / d)
+                                                                     for d in own])))
+    assert summary["scale_factor_min"] <= summary["scale_factor"] <= summary["scale_factor_max"]
     model = TrainedModel.load(summary["model_dir"])
     assert model.config.out_classes == 5 and model.settings.instance_head == "distance"
     assert model.settings.object_diameter == pytest.approx(expected)

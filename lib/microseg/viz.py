@@ -27,6 +27,7 @@ __all__ = [
     "show_augmentations",
     "show_initial_labels",
     "show_normalization",
+    "show_object_sizes",
     "show_pairs",
     "show_samples",
     "show_split",
@@ -149,6 +150,33 @@ def show_pairs(pairs: Sequence[Any], n: int = 4, axes: str | None = None) -> Any
         label = read_label(pair.label, ndim=pair.ndim) if pair.label is not None else None
         samples.append(SimpleNamespace(stem=pair.stem, image=image, label=label, target=None))
     return show_samples(samples, n=n)
+
+
+def show_object_sizes(summary: dict[str, Any], canonical_diameter: float | None = None) -> Any:
+    """The median object diameter of every image (sorted bars), the data set's median and, when
+    given, the canonical diameter training resamples to: how far images differ in magnification.
+
+    ``summary`` is notebook 01's data summary (``object_diameter_per_image``,
+    ``object_diameter``). Returns a matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    per_image = sorted((summary.get("object_diameter_per_image") or {}).values())
+    figure, axis = plt.subplots(figsize=(8, 3))
+    axis.bar(range(len(per_image)), per_image, color="#4c72b0")
+    if summary.get("object_diameter"):
+        axis.axhline(summary["object_diameter"], color="k", label="median of all objects")
+    if canonical_diameter:
+        axis.axhline(canonical_diameter, color="#dd8452", linestyle="--",
+                     label="canonical diameter (training shrinks larger objects to it)")
+    shown = [*per_image, summary.get("object_diameter") or 0.0, canonical_diameter or 0.0]
+    axis.set_ylim(0, 1.35 * max(shown))  # room for the legend above the lines
+    axis.set_xlabel("images, by their median object diameter")
+    axis.set_ylabel("diameter (pixels)")
+    axis.set_xticks([])
+    axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 def show_split(manifest: Any) -> Any:

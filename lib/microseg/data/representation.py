@@ -62,8 +62,9 @@ class ScaleFacts:
     median_diameter: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: the median, and the range of factors."""
+        """JSON-ready summary: the median diameter, the median factor and the range of factors."""
         return {"object_diameter": self.median_diameter,
+                "scale_factor": float(np.median(self.factors)) if self.factors else 1.0,
                 "scale_factor_min": min(self.factors, default=1.0),
                 "scale_factor_max": max(self.factors, default=1.0)}
 

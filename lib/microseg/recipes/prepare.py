@@ -49,6 +49,7 @@ __all__ = [
     "import_annotations",
     "import_roi_labels",
     "initial_labels_for_run",
+    "object_size_summary",
     "pairs_table",
     "prepare_data",
     "reusable_folder",
@@ -499,7 +500,7 @@ def _split_and_save(run: RunFolder, folder: Path, labels: Path,
         "data_dir": str(folder.resolve()), "labels_dir": str(labels.resolve()),
         "synthetic": parameters["data_dir"] is None, "split_by": parameters["split_by"],
         "spatial_shapes": sorted({tuple(p.spatial_shape) for p in pairs}),
-        "empty_label_images": statistics["empty"], **scale,
+        "empty_label_images": statistics["empty"], **scale, **statistics["object_sizes"],
         "normalization": parameters["normalization"], "parameters": parameters,
     }
 
@@ -558,17 +559,20 @@ def _image_statistics(pairs: list[Any], parameters: dict[str, Any]) -> dict[str,
     from microseg.data.checks import check_labels, nonfinite_problem, summarize_label
     from microseg.io import read_image, read_label
     from microseg.transforms.normalization import PercentileNormalization, percentile_statistics
+    from microseg.transforms.scale import object_diameters
     from microseg.transforms.targets import class_counts, labels_to_target
 
     config = PercentileNormalization.from_dict(parameters["normalization"])
     task = parameters["task"]
-    low_high, summaries, counts, problems = {}, [], [], []
+    low_high, summaries, counts, problems, diameters = {}, [], [], [], {}
     for pair in pairs:
         image = read_image(pair.image, axes=parameters["axes"], ndim=parameters["ndim"])
         problems += [p for p in [nonfinite_problem(image, pair.image)] if p]
         low_high[pair.stem] = percentile_statistics(image, config)
         label = read_label(pair.label, ndim=parameters["ndim"])
         summaries.append(summarize_label(pair.stem, pair.label, label))
+        if task == "instance":
+            diameters[pair.stem] = object_diameters(label)
         if task != "semantic":
             target = labels_to_target(label, task)
             counts.append(class_counts(target, int(target.max()) + 1 if target.size else 1))
@@ -581,7 +585,26 @@ def _image_statistics(pairs: list[Any], parameters: dict[str, Any]) -> dict[str,
     total = (_semantic_counts(summaries, parameters.get("n_classes")) if task == "semantic"
              else _summed(counts, task))
     return {"low_high": low_high, "n_classes": int(total.size), "class_counts": total,
-            "empty": empty}
+            "empty": empty, "object_sizes": object_size_summary(diameters)}
+
+
+def object_size_summary(diameters: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Median equivalent diameter (pixels) over all objects, its 10th and 90th percentiles,
+    and the median of every image: what notebook 01 shows and training resamples by
+    (:mod:`microseg.transforms.scale`). Empty for data without instance labels.
+
+    >>> object_size_summary({"a": np.array([10.0, 20.0]), "b": np.array([30.0])})
+    {'object_diameter': 20.0, 'object_diameter_p10': 12.0, 'object_diameter_p90': 28.0, \
+'object_diameter_per_image': {'a': 15.0, 'b': 30.0}}
+    """
+    every = np.concatenate(list(diameters.values())) if diameters else np.zeros(0)
+    if not every.size:
+        return {}
+    return {"object_diameter": float(np.median(every)),
+            "object_diameter_p10": float(np.percentile(every, 10)),
+            "object_diameter_p90": float(np.percentile(every, 90)),
+            "object_diameter_per_image": {stem: float(np.median(d)) for stem, d in
+                                          diameters.items() if d.size}}
 
 
 def _summed(counts: list[np.ndarray], task: str) -> np.ndarray:

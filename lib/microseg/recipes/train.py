@@ -181,7 +181,8 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
     ``seconds``, ``steps``, ``parameters``, ``class_frequencies``, ``warnings``,
     ``world_size``, ``halo`` (the context tiled prediction reads, from the receptive field),
     ``instance_head``, ``object_diameter`` (median of the training images, pixels),
-    ``canonical_diameter``, ``scale_factor_min``/``scale_factor_max`` and ``max_minutes``.
+    ``canonical_diameter``, ``scale_factor`` (median over the images) with
+    ``scale_factor_min``/``scale_factor_max``, and ``max_minutes``.
 
     Raises
     ------
