@@ -19,6 +19,7 @@ from pathlib import PurePath
 from typing import Any
 
 from microseg import __version__
+from microseg.errors import ConfigError
 
 __all__ = [
     "COLAB_CELL",
@@ -115,7 +116,7 @@ def colab_badge(notebook_path: str | PurePath) -> str:
     """
     name = PurePath(notebook_path).name
     if not name.endswith(".ipynb"):
-        raise ValueError(
+        raise ConfigError(
             f"colab_badge needs a notebook file (*.ipynb), got {str(notebook_path)!r}; "
             f"pass e.g. 'notebooks/01_prepare_data.ipynb'"
         )

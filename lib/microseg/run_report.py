@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from microseg.errors import MissingFileError
 from microseg.run_report_html import METRICS, STAGES, render
 from microseg.runs import RunFolder, atomic_write_text
 
@@ -755,8 +756,8 @@ def gather_run_report(run_dir: str | Path) -> RunReport:
     """
     root = Path(run_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder: give the run folder (runs/<experiment>)"
-                                f" that the notebooks wrote to")
+        raise MissingFileError(f"{root} is not a folder: give the run folder (runs/<experiment>)"
+                               f" that the notebooks wrote to")
     reader = _Reader(root)
     notebooks, notebook_issues = _notebook_entries(reader)
     deployments = _deployments(reader)

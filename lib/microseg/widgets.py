@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from microseg.errors import DataError
+from microseg.errors import ConfigError, DataError
 from microseg.runs import atomic_write_json, read_json
 
 __all__ = [
@@ -226,7 +226,7 @@ def _parse_numbers(name: str, number: type, raw: str) -> Any:
         values = [number(part) for part in re.split(r"[,\s]+", text)]
     except ValueError:
         kind = "a whole number" if number is int else "a number"
-        raise ValueError(
+        raise ConfigError(
             f"{name}: {raw!r} is not {kind}; expected e.g. {128 if number is int else 0.001}, "
             f"several separated by commas (one per axis), or nothing for None") from None
     return values[0] if len(values) == 1 else values

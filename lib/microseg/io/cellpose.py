@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError
+from microseg.errors import ConfigError, DataError
 from microseg.io.annotations import (
     ImportedAnnotations,
     check_output_dir,
@@ -128,7 +128,8 @@ def write_seg_file(path: str | Path, labels: np.ndarray, image_name: str = "") -
 
     path = Path(path)
     if not path.name.endswith(SEG_SUFFIX):
-        raise ValueError(f"{path}: Cellpose looks for <image stem>_seg.npy")
+        raise ConfigError(f"{path}: Cellpose looks for <image stem>_seg.npy; name it e.g. "
+                          f"{path.name.split('.')[0]}_seg.npy")
     labels = np.asarray(labels)
     masks = labels.astype(np.uint16 if labels.max(initial=0) < 2**16 - 1 else np.uint32)
     # border pixels of each object, plane by plane (as Cellpose draws them), image edge included

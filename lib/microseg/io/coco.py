@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError
+from microseg.errors import ConfigError, DataError
 from microseg.io.annotations import (
     ImportedAnnotations,
     check_output_dir,
@@ -118,8 +118,8 @@ def decode_rle(rle: Mapping[str, Any]) -> tuple[tuple[slice, slice], np.ndarray]
     counts = rle["counts"]
     counts = np.asarray(rle_from_string(counts) if isinstance(counts, str) else counts, np.int64)
     if counts.sum() != height * width or (counts < 0).any():
-        raise ValueError(f"RLE run lengths add up to {counts.sum()}, expected {height}×{width} "
-                         f"= {height * width} (or are negative)")
+        raise DataError(f"RLE run lengths add up to {counts.sum()}, expected {height}×{width} "
+                        f"= {height * width} (or are negative)")
     ends = np.cumsum(counts)
     starts, lengths = (ends - counts)[1::2], counts[1::2]
     index = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(
@@ -215,7 +215,7 @@ def write_coco(path: str | Path, labels_by_file: Mapping[str, np.ndarray],
     from microseg.runs import atomic_write_text
 
     if encoding not in ("rle", "polygon"):
-        raise ValueError(f"encoding = {encoding!r}; choose 'rle' or 'polygon'")
+        raise ConfigError(f"encoding = {encoding!r}; choose 'rle' or 'polygon'")
     images, annotations = [], []
     for image_id, (file_name, labels) in enumerate(labels_by_file.items(), start=1):
         labels = np.asarray(labels)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError, OutputExistsError
+from microseg.errors import ConfigError, DataError, OutputExistsError
 
 __all__ = [
     "ImageHeader",
@@ -107,19 +107,19 @@ def guess_axes(shape: Sequence[int], ndim: int | None = None) -> str:
     """
     shape = tuple(int(size) for size in shape)
     if ndim not in (None, 2, 3):
-        raise ValueError(f"ndim must be 2, 3 or None, got {ndim!r}")
+        raise ConfigError(f"ndim must be 2, 3 or None, got {ndim!r}")
     if len(shape) == 5 and shape[0] == 1:
         return "T" + guess_axes(shape[1:], ndim)
     guessers = {2: _guess_two_dims, 3: _guess_three_dims, 4: _guess_four_dims}
     if len(shape) not in guessers:
-        raise ValueError(f"cannot guess the axes of an array of shape {shape}: {_ASK_FOR_AXES}")
+        raise DataError(f"cannot guess the axes of an array of shape {shape}: {_ASK_FOR_AXES}")
     return guessers[len(shape)](shape, ndim)
 
 
 def _guess_two_dims(shape: tuple[int, ...], ndim: int | None) -> str:
     if ndim == 3:
-        raise ValueError(f"an array of shape {shape} has only 2 dimensions, it cannot be 3D: "
-                         f"check the file, or pass ndim=2")
+        raise DataError(f"an array of shape {shape} has only 2 dimensions, it cannot be 3D: "
+                        f"check the file, or pass ndim=2")
     return "YX"
 
 
@@ -131,7 +131,7 @@ def _guess_three_dims(shape: tuple[int, ...], ndim: int | None) -> str:
     if shape[0] <= 4:
         return "CYX"
     if ndim == 2:
-        raise ValueError(
+        raise DataError(
             f"shape {shape} has 3 dimensions but none small enough (at most 4) to be channels of a "
             f"2D image: {_ASK_FOR_AXES}"
         )
@@ -140,15 +140,15 @@ def _guess_three_dims(shape: tuple[int, ...], ndim: int | None) -> str:
 
 def _guess_four_dims(shape: tuple[int, ...], ndim: int | None) -> str:
     if ndim == 2:
-        raise ValueError(f"an array of shape {shape} has 4 dimensions, it cannot be 2D: "
-                         f"{_ASK_FOR_AXES}")
+        raise DataError(f"an array of shape {shape} has 4 dimensions, it cannot be 2D: "
+                        f"{_ASK_FOR_AXES}")
     if shape[3] in (3, 4) and min(shape[1:3]) > shape[3]:
         return "ZYXC"
     if shape[0] <= 8 and shape[1] > shape[0]:
         return "CZYX"
     if shape[1] <= 8:
         return "ZCYX"
-    raise ValueError(f"cannot tell channels from z-slices in shape {shape}: {_ASK_FOR_AXES}")
+    raise DataError(f"cannot tell channels from z-slices in shape {shape}: {_ASK_FOR_AXES}")
 
 
 def validate_axes(axes: str, shape: Sequence[int]) -> str:
@@ -165,18 +165,18 @@ def validate_axes(axes: str, shape: Sequence[int]) -> str:
     shape = tuple(int(size) for size in shape)
     normalized = _normalize_letters(axes)
     if normalized not in VALID_AXES or len(normalized) != len(shape):
-        raise ValueError(
+        raise DataError(
             f"axes {axes!r} do not fit an array of shape {shape}: give one letter per dimension, "
             f"one of {', '.join(VALID_AXES)} (a leading T must have size 1)"
         )
     if normalized[0] == "T" and shape[0] != 1:
-        raise ValueError(_time_points_message(normalized, shape))
+        raise DataError(_time_points_message(normalized, shape))
     return normalized
 
 
 def _normalize_letters(axes: Any) -> str:
     if not isinstance(axes, str):
-        raise ValueError(f"axes must be a string such as 'CYX', got {axes!r}")
+        raise ConfigError(f"axes must be a string such as 'CYX', got {axes!r}")
     normalized = axes.upper()
     if "S" in normalized and "C" not in normalized:
         normalized = normalized.replace("S", "C")
@@ -448,7 +448,7 @@ def write_image(path: str | Path, array: Any, axes: str | None = None,
     array = np.asarray(array)
     axes = validate_axes(axes, array.shape) if axes is not None else None
     if compression is not None and kind != "tiff":
-        raise ValueError(f"{path}: compression={compression!r} applies to TIFF files only")
+        raise ConfigError(f"{path}: compression={compression!r} applies to TIFF files only")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or pass "
                                 f"overwrite=True to replace it")
@@ -472,8 +472,8 @@ def _writable_kind(path: Path) -> str:
         return "ome-zarr"
     if path.suffix.lower() in WRITABLE_EXTENSIONS:
         return _FORMATS[path.suffix.lower()]
-    raise ValueError(f"{path}: cannot write {path.suffix or 'files without extension'!r}; "
-                     f"writable: {', '.join(WRITABLE_EXTENSIONS)}")
+    raise ConfigError(f"{path}: cannot write {path.suffix or 'files without extension'!r}; "
+                      f"writable: {', '.join(WRITABLE_EXTENSIONS)}")
 
 
 def _write_tiff(path: Path, array: np.ndarray, axes: str | None, compression: str | None) -> None:
@@ -493,8 +493,8 @@ def _write_png(path: Path, array: np.ndarray, axes: str | None, compression: str
     import imagecodecs
 
     if array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: PNG holds 8- or 16-bit unsigned integers only, found "
-                         f"{array.dtype}; write a .tif instead")
+        raise DataError(f"{path}: PNG holds 8- or 16-bit unsigned integers only, found "
+                        f"{array.dtype}; write a .tif instead")
     path.write_bytes(imagecodecs.png_encode(_png_layout(path, array, axes)))
 
 
@@ -504,12 +504,12 @@ def _png_layout(path: Path, array: np.ndarray, axes: str | None) -> np.ndarray:
         if axes == "YXC" and array.shape[2] not in (3, 4):
             axes = ""
     if not axes:
-        raise ValueError(f"{path}: PNG holds a 2D image (YX, or YXC with 3/4 channels); found "
-                         f"shape {array.shape}; pass axes=..., or write a .tif instead")
+        raise DataError(f"{path}: PNG holds a 2D image (YX, or YXC with 3/4 channels); found "
+                        f"shape {array.shape}; pass axes=..., or write a .tif instead")
     image = to_canonical(array, axes)
     if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
-        raise ValueError(f"{path}: PNG holds 2D images with 1, 3 or 4 channels; found "
-                         f"shape {array.shape} in axes {axes!r}; write a .tif instead")
+        raise DataError(f"{path}: PNG holds 2D images with 1, 3 or 4 channels; found "
+                        f"shape {array.shape} in axes {axes!r}; write a .tif instead")
     return np.ascontiguousarray(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1))
 
 
@@ -529,7 +529,7 @@ def _write_ome_zarr(path: Path, array: np.ndarray, axes: str | None,
     import zarr
 
     if axes is None and array.ndim > 2:
-        raise ValueError(f"{path}: pass axes=... to write a {array.ndim}-dim array as OME-Zarr")
+        raise ConfigError(f"{path}: pass axes=... to write a {array.ndim}-dim array as OME-Zarr")
     image = to_canonical(array, axes or "YX")
     names = canonical_axes(image)
     group = zarr.open_group(str(path), mode="w", zarr_format=2)

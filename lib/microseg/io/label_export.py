@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError
+from microseg.errors import ConfigError, DataError
 
 __all__ = ["LABEL_EXPORT_FORMATS", "export_labels", "export_prediction_labels"]
 
@@ -46,8 +46,8 @@ def export_labels(labels_path: str | Path, image_path: str | Path | None, out_di
 
     unknown = [f for f in formats if f not in LABEL_EXPORT_FORMATS]
     if unknown:
-        raise ValueError(f"unknown label export format(s) {unknown}; choose from "
-                         f"{', '.join(LABEL_EXPORT_FORMATS)}")
+        raise ConfigError(f"unknown label export format(s) {unknown}; choose from "
+                          f"{', '.join(LABEL_EXPORT_FORMATS)}")
     out_dir = Path(out_dir)
     stem = image_stem(image_path if image_path is not None else labels_path)
     written = {}

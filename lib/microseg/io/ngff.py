@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError, OutputExistsError
+from microseg.errors import ConfigError, DataError, OutputExistsError
 
 __all__ = ["add_ngff_labels", "ngff_label_names", "read_ngff_labels", "write_ome_zarr"]
 
@@ -57,10 +57,11 @@ def write_ome_zarr(path: str | Path, image: Any, labels: Mapping[str, Any] | Non
     path = Path(path)
     shape = tuple(int(s) for s in image.shape)
     if len(shape) not in (3, 4):
-        raise ValueError(f"image must be channel-first (C, Y, X) or (C, Z, Y, X), got {shape}")
+        raise DataError(f"image must be channel-first (C, Y, X) or (C, Z, Y, X), got {shape}")
     _check_pixel_size(pixel_size, len(shape) - 1)
     if channel_names is not None and len(channel_names) != shape[0]:
-        raise ValueError(f"{len(channel_names)} channel names for {shape[0]} channels")
+        raise DataError(f"{len(channel_names)} channel names for {shape[0]} channels; give one "
+                        f"name per channel, or None")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
@@ -87,7 +88,7 @@ def add_ngff_labels(path: str | Path, name: str, labels: Any,
 
     path = Path(path)
     if not _NAME.match(name):
-        raise ValueError(f"label name {name!r}: use letters, digits, '_', '.' or '-'")
+        raise ConfigError(f"label name {name!r}: use letters, digits, '_', '.' or '-'")
     spatial = _image_spatial_shape(path)
     shape = tuple(int(s) for s in labels.shape)
     if shape != spatial:
@@ -149,8 +150,8 @@ def _image_spatial_shape(path: Path) -> tuple[int, ...]:
 
 def _check_pixel_size(pixel_size: Sequence[float] | None, spatial: int) -> None:
     if pixel_size is not None and (len(pixel_size) != spatial or min(pixel_size) <= 0):
-        raise ValueError(f"pixel_size {tuple(pixel_size)}: give {spatial} positive values in µm "
-                         f"(ZYX order), or None")
+        raise ConfigError(f"pixel_size {tuple(pixel_size)}: give {spatial} positive values in µm "
+                          f"(ZYX order), or None")
 
 
 def _space_axes(spatial: int, pixel_size: Sequence[float] | None) -> list[dict[str, str]]:

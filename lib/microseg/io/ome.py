@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError, OutputExistsError
+from microseg.errors import ConfigError, DataError, OutputExistsError
 
 __all__ = ["ImageMetadata", "UNITS_IN_UM", "image_metadata", "pixel_size", "to_micrometres",
            "write_ome_tiff"]
@@ -251,14 +251,15 @@ def write_ome_tiff(path: str | Path, image: np.ndarray, pixel_size: Sequence[flo
     metadata: dict[str, Any] = {"axes": axes}
     if pixel_size is not None:
         if len(pixel_size) != image.ndim - 1:
-            raise ValueError(f"pixel_size {tuple(pixel_size)} needs one value per spatial axis "
-                             f"of an image of shape {image.shape} ({axes})")
+            raise ConfigError(f"pixel_size {tuple(pixel_size)} needs one value per spatial axis "
+                              f"of an image of shape {image.shape} ({axes})")
         for axis, value in zip(axes[1:], pixel_size, strict=True):
             metadata[f"PhysicalSize{axis}"] = float(value)
             metadata[f"PhysicalSize{axis}Unit"] = "µm"
     if channel_names:
         if len(channel_names) != image.shape[0]:
-            raise ValueError(f"{len(channel_names)} channel names for {image.shape[0]} channels")
+            raise DataError(f"{len(channel_names)} channel names for {image.shape[0]} channels; "
+                            f"give one name per channel, or None")
         metadata["Channel"] = {"Name": [str(n) for n in channel_names]}
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from microseg.errors import DataError
+
 __all__ = ["fill_polygons", "mask_polygons", "object_polygons", "polygon_region", "ring_area"]
 
 Polygon = list[np.ndarray]
@@ -59,7 +61,8 @@ def mask_polygons(mask: np.ndarray, offset: Sequence[float] = (0, 0)) -> list[Po
 
     mask = np.asarray(mask, bool)
     if mask.ndim != 2:
-        raise ValueError(f"mask_polygons takes a 2D mask (Y, X), got shape {mask.shape}")
+        raise DataError(f"mask_polygons takes a 2D mask (Y, X), got shape {mask.shape}; pass "
+                        f"one plane, e.g. mask[z]")
     parts, count = ndimage.label(mask)
     polygons = []
     for index, box in enumerate(ndimage.find_objects(parts), start=1):
@@ -77,7 +80,8 @@ def object_polygons(labels: np.ndarray) -> dict[int, list[Polygon]]:
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"object_polygons takes a 2D label image (Y, X), got {labels.shape}")
+        raise DataError(f"object_polygons takes a 2D label image (Y, X), got {labels.shape}; "
+                        f"pass one plane, e.g. labels[z]")
     found = {}
     for index, box in enumerate(ndimage.find_objects(labels.astype(np.int64)), start=1):
         if box is not None:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError
+from microseg.errors import ConfigError, DataError
 from microseg.io.annotations import (
     ImportedAnnotations,
     check_output_dir,
@@ -126,7 +126,7 @@ def geojson_to_labels(source: str | Path | Sequence[dict[str, Any]], shape: Sequ
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3):
-        raise ValueError(f"shape must be (Y, X) or (Z, Y, X), got {shape}")
+        raise ConfigError(f"shape must be (Y, X) or (Z, Y, X), got {shape}")
     name = str(source) if isinstance(source, (str, Path)) else "GeoJSON features"
     features = read_geojson(source) if isinstance(source, (str, Path)) else list(source)
     parsed, skipped, problems = _parse_features(features, shape, nucleus)
@@ -279,7 +279,8 @@ def labels_to_geojson(labels: np.ndarray, class_names: Mapping[int, str] | None 
 
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
-        raise ValueError(f"labels must be (Y, X) or (Z, Y, X), got shape {labels.shape}")
+        raise DataError(f"labels must be (Y, X) or (Z, Y, X), got shape {labels.shape}; pass "
+                        f"a label image without channel or time axis")
     planes = [labels] if labels.ndim == 2 else list(labels)
     features = []
     for z, plane in enumerate(planes):

@@ -118,7 +118,7 @@ def rois_to_labels(rois: Any, shape: tuple[int, ...], group_by_name: bool = Fals
     """
     shape = tuple(int(size) for size in shape)
     if len(shape) not in (2, 3):
-        raise ValueError(f"shape must be (Y, X) or (Z, Y, X), got {shape}")
+        raise ConfigError(f"shape must be (Y, X) or (Z, Y, X), got {shape}")
     source = str(rois) if isinstance(rois, (str, Path)) else "ROIs"
     placed, skipped = _placed_rois(read_rois(rois), shape, source)
     objects, keys, outside = [], [], []

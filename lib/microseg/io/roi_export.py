@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import OutputExistsError
+from microseg.errors import ConfigError, DataError, OutputExistsError
 from microseg.io.annotations import ImportedAnnotations, check_output_dir, count_objects
 
 __all__ = ["import_fiji_folder", "labels_to_rois", "write_roiset"]
@@ -42,7 +42,8 @@ def labels_to_rois(labels: np.ndarray) -> list[Any]:
 
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
-        raise ValueError(f"labels must be (Y, X) or (Z, Y, X), got shape {labels.shape}")
+        raise DataError(f"labels must be (Y, X) or (Z, Y, X), got shape {labels.shape}; pass "
+                        f"a label image without channel or time axis")
     planes = [labels] if labels.ndim == 2 else list(labels)
     rois = []
     for z, plane in enumerate(planes):
@@ -93,7 +94,7 @@ def write_roiset(path: str | Path, labels: np.ndarray, overwrite: bool = False) 
 
     path = Path(path)
     if path.suffix.lower() != ".zip":
-        raise ValueError(f"{path}: a ROI set is a .zip file")
+        raise ConfigError(f"{path}: a ROI set is a .zip file; name it e.g. RoiSet_<stem>.zip")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
     rois = labels_to_rois(labels)
@@ -111,7 +112,6 @@ def import_fiji_folder(source: Path, out_dir: Path, images_dir: str | Path | Non
                        ndim: int | None = None, axes: str | None = None) -> ImportedAnnotations:
     """Fiji ROI sets, one per image, into ``out_dir/labels`` (see
     :func:`microseg.io.roi.import_roi_folder`); :class:`ImportedAnnotations` for the import."""
-    from microseg.errors import DataError
     from microseg.io.images import read_label
     from microseg.io.roi import import_roi_folder
 

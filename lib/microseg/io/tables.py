@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import DataError
+from microseg.errors import ConfigError, DataError
 
 __all__ = ["object_table", "open_canonical", "write_object_table", "write_object_tables",
            "write_prediction_tables"]
@@ -72,8 +72,8 @@ def _check_inputs(shape: tuple[int, ...], image: Any, pixel_size: Sequence[float
         raise DataError(f"the image (shape {tuple(image.shape)}, channels first) does not fit "
                         f"the labels of shape {shape}")
     if pixel_size is not None and len(pixel_size) != len(shape):
-        raise ValueError(f"pixel_size {tuple(pixel_size)}: give one value per spatial axis "
-                         f"({len(shape)}, ZYX order)")
+        raise ConfigError(f"pixel_size {tuple(pixel_size)}: give one value per spatial axis "
+                          f"({len(shape)}, ZYX order)")
     if channel_names and image is not None and len(channel_names) != image.shape[0]:
         raise DataError(f"{len(channel_names)} channel names for {image.shape[0]} channels")
 

@@ -92,7 +92,7 @@ class _BatchRenorm(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 < momentum <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}: momentum must be in (0, 1], found {momentum!r} "
                 "(the tiling paper uses 0.01)"
             )
@@ -144,7 +144,7 @@ class _BatchRenorm(nn.Module):
         per_channel = (1, -1) + (1,) * (values.dim() - 2)
         count = values.numel() // values.shape[1]
         if count < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} in training needs more than one value per channel, "
                 f"found input of shape {tuple(values.shape)}; use a larger batch or patch"
             )
@@ -249,7 +249,7 @@ def batchrenorm_class(spatial_dims: int) -> type[_BatchRenorm]:
 
 def _check_limits(r_max: float, d_max: float) -> None:
     if not r_max >= 1.0 or not d_max >= 0.0:
-        raise ValueError(
+        raise ConfigError(
             f"BatchRenorm limits need r_max >= 1 and d_max >= 0, found r_max={r_max!r}, "
             f"d_max={d_max!r} (r_max=1, d_max=0 is plain BatchNorm; the tiling paper ends at 3 and 5)"
         )

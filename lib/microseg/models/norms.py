@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from microseg.errors import ConfigError
 from microseg.models.batchrenorm import batchrenorm_class
 
 __all__ = ["FittedGroupNorm", "register_monai_norms"]
@@ -46,7 +47,7 @@ class FittedGroupNorm(nn.GroupNorm):
         self, num_features: int, num_groups: int = 8, eps: float = 1e-5, affine: bool = True
     ):
         if num_groups < 1 or num_features < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"FittedGroupNorm needs num_groups >= 1 and num_features >= 1, "
                 f"found {num_groups!r} and {num_features!r}"
             )

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from microseg.errors import ConfigError
+
 __all__ = ["ClassicUNet"]
 
 
@@ -92,9 +94,10 @@ class ClassicUNet(nn.Module):
         from monai.networks.layers.factories import Conv, Pool
 
         if len(strides) != len(channels) - 1 or len(channels) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"ClassicUNet needs at least two levels and one stride between consecutive levels, "
-                f"found channels={tuple(channels)} and strides={tuple(strides)}"
+                f"found channels={tuple(channels)} and strides={tuple(strides)}; give one stride fewer "
+                f"than channels, e.g. channels=(16, 32, 64), strides=(2, 2)"
             )
         blocks = dict(spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout)
         widths = [in_channels, *channels]

@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from microseg.errors import DataError
+
 __all__ = ["FitDiagnosis", "diagnose_fit"]
 
 Verdict = Literal["still improving", "under-fitting", "good fit", "over-fitting",
@@ -190,8 +192,9 @@ def _curves(history: Any) -> tuple[np.ndarray, np.ndarray]:
     columns = _columns(history)
     missing = [name for name in ("train_loss", "val_loss") if name not in columns]
     if missing:
-        raise ValueError(f"the history needs the columns train_loss and val_loss; "
-                         f"{', '.join(missing)} missing (found {', '.join(map(str, columns))})")
+        raise DataError(f"the history needs the columns train_loss and val_loss; "
+                        f"{', '.join(missing)} missing (found {', '.join(map(str, columns))}); pass "
+                        f"the history.csv of a training run (read_history_csv)")
     train = np.asarray(columns["train_loss"], dtype=np.float64)
     val = np.asarray(columns["val_loss"], dtype=np.float64)
     keep = np.isfinite(train) & np.isfinite(val)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from microseg.errors import MissingFileError
+
 __all__ = ["HISTORY_COLUMNS", "TIMING_COLUMNS", "read_history_csv", "write_history_csv"]
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_foreground_dice",
@@ -47,7 +49,8 @@ def read_history_csv(path: str | Path) -> list[dict[str, float]]:
     """Read ``history.csv`` back: one dict of floats per epoch (``epoch``/``steps`` as ints)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: no training history there")
+        raise MissingFileError(f"{path} does not exist: no training history there; training "
+                               f"writes history.csv into the model folder (notebook 02)")
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     whole = ("epoch", "steps")

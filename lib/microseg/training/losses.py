@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from microseg.errors import ConfigError
+
 __all__ = ["SegmentationLoss", "cross_entropy_loss", "make_loss", "soft_dice_loss"]
 
 
@@ -103,7 +105,7 @@ def make_loss(loss: str, dice_weight: float = 1.0, ce_weight: float = 1.0,
     """
     weights = {"dice": (1.0, 0.0), "ce": (0.0, 1.0), "dice+ce": (dice_weight, ce_weight)}
     if loss not in weights:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(weights)}")
+        raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(weights)}")
     return SegmentationLoss(*weights[loss], class_weights=class_weights)
 
 
