@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from microseg.errors import ConfigError
+
 __all__ = [
     "SUBSET_COLOURS",
     "display_plane",
@@ -50,8 +52,8 @@ def shorten_middle(name: str, max_chars: int = 24) -> str:
     'plate…annel1'
     """
     if max_chars < 3:
-        raise ValueError(f"max_chars must be at least 3 (one character, '…', one character), "
-                         f"got {max_chars}")
+        raise ConfigError(f"max_chars must be at least 3 (one character, '…', one character), "
+                          f"got {max_chars}")
     if len(name) <= max_chars:
         return name
     head = (max_chars - 1) // 2
