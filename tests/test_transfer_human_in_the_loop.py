@@ -220,3 +220,15 @@ def test_corrections_in_two_places_are_refused(round_one):
     assert caught.value.problems == ["cell_a: changed labels/ and qupath/; keep the corrections "
                                      "in one of them (copy the other back from predicted/ or "
                                      "delete it)"]
+
+
+def test_the_pause_for_corrections_names_every_place_to_correct(round_one, monkeypatch, capsys):
+    from microseg.recipes.fine_tune import ask_for_corrections
+
+    round_, prompts = round_one[0], []
+    monkeypatch.setattr("builtins.input", lambda prompt="": prompts.append(prompt) or "")
+    ask_for_corrections(round_)
+    printed = capsys.readouterr().out
+    assert round_.readme.read_text() in printed and len(prompts) == 1
+    assert f"{round_.folder} in one place: labels/ (label images), qupath/ (QuPath GeoJSON), " \
+           f"fiji/ (Fiji ROI sets)" in printed

@@ -212,5 +212,10 @@ def ask_for_corrections(round_: Any) -> None:
     box in Jupyter). Needs a person: headless runs use simulated corrections instead.
     """
     print(round_.readme.read_text())
-    print(f"Correct the label images in {round_.labels_dir}, save them, then press Enter.")
+    places = [f"{name}/ ({what})" for name, what in (("labels", "label images"),
+                                                     ("qupath", "QuPath GeoJSON"),
+                                                     ("fiji", "Fiji ROI sets"))
+              if (round_.folder / name).is_dir()]
+    print(f"Correct each image in {round_.folder} in one place: {', '.join(places)}; save, then "
+          f"press Enter.")
     input("Press Enter when the corrections are saved: ")
