@@ -188,6 +188,21 @@ def test_models_are_evaluated_on_another_run_folders_split(run_dir):
     assert (run_dir / "eval" / "summary.json").is_file() and not (target / "eval").exists()
 
 
+def test_a_nan_pixel_in_an_evaluated_folder_names_the_image(run_dir, tmp_path):
+    from microseg.io import read_image, write_image
+
+    data_dir = tmp_path / "user_data"
+    shutil.copytree(run_dir / "data" / "synthetic", data_dir)
+    damaged = sorted((data_dir / "images").iterdir())[1]
+    image = read_image(damaged).astype(np.float32)
+    image[0, 3, 4] = np.nan
+    damaged.unlink()
+    write_image(damaged, image, axes="CYX")
+    with pytest.raises(DataError, match="1 NaN and 0 infinite pixel") as raised:
+        evaluate_models(run_dir, data_dir=data_dir, device="cpu")
+    assert str(damaged) in str(raised.value)
+
+
 def test_folder_with_missing_or_non_integer_labels_is_explained(run_dir, tmp_path):
     import tifffile
 

@@ -202,6 +202,7 @@ def _subset_samples(run: RunFolder, subset: str) -> tuple[list[Any], Any]:
 
 
 def _folder_samples(data_dir: Path, manifest: Any, task: str) -> list[Any]:
+    from microseg.data.checks import require_finite
     from microseg.data.dataset import Sample
     from microseg.io import pair_folder, read_image, read_label
     from microseg.transforms.normalization import (
@@ -220,6 +221,7 @@ def _folder_samples(data_dir: Path, manifest: Any, task: str) -> list[Any]:
     samples = []
     for pair in pairs:
         image = read_image(pair.image, axes=axes, ndim=pair.ndim)
+        require_finite(image, pair.image)
         low, high = percentile_statistics(image, norm)
         label = read_label(pair.label, ndim=pair.ndim)
         samples.append(Sample(pair.stem, normalize(image, low, high, norm.clip), label,
