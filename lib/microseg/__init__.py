@@ -3,8 +3,8 @@
 Importing the package is cheap: heavy dependencies (torch, MONAI, Dask) are imported by the
 modules that need them. Typical entry points:
 
->>> from microseg.data.synthetic import write_synthetic_dataset   # doctest: +SKIP
->>> from microseg.io import pair_folder, read_image               # doctest: +SKIP
+>>> from microseg.data.synthetic import write_synthetic_dataset
+>>> from microseg.io import pair_folder, read_image
 """
 
 from microseg.errors import ConfigError, DataError, MicrosegError, OutputExistsError, RunOrderError

@@ -243,8 +243,14 @@ def writing(path: str | Path) -> Iterator[None]:
 
     Example
     -------
-    >>> with writing("runs/demo/notes.txt"):                    # doctest: +SKIP
-    ...     Path("runs/demo/notes.txt").write_text("...")
+    >>> with tempfile.TemporaryDirectory() as folder, writing(Path(folder) / "notes.txt"):
+    ...     (Path(folder) / "notes.txt").write_text("...")
+    3
+    >>> with writing("/no/such/folder/notes.txt"):
+    ...     Path("/no/such/folder/notes.txt").write_text("...")
+    Traceback (most recent call last):
+    ...
+    microseg.errors.WriteError: ...
     """
     try:
         yield

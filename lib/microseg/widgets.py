@@ -9,11 +9,12 @@ the parameters cell's values, so headless runs never depend on a click.
 
 Example (in a notebook, after the parameters cell)
 -------
+>>> data_dir, ndim, seed, epochs, quick, export_formats = None, 2, 0, None, True, ["onnx"]
 >>> form = parameter_form(globals(), {"data_dir": "folder", "ndim": [2, 3],
 ...                                   "seed": (0, 100), "epochs": int | None, "quick": bool,
-...                                   "export_formats": AnyOf("onnx", "torchscript")},
-...                       run_dir=run_dir, name="01_prepare_data")   # doctest: +SKIP
->>> form                                                               # doctest: +SKIP
+...                                   "export_formats": AnyOf("onnx", "torchscript")})
+>>> type(form).__name__  # shown as the cell's last expression; run_dir=..., name=... save it
+'VBox'
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Example
 -------
->>> from microseg.data.split import load_manifest                   # doctest: +SKIP
+>>> from microseg.data.split import load_manifest
 >>> train = load_subset(load_manifest("runs/demo"), "train")         # doctest: +SKIP
 >>> train[0].image.shape, train[0].image.dtype, train[0].target.dtype  # doctest: +SKIP
 ((1, 256, 256), dtype('float32'), dtype('uint8'))

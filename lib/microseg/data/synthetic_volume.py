@@ -30,8 +30,14 @@ cropped, so block values equal those of a whole-volume computation exactly.
 
 Example
 -------
->>> path = write_synthetic_volume("volume.zarr", shape=(64, 256, 256), chunks=(32, 64, 64),
-...                               labels_path="volume_labels.zarr")        # doctest: +SKIP
+>>> import tempfile, zarr
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_synthetic_volume(Path(folder) / "volume.zarr", shape=(16, 64, 64),
+...                                   chunks=(16, 32, 32),
+...                                   labels_path=Path(folder) / "volume_labels.zarr")
+...     volume = zarr.open_array(str(path), mode="r")
+...     volume.shape, volume.chunks, volume.dtype.name
+((1, 16, 64, 64), (1, 16, 32, 32), 'uint16')
 >>> image, labels = synthetic_volume_block((64, 64, 64), (slice(0, 16),) * 3, seed=0)
 >>> image.shape, image.dtype.name, labels.dtype.name
 ((1, 16, 16, 16), 'uint16', 'int32')

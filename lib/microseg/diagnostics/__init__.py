@@ -4,7 +4,7 @@ prediction: :mod:`microseg.inference.receptive_field`.)
 
 Import the submodules; this package imports nothing heavy.
 
->>> from microseg.diagnostics.mismatch import tile_mismatch                       # doctest: +SKIP
+>>> from microseg.diagnostics.mismatch import tile_mismatch
 """
 
 __all__: list[str] = []

@@ -6,7 +6,7 @@ folded into BatchNorm first (identical in eval mode), so exported files hold onl
 
 Importing this package is cheap; torch, ONNX and bioimageio are imported when an export runs.
 
->>> from microseg.export import export_bioimageio, export_onnx, export_torchscript  # doctest: +SKIP
+>>> from microseg.export import export_bioimageio, export_onnx, export_torchscript
 >>> export_onnx(model, image[None], "model.onnx")["max_abs_diff"]      # doctest: +SKIP
 """
 

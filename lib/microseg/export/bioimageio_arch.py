@@ -19,7 +19,9 @@ def build_from_kwargs(**kwargs: Any) -> Any:
 
     Example
     -------
-    >>> net = build_from_kwargs(ndim=2, channels=[4, 8, 16], strides=[2, 2])  # doctest: +SKIP
+    >>> net = build_from_kwargs(ndim=2, channels=[4, 8, 16], strides=[2, 2])
+    >>> type(net).__name__, net.size_divisor
+    ('UNet', 4)
     """
     from microseg.models import ModelConfig, build_model
 

@@ -2,9 +2,14 @@
 
 Example
 -------
->>> result = export_torchscript(model, image[None], "model.torchscript.pt")  # doctest: +SKIP
->>> result["max_abs_diff"] <= 1e-4                                         # doctest: +SKIP
-True
+>>> import tempfile, torch
+>>> from microseg.models import ModelConfig, build_model
+>>> model = build_model(ModelConfig(channels=(4, 8, 16), num_res_units=1)).eval()
+>>> with tempfile.TemporaryDirectory() as folder:
+...     result = export_torchscript(model, torch.zeros(1, 1, 32, 32),
+...                                 Path(folder) / "model.torchscript.pt")
+>>> result["method"], result["max_abs_diff"] <= 1e-4
+('script', True)
 """
 
 from __future__ import annotations

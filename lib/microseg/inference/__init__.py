@@ -2,7 +2,7 @@
 
 Import the submodules; this package imports nothing heavy.
 
->>> from microseg.inference.tiling import predict_tiled, predict_whole, tile_grid  # doctest: +SKIP
+>>> from microseg.inference.tiling import predict_tiled, predict_whole, tile_grid
 """
 
 __all__: list[str] = []

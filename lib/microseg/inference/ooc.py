@@ -35,10 +35,18 @@ The output folder::
 
 Example
 -------
->>> result = predict_volume_to_zarr(network, "huge.tif", "runs/demo/predictions/unet/huge",
-...                                 tile_shape=128, halo=16)            # doctest: +SKIP
->>> result["complete"], result["blocks_predicted"]                       # doctest: +SKIP
-(True, 512)
+>>> import tempfile, zarr
+>>> from microseg.models import ModelConfig, build_model
+>>> network = build_model(ModelConfig(ndim=3, channels=(4, 8, 16), num_res_units=1)).eval()
+>>> volume = np.random.default_rng(0).random((1, 32, 32, 64)).astype(np.float32)  # or a file
+>>> with tempfile.TemporaryDirectory() as folder:
+...     result = predict_volume_to_zarr(network, volume, Path(folder) / "huge", tile_shape=32,
+...                                     halo=8, axes="CZYX", block_shape=32)
+...     probabilities = zarr.open_array(result["probabilities"], mode="r")
+...     probabilities.shape, probabilities.dtype.name
+((3, 32, 32, 64), 'float32')
+>>> result["complete"], result["blocks_total"], result["blocks_predicted"]
+(True, 2, 2)
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ makes stitching exact.
 
 Example
 -------
->>> from microseg.models import ModelConfig, build_model  # doctest: +SKIP
->>> config = ModelConfig(channels=(4, 8, 16), num_res_units=2, norm="batch")  # doctest: +SKIP
->>> model = build_model(config)  # doctest: +SKIP
->>> rf = theoretical_receptive_field(model, ndim=2, in_channels=1)  # doctest: +SKIP
->>> rf.extent, recommended_halo(rf, divisor=4)  # doctest: +SKIP
+>>> from microseg.models import ModelConfig, build_model
+>>> config = ModelConfig(channels=(4, 8, 16), num_res_units=2, norm="batch")
+>>> model = build_model(config)
+>>> rf = theoretical_receptive_field(model, ndim=2, in_channels=1)
+>>> rf.extent, recommended_halo(rf, divisor=4)
 ((47, 47), (24, 24))
 """
 

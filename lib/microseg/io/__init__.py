@@ -15,7 +15,7 @@ the tools microscopists use.
 Importing this package loads only NumPy; tifffile, Zarr, roifile, scikit-image, pandas and
 bioio are imported by the functions that need them.
 
->>> from microseg.io import pair_folder, read_image        # doctest: +SKIP
+>>> from microseg.io import pair_folder, read_image
 """
 
 from microseg.io.annotations import (

@@ -10,8 +10,13 @@ containers allowed, and refuses anything else.
 
 Example
 -------
->>> labels = read_seg_masks("cellpose/img01_seg.npy")              # doctest: +SKIP
->>> write_seg_file("out/img01_seg.npy", labels, image_name="img01.tif")  # doctest: +SKIP
+>>> import tempfile
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_seg_file(Path(folder) / "img01_seg.npy", labels, image_name="img01.tif")
+...     np.array_equal(read_seg_masks(path), labels)
+True
 """
 
 from __future__ import annotations

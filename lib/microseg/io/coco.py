@@ -16,8 +16,14 @@ ids become classes 1..K in the order of their ids. :func:`write_coco` writes RLE
 
 Example
 -------
->>> labels, classes, notes = coco_to_labels(load_coco("train.json"), image_id=1)  # doctest: +SKIP
->>> write_coco("out.json", {"a.png": labels})                                 # doctest: +SKIP
+>>> import tempfile
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> with tempfile.TemporaryDirectory() as folder:
+...     data = load_coco(write_coco(Path(folder) / "out.json", {"a.png": labels}))
+>>> read, classes, notes = coco_to_labels(data, image_id=1)
+>>> np.array_equal(read, labels), notes
+(True, [])
 """
 
 from __future__ import annotations

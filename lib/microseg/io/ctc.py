@@ -15,8 +15,16 @@ cells become background, which the import notes.
 
 Example
 -------
->>> write_ctc_sequence("ctc", "01", frames, {0: labels0, 5: labels5})   # doctest: +SKIP
->>> import_ctc_folder(Path("ctc"), Path("runs/demo/data/import"))       # doctest: +SKIP
+>>> import tempfile
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> frames = [np.full((32, 32), t, np.uint16) for t in range(6)]
+>>> with tempfile.TemporaryDirectory() as folder:
+...     root = write_ctc_sequence(Path(folder) / "ctc", "01", frames, {0: labels, 5: labels})
+...     result = import_ctc_folder(root, Path(folder) / "import")
+...     names = sorted(p.name for p in result.labels_dir.iterdir())
+>>> result.n_images, result.n_objects, names
+(2, 4, ['01_t000.tif', '01_t005.tif'])
 """
 
 from __future__ import annotations

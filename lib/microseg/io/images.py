@@ -11,10 +11,13 @@ attribute), a documented guess from the shape (:func:`guess_axes`).
 
 Example
 -------
->>> image = read_image("images/cell_01.tif")              # doctest: +SKIP
->>> image.shape, image.dtype                               # doctest: +SKIP
-((1, 512, 512), dtype('uint16'))
->>> write_image("out/cell_01.tif", image, axes="CYX")      # doctest: +SKIP
+>>> import tempfile
+>>> image = np.arange(2 * 64 * 48, dtype=np.uint16).reshape(64, 48, 2)
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_image(Path(folder) / "cell_01.tif", image, axes="YXC")
+...     read = read_image(path)
+>>> read.shape, read.dtype, np.array_equal(read, np.moveaxis(image, -1, 0))
+((2, 64, 48), dtype('uint16'), True)
 """
 
 from __future__ import annotations
@@ -299,8 +302,11 @@ def read_image(path: str | Path, axes: str | None = None, ndim: int | None = Non
     and, before reading, for pixels that would not fit in the memory available (TIFF, NumPy
     and Zarr declare their size; :func:`open_image` reads such files piece by piece).
 
-    >>> read_image("images/cell_01.png").shape                # doctest: +SKIP
-    (1, 512, 512)
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_image(Path(folder) / "cell_01.png", np.zeros((64, 48), np.uint8))
+    ...     read_image(path).shape
+    (1, 64, 48)
     """
     path = Path(path)
     fmt = _format_of(path)
@@ -369,8 +375,12 @@ def read_label(path: str | Path, ndim: int | None = None) -> np.ndarray:
     changes label values). Pass ``ndim=3`` for a volume with few slices (else it may be read as
     channels).
 
-    >>> read_label("labels/cell_01.tif").dtype                 # doctest: +SKIP
-    dtype('int32')
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_image(Path(folder) / "cell_01.tif", np.array([[0, 1], [2, 2]], np.uint8))
+    ...     read_label(path)
+    array([[0, 1],
+           [2, 2]], dtype=int32)
     """
     path = Path(path)
     _refuse_lossy_labels(path)

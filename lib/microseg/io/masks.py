@@ -10,8 +10,15 @@ same way with TIFF files.
 
 Example
 -------
->>> labels, overlapping = masks_to_labels(sorted(Path("dsb/abc/masks").iterdir()))  # doctest: +SKIP
->>> write_mask_folder("out", "abc", image, labels)                            # doctest: +SKIP
+>>> import tempfile
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> image = np.zeros((1, 32, 32), np.uint8)
+>>> with tempfile.TemporaryDirectory() as folder:
+...     sample = write_mask_folder(folder, "abc", image, labels)
+...     read, overlapping = masks_to_labels(sorted((sample / "masks").iterdir()))
+>>> np.array_equal(read, labels), overlapping
+(True, 0)
 """
 
 from __future__ import annotations

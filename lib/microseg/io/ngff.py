@@ -16,10 +16,15 @@ or memory map) can be written.
 
 Example
 -------
->>> write_ome_zarr("out/cell_01.ome.zarr", image, {"cells": labels}, pixel_size=(0.65, 0.65))
-...                                                             # doctest: +SKIP
->>> read_ngff_labels("out/cell_01.ome.zarr", "cells").shape   # doctest: +SKIP
-(512, 512)
+>>> import tempfile
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> image = np.zeros((1, 32, 32), np.uint16)
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_ome_zarr(Path(folder) / "cell_01.ome.zarr", image, {"cells": labels},
+...                           pixel_size=(0.65, 0.65))
+...     np.array_equal(read_ngff_labels(path, "cells"), labels)
+True
 """
 
 from __future__ import annotations

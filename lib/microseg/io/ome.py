@@ -18,10 +18,13 @@ a scale without unit), or says it only for some axes (:func:`image_metadata` kee
 
 Example
 -------
->>> pixel_size("images/cell_01.ome.tif")                    # doctest: +SKIP
+>>> import tempfile
+>>> image = np.zeros((1, 32, 32), np.uint16)
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_ome_tiff(Path(folder) / "cell_01.ome.tif", image, pixel_size=(0.65, 0.65),
+...                           channel_names=["DAPI"])
+...     pixel_size(path)
 (0.65, 0.65)
->>> write_ome_tiff("out/cell_01.ome.tif", image, pixel_size=(0.65, 0.65),
-...                channel_names=["DAPI"])                   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -19,9 +19,13 @@ along pixel edges, named ``object <id>``, optionally classified.
 
 Example
 -------
->>> write_geojson("out/cell_01.geojson", labels)                   # doctest: +SKIP
->>> read = geojson_to_labels("out/cell_01.geojson", labels.shape)  # doctest: +SKIP
->>> np.array_equal(read.labels, labels)                            # doctest: +SKIP
+>>> import tempfile
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_geojson(Path(folder) / "cell_01.geojson", labels)
+...     read = geojson_to_labels(path, labels.shape)
+>>> np.array_equal(read.labels, labels)
 True
 """
 

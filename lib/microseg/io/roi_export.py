@@ -10,9 +10,13 @@ Manager, and save it with *More > Save...*.
 
 Example
 -------
->>> write_roiset("out/RoiSet_cell_01.zip", labels)                    # doctest: +SKIP
+>>> import tempfile
 >>> from microseg.io.roi import rois_to_labels
->>> np.array_equal(rois_to_labels("out/RoiSet_cell_01.zip", labels.shape), labels)  # doctest: +SKIP
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_roiset(Path(folder) / "RoiSet_cell_01.zip", labels)
+...     np.array_equal(rois_to_labels(path, labels.shape), labels)
 True
 """
 

@@ -18,7 +18,15 @@ array from out-of-core prediction) can be measured; objects split between slabs 
 
 Example
 -------
->>> table = object_table(labels, image, pixel_size=(0.65, 0.65))      # doctest: +SKIP
+>>> labels = np.zeros((32, 32), np.int32)
+>>> labels[4:12, 4:14], labels[18:28, 8:20] = 1, 2
+>>> image = np.ones((1, 32, 32), np.uint16)
+>>> image[0, 18:28, 8:20] = 5
+>>> table = object_table(labels, image, pixel_size=(0.65, 0.65))
+>>> table[["label", "area_px", "area_um2", "centroid_y", "mean_c0"]]
+   label  area_px  area_um2  centroid_y  mean_c0
+0      1       80      33.8         7.5      1.0
+1      2      120      50.7        22.5      5.0
 >>> write_object_tables("predictions/labels", "new_images", "predictions/objects")
 ...                                                                    # doctest: +SKIP
 """

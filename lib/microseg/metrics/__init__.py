@@ -4,7 +4,7 @@ Each metric is defined in the docstring of its module (:mod:`microseg.metrics.pi
 :mod:`microseg.metrics.instance`). Only NumPy is imported here; SciPy is imported when a matching
 needs the Hungarian algorithm.
 
->>> from microseg.metrics import match_instances, pixel_metrics   # doctest: +SKIP
+>>> from microseg.metrics import match_instances, pixel_metrics
 """
 
 from microseg.metrics.instance import (

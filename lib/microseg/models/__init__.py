@@ -4,8 +4,8 @@ Importing this package imports torch and MONAI and registers ``"batchrenorm"``, 
 ``"identity"`` and ``"fittedgroup"`` in MONAI's ``Norm`` factory (:mod:`microseg.models.norms`),
 so any MONAI network accepts ``norm="batchrenorm"``.
 
->>> from microseg.models import ModelConfig, TrainedModel, build_model    # doctest: +SKIP
->>> from microseg.models.batchrenorm import RenormSchedule, fold_batchrenorm  # doctest: +SKIP
+>>> from microseg.models import ModelConfig, TrainedModel, build_model
+>>> from microseg.models.batchrenorm import RenormSchedule, fold_batchrenorm
 """
 
 from microseg.models.batchrenorm import (

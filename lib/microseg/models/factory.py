@@ -212,7 +212,9 @@ def build_model(config: ModelConfig) -> nn.Module:
 
     Example
     -------
-    >>> model = build_model(model_preset("paper3d"))  # doctest: +SKIP
+    >>> model = build_model(model_preset("paper3d"))
+    >>> model.size_divisor, sum(p.numel() for p in model.parameters())
+    (4, 1356707)
     """
     from microseg.models.norms import register_monai_norms
 

@@ -10,9 +10,11 @@
 
 Example
 -------
->>> import microseg.models  # registers the names  # doctest: +SKIP
->>> from monai.networks.nets import UNet  # doctest: +SKIP
->>> UNet(2, 1, 3, (4, 8, 16), (2, 2), norm=("batchrenorm", {"momentum": 0.01}))  # doctest: +SKIP
+>>> import microseg.models  # registers the names
+>>> from monai.networks.nets import UNet
+>>> net = UNet(2, 1, 3, (4, 8, 16), (2, 2), norm=("batchrenorm", {"momentum": 0.01}))
+>>> sorted({type(m).__name__ for m in net.modules() if "norm" in type(m).__name__.lower()})
+['BatchRenorm2d']
 """
 
 from __future__ import annotations

@@ -75,8 +75,10 @@ class ClassicUNet(nn.Module):
 
     Example
     -------
-    >>> import microseg.models  # registers "batchrenorm"  # doctest: +SKIP
-    >>> net = ClassicUNet(3, 1, 3, channels=(32, 64, 128), strides=(2, 2), norm="batchrenorm")  # doctest: +SKIP
+    >>> import microseg.models  # registers "batchrenorm"
+    >>> net = ClassicUNet(3, 1, 3, channels=(32, 64, 128), strides=(2, 2), norm="batchrenorm")
+    >>> net.eval()(torch.zeros(1, 1, 16, 16, 16)).shape
+    torch.Size([1, 3, 16, 16, 16])
     """
 
     def __init__(

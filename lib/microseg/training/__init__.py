@@ -18,7 +18,7 @@ Submodules:
 
 The names below are imported on first use, so ``import microseg.training`` stays cheap.
 
->>> from microseg.training import TrainConfig, Trainer  # doctest: +SKIP
+>>> from microseg.training import TrainConfig, Trainer
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 Example
 -------
+>>> import tempfile
 >>> rows = [{"epoch": 1, "train_loss": 0.9, "val_loss": 1.0}]
->>> read_history_csv(write_history_csv("history.csv", rows)) == rows  # doctest: +SKIP
+>>> with tempfile.TemporaryDirectory() as folder:
+...     read_history_csv(write_history_csv(Path(folder) / "history.csv", rows)) == rows
 True
 """
 

@@ -10,8 +10,8 @@ Submodules (import them directly; this package imports nothing heavy):
   layer group;
 - :mod:`microseg.transfer.human_in_the_loop` — predict, let a person correct, retrain.
 
->>> from microseg.transfer.loading import load_pretrained          # doctest: +SKIP
->>> from microseg.transfer.freezing import freeze                  # doctest: +SKIP
+>>> from microseg.transfer.loading import load_pretrained
+>>> from microseg.transfer.freezing import freeze
 """
 
 __all__: list[str] = []

@@ -9,9 +9,10 @@ that do not exist in real data, so strengths are modest by default.
 Example
 -------
 >>> import numpy as np
->>> augment = Augmenter(AugmentConfig(), ndim=2, seed=0)          # doctest: +SKIP
->>> image, target = augment(np.zeros((1, 64, 64), np.float32),
-...                         np.zeros((64, 64), np.uint8))          # doctest: +SKIP
+>>> augment = Augmenter(AugmentConfig(), ndim=2, seed=0)
+>>> image, target = augment(np.zeros((1, 64, 64), np.float32), np.zeros((64, 64), np.uint8))
+>>> image.shape, image.dtype, target.shape, target.dtype
+((1, 64, 64), dtype('float32'), (64, 64), dtype('uint8'))
 """
 
 from __future__ import annotations
