@@ -106,7 +106,7 @@ def colab_badge(notebook_path: str | PurePath) -> str:
 
     Raises
     ------
-    ValueError
+    ConfigError
         If ``notebook_path`` does not name a ``.ipynb`` file.
 
     Example
@@ -133,7 +133,7 @@ def colab_cells(notebook_path: str | PurePath) -> list[Any]:
 
     Raises
     ------
-    ValueError
+    ConfigError
         If ``notebook_path`` does not name a ``.ipynb`` file.
     """
     from nbformat import v4

@@ -751,7 +751,7 @@ def gather_run_report(run_dir: str | Path) -> RunReport:
 
     Raises
     ------
-    FileNotFoundError
+    MissingFileError
         If ``run_dir`` is not a folder.
     """
     root = Path(run_dir)
@@ -784,7 +784,7 @@ def render_run_report(report: RunReport) -> str:
 def write_run_report(run_dir: str | Path) -> Path:
     """Gather and render the run folder's report, written atomically to ``run_dir/index.html``.
 
-    Returns the path. Raises FileNotFoundError if ``run_dir`` is not a folder.
+    Returns the path. Raises :class:`MissingFileError` if ``run_dir`` is not a folder.
     """
     page = render_run_report(gather_run_report(run_dir))
     return atomic_write_text(Path(run_dir) / "index.html", page)

@@ -46,7 +46,7 @@ def shorten_middle(name: str, max_chars: int = 24) -> str:
     "…", ``max_chars`` characters in all: long file names then fit above a figure panel, and
     the end, where names usually differ (numbers, channels), stays visible.
 
-    Raises ValueError if ``max_chars`` is below 3.
+    Raises :class:`ConfigError` if ``max_chars`` is below 3.
 
     >>> shorten_middle("plate01_wellB07_field003_channel1", 12)
     'plate…annel1'

@@ -118,7 +118,7 @@ def form_value(name: str, spec: Any, raw: Any) -> Any:
 
     Raises
     ------
-    ValueError
+    ConfigError
         When the text of an ``int | None``/``float | None`` field is not a number.
 
     Example

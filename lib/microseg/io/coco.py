@@ -117,7 +117,7 @@ def encode_rle(mask: np.ndarray, box: tuple[slice, slice] | None = None,
 def decode_rle(rle: Mapping[str, Any]) -> tuple[tuple[slice, slice], np.ndarray]:
     """``(box, mask)``: the object of a COCO RLE cropped to its bounding box (rows, cols).
 
-    ``counts`` may be a list or a compressed string. Raises ``ValueError`` when the run
+    ``counts`` may be a list or a compressed string. Raises :class:`DataError` when the run
     lengths do not add up to ``height * width``.
     """
     height, width = (int(s) for s in rle["size"])

@@ -101,7 +101,8 @@ def guess_axes(shape: Sequence[int], ndim: int | None = None) -> str:
       most 8; else error.
     - 5 dims with a leading singleton (a single time point): ``"T"`` + the 4-dims guess.
 
-    Raises ``ValueError`` asking for explicit axes when no rule applies.
+    Raises :class:`DataError` asking for explicit axes when no rule applies, and
+    :class:`ConfigError` for an ``ndim`` other than 2, 3 or None.
 
     >>> guess_axes((512, 512)), guess_axes((512, 512, 3)), guess_axes((2, 512, 512))
     ('YX', 'YXC', 'CYX')
@@ -159,7 +160,7 @@ def validate_axes(axes: str, shape: Sequence[int]) -> str:
 
     Valid axes strings are those in :data:`VALID_AXES`: ``"YX"``, ``"CYX"``, ``"YXC"``, ``"ZYX"``,
     ``"CZYX"``, ``"ZCYX"``, ``"ZYXC"``, each optionally with a leading ``"T"`` of size 1. An ``"S"``
-    (samples, as tifffile names RGB components) is read as ``"C"``. Raises ``ValueError`` naming the
+    (samples, as tifffile names RGB components) is read as ``"C"``. Raises :class:`DataError` naming the
     valid strings and the shape, or, for more than one time point, how to proceed.
 
     >>> validate_axes("yxs", (64, 64, 3))

@@ -38,7 +38,7 @@ def export_labels(labels_path: str | Path, image_path: str | Path | None, out_di
     """Write one label file in ``formats`` into ``out_dir``; returns ``{format: path}``.
 
     image_path: the image the labels belong to (needed for ``"ome-zarr"``; its pixel size and
-    channel names are used unless ``pixel_size`` is given). Raises ``ValueError`` for an unknown
+    channel names are used unless ``pixel_size`` is given). Raises :class:`ConfigError` for an unknown
     format, :class:`DataError` for ``"ome-zarr"`` without an image or for mismatched shapes,
     :class:`~microseg.errors.OutputExistsError` for existing outputs unless ``overwrite``.
     """

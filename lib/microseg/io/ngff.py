@@ -55,7 +55,8 @@ def write_ome_zarr(path: str | Path, image: Any, labels: Mapping[str, Any] | Non
     labels: name → label image ``(Y, X)``/``(Z, Y, X)`` of the image's spatial shape.
     pixel_size: µm per pixel, one per spatial axis (ZYX order); channel_names: one per channel.
     Returns the path. Raises :class:`OutputExistsError` for an existing path unless
-    ``overwrite`` (then it is replaced), ``ValueError`` for shapes or names that do not fit.
+    ``overwrite`` (then it is replaced), :class:`DataError` for shapes or channel names that do
+    not fit, :class:`ConfigError` for a pixel size that does not.
     """
     import zarr
 
@@ -87,7 +88,7 @@ def add_ngff_labels(path: str | Path, name: str, labels: Any,
 
     Raises :class:`DataError` when ``path`` is not an OME-Zarr image or the labels do not have
     its spatial shape, :class:`OutputExistsError` for an existing label image of that name
-    unless ``overwrite``, ``ValueError`` for a name other than letters, digits, ``_.-``.
+    unless ``overwrite``, :class:`ConfigError` for a name other than letters, digits, ``_.-``.
     """
     import zarr
 

@@ -241,7 +241,8 @@ def write_ome_tiff(path: str | Path, image: np.ndarray, pixel_size: Sequence[flo
     """Write a canonical ``"CYX"``/``"CZYX"`` image as OME-TIFF with its pixel size (µm, ZYX
     order, one per spatial axis) and channel names. Returns the path.
 
-    Raises ``ValueError`` for a pixel size or names that do not fit the image, and
+    Raises :class:`ConfigError` for a pixel size, :class:`DataError` for channel names that do
+    not fit the image, and
     :class:`OutputExistsError` for an existing file unless ``overwrite``.
     """
     import tifffile

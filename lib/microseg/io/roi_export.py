@@ -40,7 +40,7 @@ def labels_to_rois(labels: np.ndarray) -> list[Any]:
 
     Ordered by slice, then object id; ROIs are named ``object <id>`` (``object <id> z<k>`` in a
     volume, k the 1-based slice). Raises
-    ``ValueError`` for other shapes.
+    :class:`DataError` for other shapes.
     """
     from microseg.io.outlines import object_polygons
 

@@ -56,7 +56,7 @@ def object_table(labels: Any, image: Any = None, pixel_size: Sequence[float] | N
     image: optional canonical ``"CYX"``/``"CZYX"`` array-like of the same spatial shape, for
     the mean intensities. pixel_size: µm per pixel along the spatial axes (ZYX order).
     Rows are sorted by label. Raises :class:`DataError` for shapes that do not fit and
-    ``ValueError`` for a pixel size of the wrong length.
+    :class:`ConfigError` for a pixel size of the wrong length.
     """
     import pandas as pd
 

@@ -262,7 +262,7 @@ def set_renorm_limits(model: nn.Module, r_max: float, d_max: float) -> int:
 
     Raises
     ------
-    ValueError
+    ConfigError
         If ``r_max < 1`` or ``d_max < 0``.
     """
     _check_limits(r_max, d_max)

@@ -81,7 +81,7 @@ def diagnose_fit(history: Any, min_epochs: int = 5, trend_tolerance: float = 0.0
 
     Raises
     ------
-    ValueError
+    DataError
         If ``train_loss`` or ``val_loss`` is missing.
     """
     train, val = _curves(history)
