@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from microseg.inference.receptive_field import HaloTooSmallWarning
 from microseg.errors import RunOrderError
+from microseg.inference.receptive_field import HaloTooSmallWarning
 from microseg.recipes.diagnose import diagnose_model, sweep_sizes
 
 
