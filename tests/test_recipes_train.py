@@ -9,6 +9,7 @@ import torch
 
 from microseg.errors import OutputExistsError, RunOrderError
 from microseg.models import ModelConfig
+from microseg.models.checkpoint import load_network
 from microseg.recipes.train import (
     default_configs,
     describe_configs,
@@ -18,7 +19,6 @@ from microseg.recipes.train import (
     validation_predictions,
 )
 from microseg.runs import RunFolder
-from microseg.models.checkpoint import load_network
 from microseg.training.config import TrainConfig
 from microseg.training.live_plot import plot_predictions
 
@@ -48,7 +48,7 @@ def test_quick_training_prepares_data_and_writes_the_model_folder(trained_run):
     assert sum(summary["class_frequencies"]) == pytest.approx(1.0)
     model, config, extra = load_network(folder)
     assert config.channels == (4, 8, 16) and config.norm == "batchrenorm"
-    assert config.out_classes == 3 and extra["best_val_loss"] == summary["best_val_loss"]
+    assert config.out_classes == 5 and extra["best_val_loss"] == summary["best_val_loss"]
     assert run.model_names() == ["unet"]
 
 
@@ -200,7 +200,7 @@ def test_prepare_training_describes_head_scale_and_budget(trained_run):
     table = setup.describe()
     assert table.loc["time budget", "value"] == "3 min"
     assert "→ 30 px" in table.loc["object scale", "value"]
-    assert table.loc["instance head", "value"] == "three_class"
+    assert table.loc["instance head", "value"] == "distance"
     assert setup.train_config.max_minutes == 3
 
 
