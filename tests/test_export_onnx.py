@@ -38,3 +38,23 @@ def test_existing_file_is_refused(tmp_path, trained_like_unet):
     with pytest.raises(OutputExistsError):
         export_onnx(trained_like_unet("batch", 2), np.zeros((1, 1, 16, 16), np.float32), path)
     assert path.read_bytes() == b"earlier"
+
+
+def test_a_fixed_input_shape_network_exports_with_static_spatial_axes(tmp_path):
+    """UNETR's position embeddings fix its input shape: exported for that shape (batch still
+    dynamic), ONNX Runtime reproduces it on another batch of that shape."""
+    from microseg.models import ModelConfig, build_model
+
+    config = ModelConfig(architecture="unetr", img_size=(32, 32), hidden_size=16, mlp_dim=16,
+                         num_heads=2, feature_size=4)
+    model = build_model(config).eval()
+    example = np.random.default_rng(0).normal(size=(1, 1, 32, 32)).astype(np.float32)
+
+    result = export_onnx(model, example, tmp_path / "unetr.onnx", dynamic_spatial=False)
+
+    assert result["max_abs_diff"] <= 1e-4
+    other = np.random.default_rng(1).normal(size=(3, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(other)).numpy()
+    np.testing.assert_allclose(run_onnx(tmp_path / "unetr.onnx", other), expected, atol=1e-4,
+                               rtol=0)

@@ -199,6 +199,42 @@ def test_fixed_input_shape_models_are_predicted_in_windows_of_that_shape(shape):
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
 
 
+def test_a_fixed_input_shape_network_takes_any_shape_through_its_windowed_form(tmp_path):
+    """Block-wise prediction hands the network windows of other shapes (border blocks): the
+    windowed form runs it on windows of its fixed shape only and equals it on that shape; a
+    U-Net is its own windowed form; out-of-core prediction of a UNETR gives probabilities."""
+    import torch
+
+    config = ModelConfig(architecture="unetr", img_size=(64, 64), hidden_size=16, mlp_dim=16,
+                         num_heads=2, feature_size=4)
+    network = build_model(config).eval()
+    seen = []
+    network.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[2:])))
+    model = TrainedModel.from_network(network, config)
+    windowed = model.windowed_network
+    x = torch.from_numpy(np.random.default_rng(1).random((2, 1, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        np.testing.assert_array_equal(windowed(x).numpy(), network(x).numpy())
+        odd = windowed(x[:, :, :40, :56])
+        larger = windowed(torch.cat([x, x], dim=-1))
+    assert odd.shape == (2, 3, 40, 56) and larger.shape == (2, 3, 64, 128)
+    assert set(seen) == {(64, 64)}
+    unet = TrainedModel.from_network(*tiny_unet())
+    assert unet.windowed_network is unet.network
+    import zarr
+
+    plan = model.plan_prediction((90, 70))
+    seen.clear()
+    result = model.predict_volume(np.random.default_rng(2).random((1, 90, 70)).astype(np.float32),
+                                  tmp_path / "out", tile_shape=plan.tile, halo=plan.halo,
+                                  device="cpu")
+    assert set(seen) == {(64, 64)}
+
+    found = zarr.open_array(result["probabilities"], mode="r")[...]
+    assert found.shape == (3, 90, 70) and np.isfinite(found).all()
+    np.testing.assert_allclose(found.sum(0), 1.0, atol=1e-4)
+
+
 def test_saved_settings_are_json_a_person_can_read(tmp_path):
     network, config = tiny_unet()
     folder = model_folder(tmp_path, network, config)

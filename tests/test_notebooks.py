@@ -18,7 +18,9 @@ EXPECTED_SUMMARIES = {
                          "split_manifest"}),
     "02_train_from_scratch": ("models/unet/summary.json",
                               {"best_val_loss", "best_val_dice", "epochs_run", "stopped_early",
-                               "fit_diagnosis", "model_dir", "device", "seconds"}),
+                               "fit_diagnosis", "model_dir", "device", "seconds",
+                               "instance_head", "object_diameter", "scale_factor",
+                               "max_minutes"}),
     "03_transfer_learning": ("models/transfer/summary.json",
                              {"zero_shot_dice", "adapted_dice", "scratch_dice",
                               "trainable_params", "total_params"}),
@@ -30,7 +32,8 @@ EXPECTED_SUMMARIES = {
                                      {"trf", "recommended_halo", "tile_mismatch", "max_abs_diff",
                                       "train_eval_disparity", "tile_sweep", "norm_comparison"}),
     "07_deploy": ("predictions/*/summary.json",
-                  {"n_inputs", "outputs", "voxels_per_second", "peak_memory_mb", "exports"}),
+                  {"n_inputs", "outputs", "voxels_per_second", "peak_memory_mb", "exports",
+                   "tta"}),
 }
 
 
@@ -101,3 +104,27 @@ def test_prepare_notebook_runs_with_no_parameters(tmp_path):
     summary = json.loads((run_dir / "data" / "summary.json").read_text())
     assert summary["n_images"] == summary["n_train"] + summary["n_val"] + summary["n_test"]
     assert summary["ndim"] == 2 and summary["task"] == "instance"
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_with_a_unetr(tmp_path):
+    """The transformer architecture through the whole chain (quick mode, 2D): notebook 02
+    trains a UNETR, which transfer learning, fine-tuning, evaluation, the diagnostics and the
+    deployment then load and predict in windows of its fixed input shape."""
+    from microseg.chain import run_chain
+    from microseg.models import TrainedModel
+
+    run_dir = tmp_path / "run"
+    results = run_chain(run_dir, quick=True, parameters={"architecture": "unetr"},
+                        html_export=False, log=lambda _: None)
+    assert [r.name for r in results] == [p.stem for p in NOTEBOOKS]
+    for name in ("unet", "transfer", "finetune"):
+        model = TrainedModel.load(run_dir / "models" / name)
+        assert model.config.architecture == "unetr" and model.config.img_size, name
+    for path in NOTEBOOKS:
+        pattern, keys = EXPECTED_SUMMARIES[path.stem]
+        found = sorted(run_dir.glob(pattern))
+        assert found, f"{path.name} wrote no {pattern}"
+        assert keys <= set(json.loads(found[0].read_text())), path.name
+    deployed = json.loads(next(run_dir.glob("predictions/*/summary.json")).read_text())
+    assert deployed["n_inputs"] >= 1 and not deployed.get("errors")

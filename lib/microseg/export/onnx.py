@@ -54,12 +54,14 @@ def export_onnx(
     opset: int = 18,
     tolerance: float | None = 1e-4,
     overwrite: bool = False,
+    dynamic_spatial: bool = True,
 ) -> dict[str, Any]:
     """Write ``model`` as ONNX, validate the file, run it with ONNX Runtime and compare outputs.
 
     The exported copy is on the CPU, in eval mode, with BatchRenorm folded into BatchNorm;
     ``model`` is not changed. The graph's input is named ``"input"`` (N, C, *spatial) and its
-    output ``"logits"`` (N, K, *spatial); batch and spatial axes are dynamic.
+    output ``"logits"`` (N, K, *spatial); the batch axis is dynamic, and the spatial axes unless
+    ``dynamic_spatial`` is false (networks of fixed input shape, e.g. UNETR).
 
     Parameters
     ----------
@@ -70,6 +72,7 @@ def export_onnx(
     tolerance : largest accepted absolute difference between ONNX Runtime's output and the
         PyTorch model's; ``None`` only measures it.
     overwrite : replace an existing file at ``path``.
+    dynamic_spatial : export spatial axes of any size; false: the example's shape only.
 
     Returns
     -------
@@ -87,7 +90,7 @@ def export_onnx(
     refuse_existing(path, overwrite)
     inputs = as_input_tensor(example_input)
     expected = reference_output(model, inputs)
-    program = _onnx_program(exportable_copy(model), inputs, opset)
+    program = _onnx_program(exportable_copy(model), inputs, opset, dynamic_spatial)
     atomic_write(path, lambda tmp: program.save(str(tmp)))
     onnx.checker.check_model(str(path), full_check=True)
     found = run_onnx(path, inputs.numpy())
@@ -111,11 +114,13 @@ def run_onnx(path: str | Path, batch: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
 
 
-def _onnx_program(model: torch.nn.Module, inputs: torch.Tensor, opset: int) -> Any:
+def _onnx_program(model: torch.nn.Module, inputs: torch.Tensor, opset: int,
+                  dynamic_spatial: bool = True) -> Any:
     import torch
     from torch.export import Dim
 
-    dynamic = {axis: Dim.DYNAMIC for axis in [0, *range(2, inputs.ndim)]}
+    axes = [0, *range(2, inputs.ndim)] if dynamic_spatial else [0]
+    dynamic = {axis: Dim.DYNAMIC for axis in axes}
     # The torch.export-based exporter reports deprecations inside its own dependencies and logs
     # that optional torchvision operators are unavailable; neither concerns this graph, which
     # is validated and run after export.

@@ -228,6 +228,17 @@ class TrainedModel:
         return None if fixed is None else tuple(fixed)
 
     @property
+    def windowed_network(self) -> Any:
+        """The network as a module that takes inputs of any shape: itself, or for a network of
+        fixed input shape (UNETR) a wrapper that runs it on overlapping windows of that shape,
+        blended with Gaussian weights and reflected where the input is smaller (for block-wise
+        prediction, whose border blocks are smaller than the window)."""
+        fixed = self.fixed_input_shape
+        if fixed is None:
+            return self.network
+        return _FixedShapeWindows(self.network, fixed, self.size_divisor)
+
+    @property
     def halo(self) -> tuple[int, ...]:
         """Context per spatial axis for tiled prediction (module docstring); measured once."""
         return self._halo(self.ndim)
@@ -593,3 +604,23 @@ def _halo_list(halo: int | Sequence[int], ndim: int | None) -> tuple[int, ...]:
 def _agrees(first: float, second: float) -> bool:
     """Two scale factors within :data:`AUTO_SCALE_TOLERANCE` of each other."""
     return max(first, second) / min(first, second) <= AUTO_SCALE_TOLERANCE
+
+
+def _FixedShapeWindows(network: Any, shape: tuple[int, ...], divisor: int) -> Any:
+    """A torch module running ``network`` (fixed input ``shape``) on windows of any input."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    class FixedShapeWindows(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+            self.size_divisor = divisor
+
+        def forward(self, x: Any) -> Any:
+            if tuple(x.shape[2:]) == tuple(shape):
+                return self.network(x)
+            return sliding_window_inference(x, shape, 4, self.network, overlap=0.5,
+                                            mode="gaussian", padding_mode="reflect")
+
+    return FixedShapeWindows()

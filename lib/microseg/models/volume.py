@@ -76,7 +76,7 @@ def _predict(model: Any, volume: Any, output: Path, tile_shape: Any, halo: Any,
     if model.task == "instance":
         model.instance_postprocessing()
     return predict_volume_to_zarr(
-        model.network, volume, output, tile_shape, halo, normalization=model.normalization,
+        model.windowed_network, volume, output, tile_shape, halo, normalization=model.normalization,
         instance_labels=model.labels if model.task == "instance" else None, **options)
 
 
@@ -123,7 +123,7 @@ def _predict_volume_to_zarr_plain(model: Any, volume: Any, output: Path, tile_sh
     """Probabilities only, at the scale ``volume`` is given in (step 2)."""
     from microseg.inference.ooc import predict_volume_to_zarr
 
-    return predict_volume_to_zarr(model.network, volume, output, tile_shape, halo,
+    return predict_volume_to_zarr(model.windowed_network, volume, output, tile_shape, halo,
                                   normalization=model.normalization, output="probabilities",
                                   **options)
 

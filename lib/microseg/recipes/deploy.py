@@ -490,7 +490,7 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
                    for o in result["outputs"]]
     voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
     example = _example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
-                            plan.model.size_divisor)
+                            plan.model.size_divisor, plan.model.fixed_input_shape)
     return {**result, "predictions": predictions, "voxels": voxels, "n_objects": None,
             "worker_peak_memory_mb": None, "example": example}
 
@@ -517,10 +517,12 @@ def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, 
                     "scale_factor": result["scale_factor"]}]
     return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
             "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
-            "example": _example_crop(volume, plan.halo, model.size_divisor)}
+            "example": _example_crop(volume, plan.halo, model.size_divisor,
+                                     model.fixed_input_shape)}
 
 
-def _example_crop(volume: Any, halo: Sequence[int], divisor: int) -> np.ndarray:
+def _example_crop(volume: Any, halo: Sequence[int], divisor: int,
+                  fixed: Sequence[int] | None = None) -> np.ndarray:
     """A raw crop (C, *side) from the start of ``volume`` for export checks.
 
     Each side is the smallest multiple of ``divisor`` larger than twice the halo (what a
@@ -531,7 +533,7 @@ def _example_crop(volume: Any, halo: Sequence[int], divisor: int) -> np.ndarray:
 
     ndim = len(volume.shape) - 1
     sides = [max(_MIN_EXPORT_SIDE[ndim], (2 * h // divisor + 1) * divisor) for h in halo]
-    sides = [math.ceil(s / divisor) * divisor for s in sides]
+    sides = [math.ceil(s / divisor) * divisor for s in sides] if fixed is None else list(fixed)
     return read_window(volume, [0] * ndim, sides, "reflect").astype(np.float32)
 
 
@@ -577,7 +579,8 @@ def _export_onnx(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray) -
     from microseg.export import export_onnx
 
     found = export_onnx(plan.model.network, batch,
-                        plan.results / "export" / "model.onnx", overwrite=plan.overwrite)
+                        plan.results / "export" / "model.onnx", overwrite=plan.overwrite,
+                        dynamic_spatial=plan.model.fixed_input_shape is None)
     return {"path": found["path"], "max_abs_diff": found["max_abs_diff"]}
 
 

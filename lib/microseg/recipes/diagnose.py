@@ -5,7 +5,8 @@
 - the theoretical and effective receptive field, and the recommended halo;
 - tile mismatch: do overlapping tiles, predicted independently, agree?
 - train/eval disparity: do predictions change between ``train()`` and ``eval()``?
-- a tile-size sweep: Dice and mismatch against the inner tile size;
+- a tile-size sweep: Dice and mismatch against the inner tile size (not for a network of fixed
+  input shape, UNETR, which reads windows of one size only);
 - optionally the tiling paper's comparison of normalization layers (new small models trained on the
   built-in 3D data, or on the run's own split).
 
@@ -117,7 +118,7 @@ def diagnose_model(
     run = RunFolder(run_dir)
     subject = _load_subject(run, model_name, quick, device)
     field = _receptive_field(subject, halo, quick)
-    tile = _inner_tile(subject, tile_shape)
+    tile = _inner_tile(subject, tile_shape, field["halo"])
     mismatch = _tile_mismatch(subject, tile, field["halo"], device)
     disparity = _disparity(subject, device)
     sweep = _sweep(subject, tile, field["halo"], device)
@@ -191,10 +192,15 @@ def _receptive_field(subject: _Subject, halo: int | None, quick: bool) -> dict[s
         recommended_halo,
         theoretical_receptive_field,
     )
+    from microseg.models.factory import required_input_shape
 
     ndim, channels, trials = subject.config.ndim, subject.config.in_channels, 2 if quick else 4
-    trf = theoretical_receptive_field(subject.model, ndim, channels, n_trials=trials)
-    erf = effective_receptive_field(subject.model, ndim, channels, n_trials=trials)
+    fixed = required_input_shape(subject.config)
+    # A network of fixed input shape (UNETR) is probed at that shape only: its attention
+    # reaches the whole window, which the measurement then reports.
+    probe = dict(n_trials=trials, size=None if fixed is None else int(min(fixed)))
+    trf = theoretical_receptive_field(subject.model, ndim, channels, **probe)
+    erf = effective_receptive_field(subject.model, ndim, channels, **probe)
     recommended = recommended_halo(trf, subject.divisor)
     if halo is not None and halo < 0:
         raise ConfigError(f"halo must be >= 0 pixels, found {halo}")
@@ -204,7 +210,7 @@ def _receptive_field(subject: _Subject, halo: int | None, quick: bool) -> dict[s
         "trf": trf,
         "erf": erf,
         "halo": used,
-        "magnitude": input_gradient_magnitude(subject.model, ndim, channels, n_trials=trials),
+        "magnitude": input_gradient_magnitude(subject.model, ndim, channels, **probe),
         "summary": {
             "trf": trf.to_dict(),
             "erf": erf.to_dict(),
@@ -215,9 +221,18 @@ def _receptive_field(subject: _Subject, halo: int | None, quick: bool) -> dict[s
     }
 
 
-def _inner_tile(subject: _Subject, tile_shape: int | None) -> int:
+def _inner_tile(subject: _Subject, tile_shape: int | None, halo: int) -> int:
+    from microseg.models.factory import required_input_shape
+
     if tile_shape is not None and tile_shape < 1:
         raise ConfigError(f"tile_shape must be >= 1 pixel, found {tile_shape}")
+    fixed = required_input_shape(subject.config)
+    if fixed is not None:
+        # Windows of the model's fixed shape: the inner tile is what the halo leaves of it.
+        if tile_shape is not None:
+            log.info("tile_shape %s ignored: this model reads windows of %s pixels only",
+                     tile_shape, tuple(fixed))
+        return max(subject.divisor, int(min(fixed)) - 2 * halo)
     wanted = max(subject.patch_size) if tile_shape is None else int(tile_shape)
     return max(subject.divisor, wanted // subject.divisor * subject.divisor)
 
@@ -304,8 +319,14 @@ def sweep_sizes(tile: int, divisor: int, largest: int) -> list[int]:
 
 def _sweep(subject: _Subject, tile: int, halo: int, device: Any) -> Any:
     from microseg.diagnostics.sweep import tile_size_sweep
+    from microseg.models.factory import required_input_shape
 
     largest = max(max(s.image.shape[1:]) for s in subject.val)
+    if required_input_shape(subject.config) is not None:
+        import pandas as pd
+
+        log.info("no tile-size sweep: this model reads windows of one fixed size only")
+        return pd.DataFrame(columns=["tile_size", "input_side", "dice", "mismatch"])
     sizes = sweep_sizes(tile, subject.divisor, largest)
     return tile_size_sweep(
         subject.model, subject.val, sizes, halo, batch_size=subject.batch_size, device=device
@@ -366,8 +387,9 @@ def _figures(
             (field["halo"],) * subject.config.ndim,
             subject.divisor,
         ),
-        "tile_sweep": figures.plot_tile_sweep(sweep),
     }
+    if not sweep.empty:
+        result["tile_sweep"] = figures.plot_tile_sweep(sweep)
     if mismatch["first"] is not None:
         sample, first = mismatch["first"]
         result["tile_mismatch"] = figures.plot_mismatch_map(sample.image, first)
