@@ -157,3 +157,30 @@ def test_recipes_get_the_parameters_they_take_and_forms_their_widgets():
                             "seed"]
     assert fields["seed"] == (0, 10) and fields["tta"] is bool
     assert isinstance(fields["export_formats"], AnyOf) and "auto" in fields["object_diameter"]
+
+
+@pytest.mark.parametrize(("stem", "recipes"), [
+    ("02_train_from_scratch", ("microseg.recipes.train:prepare_training",
+                               "microseg.recipes.train:train_model")),
+    ("05_evaluate", ("microseg.recipes.evaluate:evaluate_models",)),
+    ("07_deploy", ("microseg.recipes.deploy:DeployConfig",)),
+])
+def test_notebook_defaults_are_the_library_defaults(stem, recipes):
+    """A notebook run with its defaults does what the library does with its defaults (what
+    the benchmarks measure): every parameter the stage function also takes has the same
+    default in both."""
+    import importlib
+    import inspect
+
+    defaults = parameters_cell(next(p for p in list_notebooks() if p.stem == stem))
+    compared = set()
+    for recipe in recipes:
+        module, name = recipe.split(":")
+        function = getattr(importlib.import_module(module), name)
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.name in defaults and parameter.default is not inspect.Parameter.empty:
+                library = parameter.default
+                library = list(library) if isinstance(library, tuple) else library
+                assert defaults[parameter.name] == library, (stem, parameter.name)
+                compared.add(parameter.name)
+    assert {"quick"} < compared

@@ -50,6 +50,9 @@ def test_quick_training_prepares_data_and_writes_the_model_folder(trained_run):
     assert config.channels == (4, 8, 16) and config.norm == "batchrenorm"
     assert config.out_classes == 5 and extra["best_val_loss"] == summary["best_val_loss"]
     assert run.model_names() == ["unet"]
+    # the default head is chosen from the labels: the synthetic cells sit on background
+    assert summary["instance_head"] == "distance"
+    assert "objects on background" in summary["instance_head_reason"]
 
 
 def test_existing_model_is_kept_and_resume_finishes_it(trained_run):

@@ -124,3 +124,24 @@ def test_heads_have_their_class_counts_and_names():
         n_classes_for("instance", head="flows")
     with pytest.raises(ConfigError, match="at least 2 levels"):
         n_classes_for("instance", head="distance", levels=1)
+
+
+def test_auto_head_follows_the_median_share_of_labelled_pixels():
+    """Counted pixel by pixel: two images mostly covered and one sparse choose three_class;
+    the other way round, distance; an image without labels is left out; none at all is an
+    error."""
+    from microseg.transforms.targets import AUTO_HEAD_COVERAGE, choose_instance_head
+
+    def covering(share: float) -> np.ndarray:
+        label = np.zeros((10, 10), np.int32)
+        label.flat[:round(share * 100)] = np.arange(1, round(share * 100) + 1) % 7 + 1
+        return label
+
+    dense, sparse = covering(0.8), covering(0.1)
+    assert sum(1 for v in dense.flat if v) / dense.size >= AUTO_HEAD_COVERAGE
+    head, reason = choose_instance_head([dense, dense, sparse, None])
+    assert head == "three_class" and "80%" in reason
+    assert choose_instance_head([sparse, sparse, dense])[0] == "distance"
+    assert choose_instance_head([covering(AUTO_HEAD_COVERAGE)])[0] == "three_class"
+    with pytest.raises(DataError, match="labelled"):
+        choose_instance_head([None])

@@ -106,7 +106,7 @@ PARAMETER_CHOICES: dict[str, list[Any]] = {
     "ndim": [2, 3], "task": ["instance", "binary", "semantic"],
     "architecture": ["unet", "classic_unet", "unetr"],
     "norm": ["batchrenorm", "batch", "instance", "group", "none"],
-    "instance_head": ["distance", "three_class"], "device": ["auto", "cpu", "cuda"],
+    "instance_head": ["auto", "distance", "three_class"], "device": ["auto", "cpu", "cuda"],
     "subset": ["test", "val"], "comparison_data": ["synthetic", "run"],
     "object_diameter": ["auto", None, 10.0, 20.0, 30.0, 50.0],
     "batch_size": [None, "auto", 1, 2, 4, 8, 16, 32],

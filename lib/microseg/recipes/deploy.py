@@ -134,7 +134,7 @@ class DeployConfig(StageConfig):
     output: Literal["labels", "probabilities", "both"] = "labels"
     synthetic_shape: tuple[int, ...] | None = None
     quick: bool = False
-    object_diameter: float | str | None = None
+    object_diameter: float | str | None = "auto"
     tta: bool = False
 
     def __post_init__(self) -> None:
@@ -211,7 +211,7 @@ def deploy(run_dir: str | Path, model_name: str | None = None,
            output: str = "labels", quick: bool = False, overwrite: bool = False, *,
            synthetic_shape: Sequence[int] | None = None, batch_size: int = 4,
            device: Any = None, progress: bool = True,
-           object_diameter: float | str | None = None, tta: bool = False,
+           object_diameter: float | str | None = "auto", tta: bool = False,
            label_export_formats: Sequence[str] = ()) -> dict[str, Any]:
     """Predict new data with a trained model, out of core where needed, and export the model.
 

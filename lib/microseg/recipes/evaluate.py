@@ -108,7 +108,7 @@ class EvaluationConfig(StageConfig):
     tune_postprocessing: bool = True
     n_overlays: int = 4
     max_images: int | None = None
-    object_diameter: float | str | None = None
+    object_diameter: float | str | None = "auto"
     tta: bool = False
 
     def __post_init__(self) -> None:
@@ -695,7 +695,7 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
                     data_dir: str | Path | None = None, device: str = "auto",
                     task: str | None = None, overwrite: bool = False,
                     split_dir: str | Path | None = None,
-                    object_diameter: float | str | None = None,
+                    object_diameter: float | str | None = "auto",
                     tta: bool = False) -> dict[str, Any]:
     """Evaluate trained models on held-out labelled images; write tables, figures and reports.
 

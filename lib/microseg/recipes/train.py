@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 
 QUICK_CHANNELS = (4, 8, 16)
 
-DEFAULT_HEAD = "distance"
-"""The instance head notebook 02 trains unless told otherwise."""
+DEFAULT_HEAD = "auto"
+"""The instance head notebook 02 trains unless told otherwise ("auto":
+:func:`microseg.transforms.targets.choose_instance_head`)."""
 
 CANONICAL_DIAMETER = {2: 30.0, 3: 20.0}
 """Object diameter (pixels) images are resampled to when training at a canonical scale."""
@@ -72,6 +73,7 @@ class TrainingSetup:
     scale : :class:`~microseg.data.representation.ScaleFacts` of the training images.
     model_config, train_config : the configs the run uses.
     automatic_batch : ``batch_size="auto"``: the largest batch the GPU holds is found first.
+    head_reason : why ``instance_head="auto"`` chose its head (None when the head was given).
     """
 
     manifest: Any
@@ -82,6 +84,7 @@ class TrainingSetup:
     model_config: Any
     train_config: Any
     automatic_batch: bool = False
+    head_reason: str | None = None
 
     def describe(self) -> Any:
         """The settings as a table, each with what it means (:func:`describe_configs`)."""
@@ -121,8 +124,10 @@ def prepare_training(run_dir: str | Path, architecture: str = "unet",
         ``best_train_config.json``); its configs are used as they are, except ``epochs`` and
         ``patience`` when given here. ``architecture``, ``norm`` and the other settings are
         then ignored.
-    instance_head : instance task: ``"three_class"`` (background, interior, boundary) or
-        ``"distance"`` (distance-to-border levels; :mod:`microseg.transforms.targets`).
+    instance_head : instance task: ``"three_class"`` (background, interior, boundary),
+        ``"distance"`` (distance-to-border levels; :mod:`microseg.transforms.targets`) or
+        ``"auto"`` (chosen from how much of the training images the objects cover,
+        :func:`~microseg.transforms.targets.choose_instance_head`).
     object_diameter : train at a canonical object size (:mod:`microseg.transforms.scale`):
         ``"auto"`` measures each training image's median object diameter on its labels and
         resamples it to ``canonical_diameter``; a number is the diameter (pixels) of every
@@ -138,6 +143,7 @@ def prepare_training(run_dir: str | Path, architecture: str = "unet",
     """
     run = RunFolder(run_dir)
     train, val, manifest = _load_split(run, quick)
+    instance_head, reason = _resolved_head(instance_head, manifest, train)
     plan = representation(manifest, instance_head, object_diameter, canonical_diameter)
     train, val, facts = _represented(train, val, plan)
     automatic = batch_size == "auto"
@@ -150,7 +156,8 @@ def prepare_training(run_dir: str | Path, architecture: str = "unet",
             train, train_config.batch_size, train_config.patch_size))
     if max_minutes is not None:
         train_config = train_config.replace(max_minutes=max_minutes)
-    return TrainingSetup(manifest, train, val, plan, facts, model_config, train_config, automatic)
+    return TrainingSetup(manifest, train, val, plan, facts, model_config, train_config, automatic,
+                         reason)
 
 
 def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "auto",
@@ -180,7 +187,8 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
     ``stopped_early``, ``fit_diagnosis`` ({verdict, reason}), ``model_dir``, ``device``,
     ``seconds``, ``steps``, ``parameters``, ``class_frequencies``, ``warnings``,
     ``world_size``, ``halo`` (the context tiled prediction reads, from the receptive field),
-    ``instance_head``, ``object_diameter`` (median of the training images, pixels),
+    ``instance_head`` (with ``instance_head_reason`` for ``"auto"``), ``object_diameter``
+    (median of the training images, pixels),
     ``canonical_diameter``, ``scale_factor`` (median over the images) with
     ``scale_factor_min``/``scale_factor_max``, and ``max_minutes``.
 
@@ -203,6 +211,7 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
                               callbacks=list(callbacks), distributed=context))
         plan = setup.representation
         summary.update(instance_head=plan.head if plan.task == "instance" else None,
+                       instance_head_reason=setup.head_reason,
                        canonical_diameter=plan.canonical_diameter,
                        max_minutes=setup.train_config.max_minutes, **setup.scale.to_dict())
         if context.is_main:
@@ -570,6 +579,19 @@ def representation(manifest: Any, instance_head: str = DEFAULT_HEAD,
                           f"pixels (a positive number)")
     given = None if object_diameter in (None, "auto") else float(object_diameter)
     return Representation(manifest.task, instance_head, DISTANCE_LEVELS, canonical, given)
+
+
+def _resolved_head(instance_head: str, manifest: Any, train: list) -> tuple[str, str | None]:
+    """``"auto"`` → the head the training labels call for, with the reason (logged)."""
+    if instance_head != "auto":
+        return instance_head, None
+    if manifest.task != "instance":
+        return "three_class", None
+    from microseg.transforms.targets import choose_instance_head
+
+    head, reason = choose_instance_head(sample.label for sample in train)
+    log.info("instance head: %s", reason)
+    return head, reason
 
 
 def _represented(train: list, val: list, plan: Any) -> tuple[list, list, Any]:
