@@ -97,6 +97,29 @@ def test_fine_tune_quick_with_a_correction_round(tmp_path):
     assert (run_dir / "target" / "data" / "pool" / "labels" / "synthetic_000.tif").is_file()
 
 
+def test_adapted_models_keep_the_pretrained_head_and_object_scale(tmp_path):
+    """A model of the distance head trained at a canonical size: transfer learning, fine-tuning
+    and its correction round save models that predict the same way (prediction.json)."""
+    from microseg.models import PredictionSettings, TrainedModel
+
+    run_dir = tmp_path / "run"
+    prepare_data(run_dir, quick=True)
+    config = CONFIG.replace(out_classes=5)
+    folder = RunFolder(run_dir).model_dir("unet")
+    folder.mkdir(parents=True)
+    config.save(folder / "config.json")
+    save_checkpoint(folder / "best.pt", {"model": build_model(config).state_dict(), "epoch": 1})
+    PredictionSettings(task="instance", instance_head="distance", canonical_diameter=12.0,
+                       object_diameter=15.0).save(folder / "prediction.json")
+    transfer_learning(run_dir, quick=True)
+    fine_tune(run_dir, quick=True, rounds=1, images_per_round=1)
+    for name in ("transfer", "finetune", "finetune_round1"):
+        model = TrainedModel.load(RunFolder(run_dir).model_dir(name))
+        assert model.settings.instance_head == "distance", name
+        assert model.settings.canonical_diameter == 12.0, name
+        assert model.config.out_classes == 5, name
+
+
 def test_default_pretrained_model_comes_from_notebook_02(tmp_path):
     with pytest.raises(RunOrderError, match="02_train_from_scratch"):
         prepare_transfer(tmp_path / "empty_run", quick=True)

@@ -122,15 +122,20 @@ class TransferSetup:
         from microseg.inference.instances import InstancePostprocessing
         from microseg.models import TrainedModel
 
-        plan, facts = self.representation, self.scale
-        head = plan.head if plan is not None else "three_class"
+        settings = self.representation_settings()
         return TrainedModel.from_network(
             network, config, task=self.task,
             normalization=self.manifest.normalization_config(),
-            postprocessing=InstancePostprocessing(head=head),
-            input_axes=self.manifest.input_axes, instance_head=head,
-            canonical_diameter=None if plan is None else plan.canonical_diameter,
-            object_diameter=None if facts is None else facts.median_diameter)
+            postprocessing=InstancePostprocessing(head=settings["instance_head"]),
+            input_axes=self.manifest.input_axes, **settings)
+
+    def representation_settings(self) -> dict[str, Any]:
+        """The pretrained model's instance head and object scale, as the adapted models keep
+        them (:class:`~microseg.models.PredictionSettings` fields)."""
+        plan, facts = self.representation, self.scale
+        return {"instance_head": plan.head if plan is not None else "three_class",
+                "canonical_diameter": None if plan is None else plan.canonical_diameter,
+                "object_diameter": None if facts is None else facts.median_diameter}
 
 
 @dataclasses.dataclass
@@ -435,7 +440,7 @@ def fit_model(setup: TransferSetup, model_name: str, mode: str, model: Any, conf
     best = TrainedModel.finish(fit.model_dir, task=manifest.task,
                                normalization=manifest.normalization_config(),
                                input_axes=manifest.input_axes, quick=setup.quick,
-                               device=trainer.device)
+                               device=trainer.device, **setup.representation_settings())
     quality = measure_quality(setup.predictor(best.network, best.config), setup.test, mode)
     log.info("%s (%s): foreground Dice %.3f on %d target test image(s)", model_name, mode,
              quality.foreground_dice, len(setup.test))
