@@ -55,6 +55,8 @@ Usage::
     ... --label capped --budget-minutes 30
     # score another tool's label images (WORK/peers/<tool>/predictions/<stem>.tif, run.json):
     ... --score-peer /work/bench/usiigaci/peers/stardist --label StarDist
+    # evaluate a row's trained model again with other settings (a new row, the same training):
+    ... --evaluate-again "defaults 30min" --label "defaults 30min, TTA" --eval tta=True
     # only write the split and the data layout (what the peer runners read):
     ... --layout-only
     # the Markdown table of every row in WORK/results:
@@ -502,6 +504,33 @@ def _brief(trained: dict[str, Any]) -> dict[str, Any]:
             "fit_verdict": (trained.get("fit_diagnosis") or {}).get("verdict")}
 
 
+def evaluate_again(work: Path, row_label: str, label: str,
+                   eval_settings: dict[str, Any]) -> dict[str, Any]:
+    """The model a microseg row trained, evaluated again with ``eval_settings`` (e.g. TTA) on
+    the same test images; the new row keeps the original training's length and seconds.
+    Predictions go to ``WORK/runs/<row>/predictions-<label>/``."""
+    from microseg.recipes.evaluate import evaluate_models
+
+    name = _slug(row_label)
+    rows = [json.loads(p.read_text()) for p in (work / "results").glob("*.json")]
+    original = next((r for r in rows if r.get("tool") == "microseg"
+                     and Path(r.get("run_dir", "")).name == name), None)
+    if original is None:
+        raise SystemExit(f"no microseg row {row_label!r} in {work / 'results'}")
+    run_dir = Path(original["run_dir"])
+    evaluated, eval_time = _timed(lambda: evaluate_models(
+        run_dir, model_names=[name], data_dir=work / "data" / "test", overwrite=True,
+        **eval_settings))
+    predictions = _write_predictions(evaluated["results"][name],
+                                     run_dir / f"predictions-{_slug(label)}")
+    scores = score_folders(predictions, work / "data" / "test" / "labels")
+    kept = ("tool", "steps", "epochs", "training", "prepare", "train_summary",
+            "budget_stop_epoch", "split_adjusted", "run_dir")
+    return {**{k: original.get(k) for k in kept}, "scores": scores, "evaluate": eval_time,
+            "evaluated_again_from": original["label"],
+            "postprocessing": evaluated["models"][name]["postprocessing"]}
+
+
 def score_peer(work: Path, peer_dir: Path) -> dict[str, Any]:
     """The row of another tool: its ``run.json`` and the scores of its ``predictions/``."""
     record = json.loads((peer_dir / "run.json").read_text())
@@ -608,6 +637,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="stop training after this process CPU time")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--score-peer", type=Path, help="score a peer folder instead of training")
+    parser.add_argument("--evaluate-again", metavar="ROW",
+                        help="evaluate the model of microseg row ROW again (with --eval)")
     parser.add_argument("--layout-only", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the rows of WORK/results")
     return parser.parse_args(argv)
@@ -645,6 +676,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     torch.set_num_threads(args.threads)
     if args.score_peer is not None:
         row = score_peer(work, args.score_peer.resolve())
+    elif args.evaluate_again is not None:
+        settings = {"train": {}, "eval": parse_settings(args.eval), "prepare": {}}
+        row = {**evaluate_again(work, args.evaluate_again, args.label, settings["eval"]),
+               "settings": settings}
     else:
         settings = {stage: parse_settings(getattr(args, stage))
                     for stage in ("train", "eval", "prepare")}

@@ -338,3 +338,11 @@ def test_the_budget_stops_training_once():
     spent(trainer, {"epoch": 3})
     spent(trainer, {"epoch": 4})
     assert trainer.stopped_early and spent.stopped_at_epoch == 3
+
+
+def test_evaluating_again_names_the_missing_row(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "peer.json").write_text(json.dumps(
+        {"label": "x", "tool": "StarDist", "run_dir": str(tmp_path / "runs" / "x")}))
+    with pytest.raises(SystemExit, match="no microseg row 'x'"):
+        real_data.evaluate_again(tmp_path, "x", "x, TTA", {"tta": True})
