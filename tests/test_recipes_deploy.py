@@ -80,7 +80,8 @@ def test_out_of_core_prediction_equals_whole_image_prediction(deployed):
     image = _read(summary["input"])
     model, _, _ = load_network(run_dir / "models" / "unet")
     low, high = percentile_statistics(image)
-    expected = predict_whole(model, normalize(image, low, high), halo=24)
+    assert summary["tta"] is True  # the default: every tile in its 8 orientations
+    expected = predict_whole(model, normalize(image, low, high), halo=24, tta=True)
     found = _read(summary["predictions"][0]["probabilities"])
     labels = _read(summary["predictions"][0]["labels"])
     assert found.shape == expected.shape == (2, *image.shape[1:])

@@ -60,10 +60,26 @@ def recomputed(run_dir, stem_order):
 
     model, _, _ = load_network(run_dir / "models" / "unet", device="cpu")
     post = load_postprocessing(run_dir / "models" / "unet")
-    halo = json.loads((run_dir / "eval" / "unet" / "eval_config.json").read_text())["halo"]
+    config = json.loads((run_dir / "eval" / "unet" / "eval_config.json").read_text())
+    halo = config["halo"]
+
+    def predict(image):
+        return predict_whole(model, np.ascontiguousarray(image), halo, device="cpu",
+                             size_divisor=4)
+
+    def predict_tta(image):
+        """The mean of the softmax over the 8 rotations and mirror images, each turned back."""
+        total = 0
+        for flip in (False, True):
+            for k in range(4):
+                view = np.rot90(image[..., ::-1] if flip else image, k, axes=(-2, -1))
+                back = np.rot90(predict(view), -k, axes=(-2, -1))
+                total = total + (back[..., ::-1] if flip else back)
+        return total / 8
+
     f1, counts = {}, np.zeros((3, 3))
     for sample in load_subset(load_manifest(run_dir), "test"):
-        probabilities = predict_whole(model, sample.image, halo, device="cpu", size_divisor=4)
+        probabilities = (predict_tta if config["tta"] else predict)(sample.image)
         prediction = probabilities.argmax(0)
         for c in range(3):
             counts[c] += [np.sum((prediction == c) & (sample.target == c)),
@@ -82,6 +98,7 @@ def test_evaluation_writes_tables_summaries_report_and_recomputable_values(run_d
         assert (out / name).is_file(), name
     assert len(list((out / "figures").glob("*.png"))) == 5
     assert (run_dir / "models" / "unet" / "instance_postprocessing.json").is_file()
+    assert json.loads((out / "eval_config.json").read_text())["tta"] is True  # the default
 
     table = pd.read_csv(out / "metrics.csv")
     assert len(table) == 2 and list(table["f1@0.5"]) == sorted(table["f1@0.5"])
