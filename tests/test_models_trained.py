@@ -181,14 +181,20 @@ def test_labels_are_objects_for_instance_models_and_classes_otherwise(caplog):
     assert "no tuned instance post-processing" in caplog.text
 
 
-@pytest.mark.parametrize("shape", [(1, 20, 25), (1, 70, 45)])
-def test_fixed_input_shape_models_are_predicted_in_windows_of_that_shape(shape):
+def tiny_unetr():
+    """A small UNETR of input shape 64×64 as a TrainedModel, and the list of the input shapes
+    its network is called with."""
     config = ModelConfig(architecture="unetr", img_size=(64, 64), hidden_size=16, mlp_dim=16,
                          num_heads=2, feature_size=4)
     network = build_model(config).eval()
     seen = []
     network.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[2:])))
-    model = TrainedModel.from_network(network, config)
+    return TrainedModel.from_network(network, config), seen
+
+
+@pytest.mark.parametrize("shape", [(1, 20, 25), (1, 70, 45)])
+def test_fixed_input_shape_models_are_predicted_in_windows_of_that_shape(shape):
+    model, seen = tiny_unetr()
     image = np.random.default_rng(0).random(shape).astype(np.float32)
     probabilities = model.predict(image, normalized=True, device="cpu")
     plan = model.plan_prediction(shape[1:])
@@ -205,16 +211,11 @@ def test_a_fixed_input_shape_network_takes_any_shape_through_its_windowed_form(t
     U-Net is its own windowed form; out-of-core prediction of a UNETR gives probabilities."""
     import torch
 
-    config = ModelConfig(architecture="unetr", img_size=(64, 64), hidden_size=16, mlp_dim=16,
-                         num_heads=2, feature_size=4)
-    network = build_model(config).eval()
-    seen = []
-    network.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[2:])))
-    model = TrainedModel.from_network(network, config)
+    model, seen = tiny_unetr()
     windowed = model.windowed_network
     x = torch.from_numpy(np.random.default_rng(1).random((2, 1, 64, 64)).astype(np.float32))
     with torch.no_grad():
-        np.testing.assert_array_equal(windowed(x).numpy(), network(x).numpy())
+        np.testing.assert_array_equal(windowed(x).numpy(), model.network(x).numpy())
         odd = windowed(x[:, :, :40, :56])
         larger = windowed(torch.cat([x, x], dim=-1))
     assert odd.shape == (2, 3, 40, 56) and larger.shape == (2, 3, 64, 128)

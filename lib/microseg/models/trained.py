@@ -236,7 +236,7 @@ class TrainedModel:
         fixed = self.fixed_input_shape
         if fixed is None:
             return self.network
-        return _FixedShapeWindows(self.network, fixed, self.size_divisor)
+        return _fixed_shape_windows(self.network, fixed, self.size_divisor)
 
     @property
     def halo(self) -> tuple[int, ...]:
@@ -606,7 +606,7 @@ def _agrees(first: float, second: float) -> bool:
     return max(first, second) / min(first, second) <= AUTO_SCALE_TOLERANCE
 
 
-def _FixedShapeWindows(network: Any, shape: tuple[int, ...], divisor: int) -> Any:
+def _fixed_shape_windows(network: Any, shape: tuple[int, ...], divisor: int) -> Any:
     """A torch module running ``network`` (fixed input ``shape``) on windows of any input."""
     import torch
     from monai.inferers import sliding_window_inference
