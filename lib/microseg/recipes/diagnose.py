@@ -58,6 +58,14 @@ class _Subject:
         return size_divisor(self.config)
 
     @property
+    def fixed_side(self) -> int | None:
+        """The side of the only input a network of fixed input shape (UNETR) takes, else None."""
+        from microseg.models.factory import required_input_shape
+
+        fixed = required_input_shape(self.config)
+        return None if fixed is None else int(min(fixed))
+
+    @property
     def patch_size(self) -> tuple[int, ...]:
         default = (128,) * self.config.ndim if self.config.ndim == 2 else (32, 64, 64)
         return tuple(int(p) for p in self.train_config.get("patch_size") or default)
@@ -192,13 +200,11 @@ def _receptive_field(subject: _Subject, halo: int | None, quick: bool) -> dict[s
         recommended_halo,
         theoretical_receptive_field,
     )
-    from microseg.models.factory import required_input_shape
 
     ndim, channels, trials = subject.config.ndim, subject.config.in_channels, 2 if quick else 4
-    fixed = required_input_shape(subject.config)
     # A network of fixed input shape (UNETR) is probed at that shape only: its attention
     # reaches the whole window, which the measurement then reports.
-    probe = dict(n_trials=trials, size=None if fixed is None else int(min(fixed)))
+    probe = dict(n_trials=trials, size=subject.fixed_side)
     trf = theoretical_receptive_field(subject.model, ndim, channels, **probe)
     erf = effective_receptive_field(subject.model, ndim, channels, **probe)
     recommended = recommended_halo(trf, subject.divisor)
@@ -222,17 +228,14 @@ def _receptive_field(subject: _Subject, halo: int | None, quick: bool) -> dict[s
 
 
 def _inner_tile(subject: _Subject, tile_shape: int | None, halo: int) -> int:
-    from microseg.models.factory import required_input_shape
-
     if tile_shape is not None and tile_shape < 1:
         raise ConfigError(f"tile_shape must be >= 1 pixel, found {tile_shape}")
-    fixed = required_input_shape(subject.config)
-    if fixed is not None:
+    if subject.fixed_side is not None:
         # Windows of the model's fixed shape: the inner tile is what the halo leaves of it.
         if tile_shape is not None:
             log.info("tile_shape %s ignored: this model reads windows of %s pixels only",
-                     tile_shape, tuple(fixed))
-        return max(subject.divisor, int(min(fixed)) - 2 * halo)
+                     tile_shape, subject.fixed_side)
+        return max(subject.divisor, subject.fixed_side - 2 * halo)
     wanted = max(subject.patch_size) if tile_shape is None else int(tile_shape)
     return max(subject.divisor, wanted // subject.divisor * subject.divisor)
 
@@ -319,14 +322,13 @@ def sweep_sizes(tile: int, divisor: int, largest: int) -> list[int]:
 
 def _sweep(subject: _Subject, tile: int, halo: int, device: Any) -> Any:
     from microseg.diagnostics.sweep import tile_size_sweep
-    from microseg.models.factory import required_input_shape
 
-    largest = max(max(s.image.shape[1:]) for s in subject.val)
-    if required_input_shape(subject.config) is not None:
+    if subject.fixed_side is not None:
         import pandas as pd
 
         log.info("no tile-size sweep: this model reads windows of one fixed size only")
         return pd.DataFrame(columns=["tile_size", "input_side", "dice", "mismatch"])
+    largest = max(max(s.image.shape[1:]) for s in subject.val)
     sizes = sweep_sizes(tile, subject.divisor, largest)
     return tile_size_sweep(
         subject.model, subject.val, sizes, halo, batch_size=subject.batch_size, device=device
