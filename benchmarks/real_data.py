@@ -19,6 +19,15 @@ Data sets (folders with ``images/<stem>.tif`` and ``labels/<stem>.tif``, read on
     8-connected: only 4-connectivity keeps the two cells it separates apart. Every component
     counts, even the smallest (49 of 3431 have under 10 pixels).
 
+``dsb2018_stage1_train`` / ``dsb2018_grey`` (``--dataset``; data folder
+``dsb2018_stage1_train``)
+    664 nuclei images of 256×256 to 1040×1388 (Data Science Bowl 2018 stage 1 training set,
+    BBBC038v1; CC0). No test part is given: :func:`dsb_split` draws 80 / 10 / 10 % per image,
+    stratified by image shape and colour, by hashing each stem (:func:`hashed_split`; no
+    random generator, so nothing can move it). ``dsb2018_grey`` is the same split restricted
+    to the 557 grey (fluorescence-like) images. Labels: every id keeps its largest 8-connected
+    piece (a few nuclei lost pixels where masks overlapped).
+
 The validation images were drawn once with :func:`draw_validation` (seed 0, the same draw as
 ``microseg.data.split.split_pairs``) and are frozen in :data:`SPLITS`, so later changes to the
 library or to NumPy cannot move them.
@@ -85,17 +94,22 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DSB_SALT",
     "DSB_THRESHOLDS",
     "SPLITS",
     "LoadSampler",
     "TrainingBudget",
     "draw_validation",
+    "dsb_split",
     "enforce_split",
+    "hashed_split",
     "interior_instances",
     "keep_largest_piece",
     "parse_settings",
+    "print_worst",
     "score_folders",
     "score_instances",
+    "worst_images",
     "write_layout",
 ]
 
@@ -110,10 +124,12 @@ SPLIT_SEED = 0
 class DataRules:
     """The fixed split and the label conversion of one data set."""
 
-    test: Callable[[str], bool]
+    test: Callable[[str], bool] | None
     n_val: int
     val: tuple[str, ...]
     labels: str
+    draw: Callable[[Path, Sequence[str]], dict[str, list[str]]] | None = None
+    """For sets without a given test part: the whole split from the data folder and stems."""
 
 
 SPLITS: dict[str, DataRules] = {
@@ -125,9 +141,19 @@ SPLITS: dict[str, DataRules] = {
         test=lambda stem: int(stem.rsplit("_", 1)[1]) >= 25, n_val=3,
         val=("slice_01", "slice_09", "slice_15"),
         labels="4-connected-components-of-interior"),
+    "dsb2018_stage1_train": DataRules(
+        test=None, n_val=0, val=(), labels="largest-8-connected-piece-per-id",
+        draw=lambda data, stems: dsb_split(data, stems)),
+    "dsb2018_grey": DataRules(
+        test=None, n_val=0, val=(), labels="largest-8-connected-piece-per-id",
+        draw=lambda data, stems: dsb_split(data, stems, grey_only=True)),
 }
-"""Data set name (the data folder's name) → split and label rules; ``val`` from
-:func:`draw_validation` of the non-test stems with seed 0."""
+"""Data set name (the data folder's name, or ``--dataset``) → split and label rules; ``val``
+from :func:`draw_validation` of the non-test stems with seed 0, or the whole split from ``draw``
+(:func:`dsb_split`)."""
+
+DSB_SALT = "microseg-dsb2018-split-v1"
+"""Mixed into each stem before hashing: changing it draws another DSB split."""
 
 
 # ----------------------------------------------------------------------------- split, labels
@@ -141,6 +167,52 @@ def draw_validation(stems: Sequence[str], n_val: int, seed: int = SPLIT_SEED) ->
     ordered = sorted(stems)
     shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
     return sorted(shuffled[len(ordered) - n_val:])
+
+
+def hashed_split(strata: dict[str, str], fractions: tuple[float, float] = (0.1, 0.1),
+                 salt: str = DSB_SALT) -> dict[str, list[str]]:
+    """Train / val / test stems, stratified, with no random generator: within each stratum
+    (``strata``: stem → stratum name) stems are ordered by the SHA-256 of ``salt + stem``;
+    the first ``round(fractions[1] * n)`` are test, the next ``round(fractions[0] * n)``
+    validation, the rest training. The same stems give the same split on every machine and
+    NumPy version; adding images to a stratum moves at most a few of its stems.
+
+    >>> split = hashed_split({f"s{i}": "a" for i in range(20)})
+    >>> [len(split[k]) for k in ("train", "val", "test")]
+    [16, 2, 2]
+    """
+    import hashlib
+
+    groups: dict[str, list[str]] = {}
+    for stem, stratum in strata.items():
+        groups.setdefault(stratum, []).append(stem)
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for stems in groups.values():
+        ordered = sorted(stems, key=lambda s: hashlib.sha256((salt + s).encode()).hexdigest())
+        n_test, n_val = round(fractions[1] * len(stems)), round(fractions[0] * len(stems))
+        split["test"] += ordered[:n_test]
+        split["val"] += ordered[n_test:n_test + n_val]
+        split["train"] += ordered[n_test + n_val:]
+    return {key: sorted(value) for key, value in split.items()}
+
+
+def dsb_split(data: Path, stems: Sequence[str], grey_only: bool = False) -> dict[str, list[str]]:
+    """The Data Science Bowl 2018 split: 80 / 10 / 10 % per image, stratified by image shape
+    and colour (``index.csv``: shape, grayscale), by :func:`hashed_split`. ``grey_only``: the
+    same split restricted to the grey (fluorescence-like) images, so its test part is a subset
+    of the full set's and no grey test image is ever trained on by either variant."""
+    import csv
+
+    with open(data / "index.csv", newline="") as handle:
+        index = {row["id"]: row for row in csv.DictReader(handle)}
+    missing = sorted(set(stems) - set(index))
+    if missing:
+        raise SystemExit(f"{data / 'index.csv'}: no row for {missing[:3]} ({len(missing)} "
+                         f"images); expected one row per image (id, shape, n_nuclei, grayscale)")
+    split = hashed_split({s: f"{index[s]['shape']}|{index[s]['grayscale']}" for s in stems})
+    if grey_only:
+        split = {k: [s for s in v if index[s]["grayscale"] == "True"] for k, v in split.items()}
+    return split
 
 
 def keep_largest_piece(labels: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
@@ -187,8 +259,10 @@ def _convert(rules: DataRules, label: np.ndarray) -> tuple[np.ndarray, dict[str,
     return interior_instances(label)
 
 
-def _fixed_split(name: str, stems: Sequence[str]) -> dict[str, list[str]]:
+def _fixed_split(name: str, data: Path, stems: Sequence[str]) -> dict[str, list[str]]:
     rules = SPLITS[name]
+    if rules.draw is not None:
+        return rules.draw(data, stems)
     test = sorted(s for s in stems if rules.test(s))
     pool = sorted(s for s in stems if not rules.test(s))
     missing = sorted(set(rules.val) - set(pool))
@@ -247,7 +321,7 @@ def write_layout(data: str | Path, work_dir: str | Path,
         raise SystemExit(f"{data}: unknown data set {name!r}; expected one of {sorted(SPLITS)} "
                          f"(pass --dataset)")
     stems = sorted(p.stem for p in (data / "images").glob("*.tif"))
-    record = _layout_record(name, data, _fixed_split(name, stems))
+    record = _layout_record(name, data, _fixed_split(name, data, stems))
     path = work / "split.json"
     if path.is_file():
         previous = json.loads(path.read_text())
@@ -621,6 +695,27 @@ def print_table(work: Path) -> None:
         print(table_row(row))
 
 
+def worst_images(row: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
+    """The ``n`` test images of a row with the lowest F1 at IoU 0.5 (then the most objects),
+    each with its true and predicted object counts: where a method fails."""
+    images = [r for r in row["scores"]["per_image"] if r["f1"] is not None]
+    return sorted(images, key=lambda r: (r["f1"], -r["n_true"]))[:n]
+
+
+def print_worst(work: Path, label: str, n: int = 8) -> None:
+    """Markdown table of :func:`worst_images` of row ``label`` (the image names shortened)."""
+    path = _result_path(work, label)
+    if not path.is_file():
+        raise SystemExit(f"no row {label!r} in {work / 'results'}")
+    row = json.loads(path.read_text())
+    print(f"| image ({label}) | true objects | predicted | F1@0.5 | DSB score |")
+    print("|---|---|---|---|---|")
+    for image in worst_images(row, n):
+        dsb = "–" if image["dsb_score"] is None else f"{image['dsb_score']:.3f}"
+        print(f"| {image['stem'][:12]} | {image['n_true']} | {image['n_pred']} | "
+              f"{image['f1']:.3f} | {dsb} |")
+
+
 # ----------------------------------------------------------------------------- command line
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -641,6 +736,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="evaluate the model of microseg row ROW again (with --eval)")
     parser.add_argument("--layout-only", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the rows of WORK/results")
+    parser.add_argument("--worst", metavar="ROW", help="print the worst test images of row ROW")
     return parser.parse_args(argv)
 
 
@@ -663,12 +759,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if args.table:
         print_table(work)
         return None
+    if args.worst:
+        print_worst(work, args.worst)
+        return None
     if args.data is None and not (work / "split.json").is_file():
         raise SystemExit("--data is needed to write the split the first time")
     layout = (write_layout(args.data, work, args.dataset) if args.data is not None
               else json.loads((work / "split.json").read_text()))
+    shown = layout["val"] if len(layout["val"]) <= 10 else "(listed in split.json)"
     print(f"split: {len(layout['train'])} training, {len(layout['val'])} validation "
-          f"{layout['val']}, {len(layout['test'])} test images -> {work}")
+          f"{shown}, {len(layout['test'])} test images -> {work}")
     if args.layout_only:
         return layout
     import torch

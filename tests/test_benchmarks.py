@@ -346,3 +346,40 @@ def test_evaluating_again_names_the_missing_row(tmp_path):
         {"label": "x", "tool": "StarDist", "run_dir": str(tmp_path / "runs" / "x")}))
     with pytest.raises(SystemExit, match="no microseg row 'x'"):
         real_data.evaluate_again(tmp_path, "x", "x, TTA", {"tta": True})
+
+
+def test_hashed_split_is_stratified_disjoint_and_independent_of_order():
+    strata = {f"{k:03d}": "small" if k < 80 else "large" for k in range(100)}
+    split = real_data.hashed_split(strata)
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(strata)
+    assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+    assert [len(split[k]) for k in ("train", "val", "test")] == [80, 10, 10]
+    assert sum(strata[s] == "large" for s in split["test"]) == 2, "10 % of each stratum"
+    shuffled = dict(reversed(list(strata.items())))
+    assert real_data.hashed_split(shuffled) == split
+    # Adding images to a stratum never moves a test image to training.
+    grown = real_data.hashed_split({**strata, **{f"new{k}": "small" for k in range(10)}})
+    assert not set(split["test"]) & set(grown["train"])
+    assert real_data.hashed_split(strata, salt="another") != split
+
+
+def test_dsb_split_grey_variant_is_the_same_split_restricted_to_grey_images(tmp_path):
+    rows = ["id,shape,n_nuclei,grayscale"] + [
+        f"img{k:03d},\"[256, 256, 3]\",5,{k % 5 != 0}" for k in range(60)]
+    (tmp_path / "index.csv").write_text("\n".join(rows) + "\n")
+    stems = [f"img{k:03d}" for k in range(60)]
+    full = real_data.dsb_split(tmp_path, stems)
+    grey = real_data.dsb_split(tmp_path, stems, grey_only=True)
+    for subset in ("train", "val", "test"):
+        assert grey[subset] == [s for s in full[subset] if int(s[3:]) % 5 != 0]
+    with pytest.raises(SystemExit, match="no row for"):
+        real_data.dsb_split(tmp_path, [*stems, "unknown"])
+
+
+def test_worst_images_are_the_lowest_f1_first():
+    row = {"scores": {"per_image": [
+        {"stem": "a", "n_true": 4, "n_pred": 28, "f1": 0.2, "dsb_score": 0.1},
+        {"stem": "b", "n_true": 98, "n_pred": 65, "f1": 0.7, "dsb_score": 0.4},
+        {"stem": "c", "n_true": 10, "n_pred": 10, "f1": 1.0, "dsb_score": 0.8},
+        {"stem": "d", "n_true": 0, "n_pred": 0, "f1": None, "dsb_score": None}]}}
+    assert [r["stem"] for r in real_data.worst_images(row, 2)] == ["a", "b"]
