@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import errno
 import json
+import sys
 
 import nbformat
 import pytest
@@ -63,10 +64,11 @@ def test_a_value_of_the_wrong_type_names_parameter_value_and_type(name, value, e
 def test_start_notebook_converts_text_in_the_notebook_and_the_record(tmp_path):
     run_dir = tmp_path / "run"
     namespace = {"run_dir": str(run_dir), "train_fraction": "0.7", "ndim": "2", "quick": "True",
-                 "sys": None, "use_google_drive": False}
+                 "sys": sys, "use_google_drive": False}
     start_notebook("01_prepare_data", namespace)
-    assert namespace == {"run_dir": str(run_dir), "train_fraction": 0.7, "ndim": 2,
-                         "quick": True, "sys": None, "use_google_drive": False}
+    assert {k: v for k, v in namespace.items() if not k.startswith("_")} == {
+        "run_dir": str(run_dir), "train_fraction": 0.7, "ndim": 2, "quick": True, "sys": sys,
+        "use_google_drive": False}
     record = json.loads((run_dir / "notebooks" / "01_prepare_data.params.json").read_text())
     assert record["parameters"] == {"run_dir": str(run_dir), "train_fraction": 0.7, "ndim": 2,
                                     "quick": True}, "only the declared parameters are recorded"
@@ -78,14 +80,15 @@ def test_a_wrong_parameter_stops_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("parameter", ["data_dir", "roi_dir", "input_path"])
+@pytest.mark.parametrize(("notebook", "parameter"), [
+    ("01_prepare_data", "data_dir"), ("01_prepare_data", "roi_dir"), ("07_deploy", "input_path")])
 def test_a_run_folder_inside_an_input_folder_is_refused_before_anything_is_written(
-        tmp_path, parameter):
+        tmp_path, notebook, parameter):
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     run_dir = data / "runs" / "exp"
     with pytest.raises(ConfigError, match=f"{run_dir} is inside {parameter} = "):
-        start_notebook("01_prepare_data", {"run_dir": str(run_dir), parameter: str(data)})
+        start_notebook(notebook, {"run_dir": str(run_dir), parameter: str(data)})
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == ["images"]
 
 

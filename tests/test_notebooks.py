@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from microseg.chain import list_notebooks, run_notebook
+from microseg.parameter_names import NOTEBOOK_PARAMETERS
 
 NOTEBOOKS = list_notebooks()
 
@@ -83,6 +84,15 @@ def test_each_notebook_writes_its_summary(quick_chain, path):
     assert found, f"{path.name} wrote no {pattern}"
     summary = json.loads(found[0].read_text())
     assert keys <= set(summary), f"missing keys {sorted(keys - set(summary))}"
+    ran_with = summary["notebook_parameters"]
+    assert ran_with["notebook"] == path.stem
+    assert list(ran_with["values"]) == list(NOTEBOOK_PARAMETERS[path.stem]), "every declared one"
+    assert ran_with["values"]["quick"] is True and ran_with["values"]["run_dir"] == str(run_dir)
+    # The chain passes run_dir and quick to every notebook (and nothing else here).
+    assert ran_with["given"] == [k for k in NOTEBOOK_PARAMETERS[path.stem]
+                                 if k in ("run_dir", "quick")]
+    record = json.loads((run_dir / "notebooks" / f"{path.stem}.params.json").read_text())
+    assert record["given"] == ran_with["given"] and record["finished"] >= record["started"]
 
 
 @pytest.mark.slow

@@ -143,3 +143,12 @@ def test_missing_steps_name_the_notebook(run_dir, tmp_path):
         diagnose_model(run_dir, model_name="nope", quick=True, device="cpu")
     with pytest.raises(RunOrderError, match="01_prepare_data"):
         diagnose_model(tmp_path / "empty", quick=True, device="cpu")
+
+
+def test_a_model_folder_elsewhere_is_diagnosed_under_its_folder_name(run_dir, tmp_path):
+    elsewhere = tmp_path / "shared" / "bn_model"
+    shutil.copytree(run_dir / "models" / "unet", elsewhere)
+    result = diagnose_model(run_dir, model_name=str(elsewhere), quick=True, device="cpu",
+                            compare_norms=False)
+    assert result["summary"]["model_name"] == "bn_model"
+    assert result["out_dir"] == run_dir / "diagnostics" / "bn_model"

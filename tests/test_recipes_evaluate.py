@@ -304,3 +304,23 @@ def test_one_tile_side_and_one_model_name_are_accepted(run_dir):
                              quick=True)
     assert list(result["models"]) == ["unet"]
     assert "in tiles of (32, 32)" in result["models"]["unet"]["prediction"]
+
+
+def test_a_model_folder_elsewhere_is_evaluated_like_a_model_of_the_run(run_dir, tmp_path):
+    """The same name wherever a model is chosen: a path to a model folder works as a name."""
+    elsewhere = tmp_path / "colleague" / "nuclei_v2"
+    shutil.copytree(run_dir / "models" / "unet", elsewhere)
+    by_path = evaluate_models(run_dir, model_names=[str(elsewhere)], device="cpu", quick=True,
+                              tta=False)
+    by_name = evaluate_models(run_dir, model_names=["unet"], device="cpu", quick=True, tta=False)
+    assert list(by_path["models"]) == ["nuclei_v2"]
+    assert (run_dir / "eval" / "nuclei_v2" / "summary.json").is_file()
+    assert by_path["tables"]["nuclei_v2"]["stem"].tolist() == by_name["tables"]["unet"][
+        "stem"].tolist()
+    assert by_path["models"]["nuclei_v2"]["at_threshold"] == by_name["models"]["unet"][
+        "at_threshold"]
+    with pytest.raises(ConfigError, match="two models are called 'unet'"):
+        evaluate_models(run_dir, model_names=["unet", str(run_dir / "models" / "unet")],
+                        device="cpu", quick=True)
+    with pytest.raises(RunOrderError, match="holds no trained model"):
+        evaluate_models(run_dir, model_names=[str(tmp_path / "colleague")], device="cpu")

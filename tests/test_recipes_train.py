@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from microseg.errors import OutputExistsError, RunOrderError
+from microseg.errors import ConfigError, OutputExistsError, RunOrderError
 from microseg.models import ModelConfig
 from microseg.models.checkpoint import load_network
 from microseg.recipes.train import (
@@ -243,3 +243,15 @@ def test_a_training_writes_its_prediction_settings_before_it_starts(trained_run,
     model = TrainedModel.load(RunFolder(run_dir).model_dir("killed"))
     assert model.task == "instance" and model.settings.instance_head == "distance"
     assert model.config.out_classes == 5
+
+
+def test_a_patch_side_the_network_cannot_take_is_refused_when_the_settings_are_made(
+        trained_run):
+    """Before the time estimate or anything else runs the network (torch would stop with
+    'Sizes of tensors must match'), with the sides to use instead."""
+    from microseg.recipes.train import prepare_training
+
+    run_dir, _ = trained_run
+    with pytest.raises(ConfigError, match=r"patch_size \(30, 30\) is not a multiple .* use "
+                                          r"patch_size=\(28, 28\) or \(32, 32\)"):
+        prepare_training(run_dir, patch_size=30, quick=True)

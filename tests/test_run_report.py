@@ -17,6 +17,7 @@ from fake_runs import (
     THRESHOLDS,
     ZARR_CHUNKS,
     make_run,
+    write_json,
     write_notebook,
 )
 from microseg.run_report import (
@@ -312,3 +313,94 @@ def test_chain_writes_the_report_also_when_a_notebook_fails(tmp_path):
         run_chain(run_dir, notebooks=[path], html_export=False, log=lambda _: None)
     page = (run_dir / "index.html").read_text()
     assert "ValueError: no images found" in page and "failed" in page
+
+
+def test_the_parameters_given_to_each_notebook_and_a_finished_notebook_is_done(tmp_path):
+    """A notebook that wrote its summary (finish_notebook) is done although papermill has not
+    saved its end time yet; the page lists what was given, not the defaults."""
+    run_dir = tmp_path / "run"
+    write_notebook("02_train_from_scratch", run_dir, [], 5.0)
+    executed = json.loads((run_dir / "notebooks" / "02_train_from_scratch.ipynb").read_text())
+    executed["metadata"]["papermill"]["end_time"] = None
+    write_json(run_dir / "notebooks" / "02_train_from_scratch.ipynb", executed)
+    write_json(run_dir / "notebooks" / "02_train_from_scratch.params.json", {
+        "notebook": "02_train_from_scratch", "started": "2026-12-03T10:00:00+00:00",
+        "parameters": {"run_dir": str(run_dir), "epochs": 3, "norm": "batch", "quick": False},
+        "given": ["run_dir", "epochs", "norm"]})
+    (entry,) = gather_run_report(run_dir).notebooks
+    assert entry.status == "running" and entry.given == {"epochs": 3, "norm": "batch"}
+    record = json.loads((run_dir / "notebooks" / "02_train_from_scratch.params.json").read_text())
+    write_json(run_dir / "notebooks" / "02_train_from_scratch.params.json",
+               {**record, "finished": "2026-12-03T10:05:00+00:00"})
+    (entry,) = gather_run_report(run_dir).notebooks
+    assert entry.status == "done"
+    page = write_run_report(run_dir).read_text()
+    assert "epochs = 3" in page and "norm = &#x27;batch&#x27;" in page
+    assert "run_dir = " not in page and "quick = " not in page
+
+
+def test_a_notebook_run_in_jupyterlab_is_done_once_it_finished(tmp_path):
+    run_dir = tmp_path / "run"
+    record = {"notebook": "01_prepare_data", "started": "2026-12-03T10:00:00+00:00",
+              "parameters": {"run_dir": str(run_dir)}, "given": []}
+    write_json(run_dir / "notebooks" / "01_prepare_data.params.json", record)
+    assert gather_run_report(run_dir).notebooks[0].status == "started in JupyterLab"
+    write_json(run_dir / "notebooks" / "01_prepare_data.params.json",
+               {**record, "finished": "2026-12-03T10:01:00+00:00"})
+    (entry,) = gather_run_report(run_dir).notebooks
+    assert entry.status == "done in JupyterLab" and entry.given == {}
+
+
+def test_one_verdict_line_per_model_and_evaluation(full_run):
+    from microseg.run_report import model_verdicts
+
+    report = gather_run_report(full_run)
+    lines = model_verdicts(report)
+    assert len(lines) == len(report.models)
+    for row, line in zip(report.models, lines, strict=True):
+        assert line.startswith(f"{row.model} ({row.kind} on built-in synthetic data)")
+        if row.f1 is not None:
+            assert f"F1@0.5 {row.f1:.3f} on {row.n_images} {row.evaluated_on}" in line
+
+
+@pytest.mark.slow
+def test_the_front_page_between_two_notebooks_of_a_chain(tmp_path):
+    """A chain stopped after notebook 01: the page says 01 is done (not running) and what
+    comes next."""
+    from microseg.chain import list_notebooks, run_chain
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_the_first(line):
+        if line.strip().startswith("done in"):
+            raise Stop
+
+    run_dir = tmp_path / "run"
+    first, second = list_notebooks()[:2]
+    with pytest.raises(Stop):
+        run_chain(run_dir, quick=True, notebooks=[first, second], html_export=False,
+                  log=stop_after_the_first)
+    status = {n.name: n.status for n in gather_run_report(run_dir).notebooks}
+    assert status == {first.stem: "done", second.stem: "next"}
+    page = (run_dir / "index.html").read_text()
+    assert f">{second.stem}<" in page and ">next<" in page
+    assert "http-equiv='refresh'" in page, "an open page reloads while work is planned"
+
+
+def test_a_running_notebook_shows_the_cell_it_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    write_notebook("02_train_from_scratch", run_dir, [_stream_output()] * 3, 5.0)
+    path = run_dir / "notebooks" / "02_train_from_scratch.ipynb"
+    executed = json.loads(path.read_text())
+    executed["metadata"]["papermill"]["end_time"] = None
+    for cell, state in zip(executed["cells"], ("completed", "running", "pending"), strict=True):
+        cell["metadata"]["papermill"] = {"status": state}
+    write_json(path, executed)
+    (entry,) = gather_run_report(run_dir).notebooks
+    assert entry.status == "running (cell 2 of 3)"
+    assert "http-equiv='refresh'" in write_run_report(run_dir).read_text()
+
+
+def _stream_output():
+    return {"output_type": "stream", "name": "stdout", "text": "x\n"}

@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microseg.errors import MicrosegError
+from microseg.errors import ConfigError, MicrosegError
 from microseg.runs import atomic_write_text
 
 __all__ = [
     "NotebookRun",
+    "check_chain_parameters",
     "declared_parameters",
     "export_html",
     "list_notebooks",
     "notebooks_dir",
+    "parameters_markdown",
     "run_chain",
     "run_notebook",
 ]
@@ -69,6 +71,72 @@ def declared_parameters(notebook: str | Path) -> set[str]:
     return set(papermill.inspect_notebook(str(notebook)))
 
 
+def parameters_markdown(notebooks: list[Path] | None = None) -> str:
+    """Every notebook's parameters as Markdown: one table per notebook with each name, its
+    default and the explanation from its parameters cell (``docs/parameters.md``)."""
+    import papermill
+
+    parts = ["# Notebook parameters", "",
+             "What each notebook's cell tagged `parameters` declares: the only names it accepts "
+             "(from papermill `-p`, `python -m microseg run -p`, an edited cell or the form). A "
+             "name it does not declare stops it before anything runs, with the closest declared "
+             "names. Written by `python -m microseg parameters --markdown`.", ""]
+    for path in notebooks or list_notebooks():
+        parts += [f"## {path.stem}", "", "| name | default | meaning |", "|---|---|---|"]
+        for name, item in papermill.inspect_notebook(str(path)).items():
+            meaning = (item.get("help") or "").replace("|", "\\|")
+            parts.append(f"| `{name}` | `{item['default']}` | {meaning} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def check_chain_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None:
+    """Stop when a parameter is declared by none of ``notebooks`` (a misspelt name would
+    otherwise reach no notebook and be dropped without a word).
+
+    Raises
+    ------
+    ConfigError
+        Naming each such parameter and the closest names the notebooks declare.
+    """
+    from microseg.parameter_names import closest_parameters
+
+    declared = {name for notebook in notebooks for name in declared_parameters(notebook)}
+    unknown = [name for name in parameters if name not in declared]
+    if unknown:
+        hints = "; ".join(
+            f"{name}: did you mean {' or '.join(close)}?" if (close := closest_parameters(
+                name, sorted(declared))) else f"{name}: no notebook declares a name close to it"
+            for name in unknown)
+        raise ConfigError(f"no notebook of {', '.join(p.stem for p in notebooks)} has the "
+                          f"parameter {hints} Nothing was run. The parameters of every notebook "
+                          f"are listed in docs/parameters.md.")
+
+
+class _LocalKernelManager:
+    """Made on first use: jupyter_client's kernel manager talking to the kernel over a local
+    (IPC) socket instead of TCP on 127.0.0.1 — nothing reaches the network, and the kernel has
+    no reason to warn "Kernel is running over TCP without encryption" once per notebook."""
+
+    made: type | None = None
+
+    @classmethod
+    def get(cls) -> type | None:
+        if os.name == "nt":  # no IPC sockets on Windows: jupyter_client's default (TCP)
+            return None
+        if cls.made is None:
+            from jupyter_client.manager import AsyncKernelManager
+            from traitlets import default
+
+            class LocalKernelManager(AsyncKernelManager):
+                @default("transport")
+                def _transport_default(self) -> str:
+                    return "ipc"
+
+            cls.made = LocalKernelManager
+        return cls.made
+
+
 def run_notebook(
     notebook: str | Path,
     output: str | Path,
@@ -76,10 +144,14 @@ def run_notebook(
     kernel: str = "python3",
     cwd: str | Path | None = None,
 ) -> NotebookRun:
-    """Execute one notebook with papermill, passing only the parameters it declares.
+    """Execute one notebook with papermill and ``parameters``, every one of which it must
+    declare (the chain runner passes each notebook only its own).
 
     Raises
     ------
+    ConfigError
+        A parameter the notebook does not declare, with the closest declared names; nothing
+        runs and nothing is written.
     MicrosegError
         When a cell fails; the message names the notebook and where the executed copy (with the
         traceback in its failing cell) was saved.
@@ -87,14 +159,15 @@ def run_notebook(
     import papermill
 
     notebook, output = Path(notebook), Path(output)
+    check_chain_parameters([notebook], parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
-    wanted = declared_parameters(notebook)
-    params = {k: v for k, v in parameters.items() if k in wanted}
     start = time.perf_counter()
+    manager = _LocalKernelManager.get()
     try:
         papermill.execute_notebook(
-            str(notebook), str(output), parameters=params, kernel_name=kernel,
+            str(notebook), str(output), parameters=dict(parameters), kernel_name=kernel,
             cwd=str(cwd) if cwd else None, progress_bar=False,
+            **({"kernel_manager_class": manager} if manager else {}),
         )
     except papermill.PapermillExecutionError as err:
         raise MicrosegError(
@@ -119,32 +192,78 @@ def run_chain(
     ----------
     run_dir : the run folder every notebook receives as ``run_dir``.
     quick : passed to every notebook (a smoke run of seconds to a minute each on a CPU).
-    parameters : further parameters, each given to the notebooks that declare it (e.g. ndim).
+    parameters : further parameters, each given to the notebooks that declare it (e.g. ndim);
+        one that no notebook of the chain declares stops it before anything runs
+        (:func:`check_chain_parameters`).
     notebooks : paths to run instead of every numbered notebook.
     """
-    from microseg.run_report import write_run_report
-
     run_dir = Path(run_dir).resolve()
     params = {"run_dir": str(run_dir), "quick": quick, **(parameters or {})}
+    chain = [Path(p) for p in notebooks] if notebooks else list_notebooks()
+    check_chain_parameters(chain, params)
     results = []
-    try:
-        for notebook in [Path(p) for p in notebooks] if notebooks else list_notebooks():
+    with _FrontPage(run_dir, [p.stem for p in chain]) as page:
+        for notebook in chain:
             log(f"running {notebook.name} ...")
             results.append(_run_and_export(notebook, run_dir / "notebooks", params, kernel,
                                            html_export))
             log(f"  done in {results[-1].seconds:.1f} s -> {results[-1].output}")
-    finally:
-        if run_dir.is_dir():
-            write_run_report(run_dir)
+            page.write()
     return results
+
+
+class _FrontPage:
+    """The run's front page kept current while a chain runs: rewritten every ``every`` seconds
+    (the running notebook's cell, the ones still to come) and after each notebook. Nothing is
+    written before the first notebook has made the run folder (its checks come first)."""
+
+    def __init__(self, run_dir: Path, planned: list[str], every: float = 20.0) -> None:
+        import threading
+
+        self.run_dir, self.planned, self.every = run_dir, planned, every
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._planned = False
+        self._thread = threading.Thread(target=self._refresh, daemon=True)
+
+    def __enter__(self) -> _FrontPage:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.write()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.write()
+            except Exception:  # a page half-read mid-write is retried next time
+                pass
+
+    def write(self) -> None:
+        from microseg.run_report import CHAIN_PLAN, write_run_report
+        from microseg.runs import atomic_write_json
+
+        folder = self.run_dir / "notebooks"
+        if not folder.is_dir():
+            return
+        with self._lock:
+            if not self._planned:
+                atomic_write_json(folder / CHAIN_PLAN, {"notebooks": self.planned})
+                self._planned = True
+            write_run_report(self.run_dir)
 
 
 def _run_and_export(notebook: Path, out_dir: Path, params: dict[str, Any], kernel: str,
                     html_export: bool) -> NotebookRun:
     """Run one notebook; export it as HTML afterwards, also when it failed (to show where)."""
     output = out_dir / notebook.name
+    wanted = declared_parameters(notebook)
     try:
-        return run_notebook(notebook, output, params, kernel, cwd=notebook.parent)
+        return run_notebook(notebook, output, {k: v for k, v in params.items() if k in wanted},
+                            kernel, cwd=notebook.parent)
     finally:
         if html_export and output.is_file():
             export_html(output)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from microseg.chain import run_chain
 from microseg.errors import MicrosegError
+from microseg.run_report import gather_run_report, model_verdicts
 from microseg.runs import unique_name
 
 __all__ = [
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfinished {len(results)} notebooks in {time.perf_counter() - start:.0f} s")
     for r in results:
         print(f"  {r.name:<32} {r.seconds:7.1f} s")
+    print("\nmodels:")
+    for line in model_verdicts(gather_run_report(run_dir)):
+        print(f"  {line}")
     print(f"\nopen {run_dir.resolve() / 'index.html'}: the run report (models, diagnostics, "
           f"deployment, figures, every notebook)")
     return 0

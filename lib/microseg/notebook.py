@@ -1,7 +1,10 @@
-"""What every notebook calls first: check its parameters, record them and the environment.
+"""What every notebook calls first and last: check its parameters, record them and the
+environment; write its summary with the parameters it ran with.
 
 The notebooks pass work to each other only through the run folder. ``start_notebook`` checks the
-parameters at the boundary — each has a declared type (:data:`PARAMETER_TYPES`), and text that
+parameters at the boundary — a name the notebook does not declare stops it with the closest
+declared names (:mod:`microseg.parameter_names`), each value has a declared type
+(:data:`PARAMETER_TYPES`), and text that
 reads as that type is converted, as papermill's ``-r`` or a YAML file may give it — refuses a run
 folder inside an input folder, then makes the run folder, saves the parameters the notebook ran
 with (so a re-opened notebook, a widget form or a colleague can see them) and the environment it
@@ -34,25 +37,34 @@ from pathlib import Path
 from typing import Any
 
 from microseg.errors import ConfigError
+from microseg.parameter_names import (
+    NOTEBOOK_SETTINGS,
+    check_parameter_names,
+    declared_defaults,
+    given_parameters,
+)
 from microseg.runs import (
     RunFolder,
     atomic_write_json,
     check_outside_inputs,
     environment_record,
+    read_json,
     require_folder,
+    write_summary,
     writing,
 )
 
 __all__ = ["INPUT_PARAMETERS", "MULTIPLE_CHOICES", "PARAMETER_CHOICES", "PARAMETER_LIMITS",
            "PARAMETER_TYPES", "arguments_for", "coerce_parameter", "coerce_parameters",
-           "notebook_parameters", "saved_parameters", "start_notebook"]
+           "finish_notebook", "notebook_parameters", "passed_parameters", "saved_parameters",
+           "start_notebook"]
 
 _NUMBERS = int | list[int] | None
 PARAMETER_TYPES: dict[str, Any] = {
     # folders and files
     "run_dir": str, "data_dir": str | None, "roi_dir": str | None, "split_dir": str | None,
     "target_data_dir": str | None, "unlabelled_dir": str | None, "input_path": str | None,
-    "output_path": str | None, "pretrained_path": str | None, "model_dir": str | None,
+    "output_path": str | None, "pretrained_path": str | None,
     "annotation_dir": str | None,
     # names and choices
     "model_name": str | None, "model_names": list[str] | None, "architecture": str, "norm": str,
@@ -132,14 +144,18 @@ _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
 def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
     """Check the parameters, prepare the run folder for notebook ``name`` and record the run.
 
-    The parameters are the notebook's declared ones (:data:`PARAMETER_TYPES`) found in
-    ``namespace`` — the notebook's ``globals()`` after its parameters cell — so no notebook
-    lists them twice. First every value is checked against its type (text that reads as the
-    declared type is converted, in ``namespace`` too), and ``run_dir`` must not lie inside an
-    input folder (:data:`INPUT_PARAMETERS`). Only then it writes
-    ``run_dir/notebooks/<name>.params.json`` (the latest parameters), appends the same record to
-    ``run_dir/notebooks/params_history.jsonl`` (earlier runs are kept), and writes
-    ``run_dir/environment.json``.
+    The parameters are the ones notebook ``name`` declares
+    (:data:`microseg.parameter_names.NOTEBOOK_PARAMETERS`) found in ``namespace`` — the
+    notebook's ``globals()`` after its parameters cell — so no notebook lists them twice. First
+    the names: a name set in the parameters cell or passed by papermill that the notebook does
+    not declare stops it (:func:`passed_parameters`), with the closest declared names. Then
+    every value is checked against its type (text that reads as the declared type is
+    converted, in ``namespace`` too), and ``run_dir`` must not lie inside an input folder
+    (:data:`INPUT_PARAMETERS`). Only then it writes ``run_dir/notebooks/<name>.params.json``
+    (the latest parameters and which were given), appends the same record to
+    ``run_dir/notebooks/params_history.jsonl`` (earlier runs are kept), writes
+    ``run_dir/environment.json`` and the front page (``run_dir/index.html``, which shows the
+    notebook as started).
 
     Returns
     -------
@@ -148,8 +164,9 @@ def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
     Raises
     ------
     ConfigError
-        A value that is not of its parameter's type (naming parameter, value and type) or out
-        of its range, no ``run_dir``, a run folder inside an input folder, or one that is a file.
+        A name the notebook does not declare (with the closest declared ones), a value that is
+        not of its parameter's type (naming parameter, value and type) or out of its range, no
+        ``run_dir``, a run folder inside an input folder, or one that is a file.
     WriteError
         The run folder cannot be written (read-only, full disk), naming it and the fix.
 
@@ -158,6 +175,9 @@ def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
     >>> run_dir, quick = "runs/demo", True                          # the parameters cell
     >>> run = start_notebook("01_prepare_data", globals())          # doctest: +SKIP
     """
+    set_here, injected = passed_parameters(namespace)
+    check_parameter_names(name, set_here)
+    namespace["_microseg_notebook"] = {"name": name, "passed": injected}
     params = coerce_parameters(notebook_parameters(namespace))
     namespace.update(params)
     if "run_dir" not in params:
@@ -170,6 +190,7 @@ def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
         "notebook": name,
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "parameters": params,
+        "given": given_parameters(name, params, injected),
     }
     record_dir = run.root / "notebooks"
     atomic_write_json(record_dir / f"{name}.params.json", record)
@@ -178,17 +199,149 @@ def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
         handle.write(json.dumps(record, default=str) + "\n")
     atomic_write_json(run.root / "environment.json", environment_record())
     _configure_logging()
+    _summarise_notes_per_cell(run.root)
+    from microseg.run_report import write_run_report
+
+    write_run_report(run.root)  # the front page shows this notebook as started
     return run
 
 
+_cell_hooks: list[tuple[str, Any]] = []
+
+
+def _summarise_notes_per_cell(record_dir: Path) -> None:
+    """In a notebook kernel, the notes about single files that a cell's calls make
+    (:func:`microseg.logs.file_note`) end the cell as one line per kind, every file listed in
+    ``record_dir/file_notes.json``."""
+    from microseg.logs import close_notes, open_notes
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    for event, callback in _cell_hooks:
+        shell.events.unregister(event, callback)
+    _cell_hooks.clear()
+    open_cell: list[Any] = []
+
+    def before(*_: Any) -> None:
+        open_cell.append(open_notes())
+
+    def after(*_: Any) -> None:
+        while open_cell:
+            close_notes(*open_cell.pop(), record_dir=record_dir)
+
+    for event, callback in (("pre_run_cell", before), ("post_run_cell", after)):
+        shell.events.register(event, callback)
+        _cell_hooks.append((event, callback))
+
+
+def finish_notebook(namespace: dict[str, Any], out_dir: str | Path,
+                    summary: dict[str, Any]) -> Path:
+    """End a notebook: write ``out_dir/summary.json`` with the parameters it ran with, mark it
+    finished in ``run_dir/notebooks/<name>.params.json`` and write the run's front page.
+
+    ``summary["notebook_parameters"]`` becomes ``{"notebook", "values", "given"}``: every
+    declared parameter's value as used (after type conversion, and after the form, which may
+    change values after :func:`start_notebook`), and the names given rather than left at their
+    defaults (passed by papermill, or a value other than the parameters cell's default).
+
+    Returns the path of the front page (``run_dir/index.html``).
+
+    Raises
+    ------
+    ConfigError
+        When :func:`start_notebook` has not run in ``namespace``.
+    """
+    from microseg.run_report import write_run_report
+
+    state = namespace.get("_microseg_notebook")
+    if not isinstance(state, dict):
+        raise ConfigError("finish_notebook: run the cell that calls start_notebook(...) first")
+    name = state["name"]
+    params = coerce_parameters(notebook_parameters(namespace))
+    given = given_parameters(name, params, state["passed"])
+    write_summary(out_dir, {**summary, "notebook_parameters": {
+        "notebook": name, "values": params, "given": given}})
+    run = RunFolder(params["run_dir"])
+    path = run.root / "notebooks" / f"{name}.params.json"
+    record = read_json(path) if path.is_file() else {}
+    atomic_write_json(path, {**(record if isinstance(record, dict) else {}), "notebook": name, "parameters": params, "given": given,
+                             "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    return write_run_report(run.root)
+
+
+def passed_parameters(namespace: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The names the parameters were given under: (every name set in the parameters cell or
+    passed in by papermill, the names papermill passed).
+
+    In a notebook kernel the cells run just before the current one that only assign literal
+    values (the parameters cell, papermill's injected ``# Parameters`` cell, an edited copy) are
+    read from IPython's input history (``In``). Elsewhere (``namespace`` a plain dict) every
+    public name holding a plain value (None, bool, number, text or a list of them) counts.
+
+    >>> passed_parameters({"run_dir": "runs/a", "epoch": 5, "np": None, "_private": 1})
+    (['run_dir', 'epoch', 'np'], [])
+    """
+    history = namespace.get("In")
+    if not isinstance(history, list) or not history:
+        return [k for k, v in namespace.items() if not k.startswith("_") and _plain(v)], []
+    set_here: list[str] = []
+    injected: list[str] = []
+    for source in reversed(history[:-1]):
+        names = _literal_assignments(source)
+        if names is None:
+            break
+        set_here = names + set_here
+        if source.lstrip().startswith("# Parameters"):
+            injected = names + injected
+    return list(dict.fromkeys(set_here)), list(dict.fromkeys(injected))
+
+
+def _literal_assignments(source: str) -> list[str] | None:
+    """Names a cell assigns when it only assigns literal values (comments and text allowed);
+    None for any other cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) and node.value else None)
+        if not targets or not all(isinstance(t, ast.Name) for t in targets):
+            return None
+        try:
+            ast.literal_eval(node.value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+        names += [t.id for t in targets]
+    return names
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    return isinstance(value, list | tuple) and all(_plain(v) for v in value)
+
+
 def notebook_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
-    """The declared parameters (:data:`PARAMETER_TYPES`) ``namespace`` holds, by name, in the
-    order they were set (the parameters cell's order).
+    """The parameters ``namespace`` holds, by name, in the order they were set (the parameters
+    cell's order): after :func:`start_notebook`, the ones its notebook declares; before, every
+    name with a declared type (:data:`PARAMETER_TYPES`).
 
     >>> notebook_parameters({"run_dir": "runs/a", "quick": True, "sys": None})
     {'run_dir': 'runs/a', 'quick': True}
     """
-    return {name: value for name, value in namespace.items() if name in PARAMETER_TYPES}
+    state = namespace.get("_microseg_notebook")
+    declared = declared_defaults(state["name"]) if isinstance(state, dict) else PARAMETER_TYPES
+    return {name: value for name, value in namespace.items()
+            if name in declared and name not in NOTEBOOK_SETTINGS}
 
 
 def arguments_for(namespace: dict[str, Any], *functions: Any,

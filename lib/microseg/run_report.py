@@ -25,6 +25,7 @@ PosixPath('runs/demo/index.html')
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from microseg.run_report_html import METRICS, STAGES, render
 from microseg.runs import RunFolder, atomic_write_text
 
 __all__ = [
+    "CHAIN_PLAN",
     "Deployment",
     "Diagnosis",
     "ExportCheck",
@@ -48,6 +50,7 @@ __all__ = [
     "STAGES",
     "Thumbnail",
     "gather_run_report",
+    "model_verdicts",
     "notebook_problems",
     "render_run_report",
     "score_50_95",
@@ -78,18 +81,23 @@ class RunHeader:
     version: str | None
     device: str | None
     total_seconds: float | None
+    written: str | None = None
 
 
 @dataclass(frozen=True)
 class NotebookEntry:
-    """One notebook of the run: ``status`` is "done", "failed", "running" or "ran in JupyterLab";
-    ``link`` the executed copy (HTML if exported, else .ipynb), relative to the run folder."""
+    """One notebook of the run: ``status`` is "done", "failed", "running" (with the cell being
+    run, e.g. "running (cell 7 of 24)"), "next" (planned by a chain run, not started),
+    "done in JupyterLab" or "started in JupyterLab"; ``link`` the executed copy (HTML if exported, else .ipynb),
+    relative to the run folder; ``given`` the parameters given rather than left at their
+    defaults (name → value; ``run_dir`` left out: it is this run)."""
 
     name: str
     status: str
     seconds: float | None
     started: str | None
     link: str | None
+    given: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -326,7 +334,13 @@ def _header(reader: _Reader, notebooks: list[NotebookEntry]) -> RunHeader:
         experiment=reader.root.resolve().name, data=_data_sentence(data), source=source,
         ndim=data.get("ndim"), task=data.get("task"), started=starts[0] if starts else None,
         version=(environment.get("packages") or {}).get("microseg"),
-        device=environment.get("device"), total_seconds=sum(seconds) if seconds else None)
+        device=environment.get("device"), total_seconds=sum(seconds) if seconds else None,
+        written=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+
+
+CHAIN_PLAN = "chain.json"
+"""``run_dir/notebooks/chain.json``: the notebooks a chain run will execute, in order (written
+by :func:`microseg.chain.run_chain`); those not started yet are shown as "next"."""
 
 
 def _notebook_entries(reader: _Reader) -> tuple[list[NotebookEntry], list[Problem]]:
@@ -335,6 +349,8 @@ def _notebook_entries(reader: _Reader) -> tuple[list[NotebookEntry], list[Proble
         return [], []
     names = sorted({p.name.split(".")[0] for p in folder.glob("[0-9][0-9]_*.*")
                     if p.suffix in (".ipynb", ".json")})
+    plan = reader.json(folder / CHAIN_PLAN) if (folder / CHAIN_PLAN).is_file() else None
+    planned = [n for n in (plan or {}).get("notebooks", []) if isinstance(n, str)]
     entries, problems = [], []
     for name in names:
         params = reader.json(folder / f"{name}.params.json") or {}
@@ -342,6 +358,12 @@ def _notebook_entries(reader: _Reader) -> tuple[list[NotebookEntry], list[Proble
         entries.append(_notebook_entry(reader, name, params, executed))
         if executed is not None:
             problems.extend(notebook_problems(executed, name, entries[-1].link))
+    failed = any(e.status == "failed" for e in entries)
+    entries += [NotebookEntry(name, "not run (an earlier one failed)" if failed else "next",
+                              None, None, None)
+                for name in planned if name not in names]
+    order = {name: k for k, name in enumerate(planned)}
+    entries.sort(key=lambda e: (order.get(e.name, len(order)), e.name))
     return entries, problems
 
 
@@ -349,13 +371,29 @@ def _notebook_entry(reader: _Reader, name: str, params: dict[str, Any],
                     executed: dict[str, Any] | None) -> NotebookEntry:
     folder = reader.root / "notebooks"
     link = reader.rel(folder / f"{name}.html") or reader.rel(folder / f"{name}.ipynb")
+    values = params.get("parameters") or {}
+    given = {k: values.get(k) for k in params.get("given") or () if k != "run_dir"}
+    finished = bool(params.get("finished"))
     if executed is None:
-        return NotebookEntry(name, "ran in JupyterLab", None, params.get("started"), link)
+        status = "done in JupyterLab" if finished else "started in JupyterLab"
+        return NotebookEntry(name, status, None, params.get("started"), link, given)
     papermill = executed.get("metadata", {}).get("papermill", {})
+    # papermill saves the executed copy's end time only after the last cell; a notebook that
+    # wrote its summary (finish_notebook) is done even while that copy is being saved.
     status = ("failed" if papermill.get("exception") else
-              "done" if papermill.get("end_time") else "running")
+              "done" if papermill.get("end_time") or finished else _running(executed))
     started = params.get("started") or papermill.get("start_time")
-    return NotebookEntry(name, status, papermill.get("duration"), started, link)
+    return NotebookEntry(name, status, papermill.get("duration"), started, link, given)
+
+
+def _running(executed: dict[str, Any]) -> str:
+    """"running (cell k of n)": the code cell papermill is executing, from its cell records."""
+    cells = [c for c in executed.get("cells", []) if c.get("cell_type") == "code"]
+    states = [(c.get("metadata", {}).get("papermill") or {}).get("status") for c in cells]
+    if not cells or not any(states):
+        return "running"
+    done = sum(state == "completed" for state in states)
+    return f"running (cell {min(done + 1, len(cells))} of {len(cells)})"
 
 
 def notebook_problems(notebook: dict[str, Any], name: str,
@@ -774,6 +812,30 @@ def gather_run_report(run_dir: str | Path) -> RunReport:
 def _export_problems(deployments: list[Deployment]) -> list[Problem]:
     return [Problem("warning", f"{d.folder}: {e.format} export", e.note, None)
             for d in deployments for e in d.exports if not e.passed]
+
+
+def model_verdicts(report: RunReport) -> list[str]:
+    """One line per trained model and set of images it was evaluated on: its name, how it was
+    trained, on what, and F1 at IoU 0.5 (or object Dice) — what ``make demo`` ends with.
+
+    >>> header = RunHeader("demo", "8 2D images, instance task", "built-in synthetic data",
+    ...                    2, "instance", None, None, None, None)
+    >>> row = ModelRow("unet", "from scratch", "test images of this run", 3, 0.9, 0.812)
+    >>> model_verdicts(RunReport(header, models=[row]))
+    ['unet (from scratch on built-in synthetic data): F1@0.5 0.812 on 3 test images of this run']
+    """
+    source = report.header.source or "the run's data"
+    lines = []
+    for row in report.models:
+        trained = f"{row.model} ({row.kind} on {source})"
+        if row.evaluated_on is None:
+            lines.append(f"{trained}: not evaluated yet")
+            continue
+        score = (f"F1@0.5 {row.f1:.3f}" if row.f1 is not None else
+                 f"object Dice {row.object_dice:.3f}" if row.object_dice is not None else "–")
+        images = f"{row.n_images} " if row.n_images is not None else ""
+        lines.append(f"{trained}: {score} on {images}{row.evaluated_on}")
+    return lines
 
 
 def render_run_report(report: RunReport) -> str:

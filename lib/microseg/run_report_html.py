@@ -62,8 +62,11 @@ def render(report: RunReport) -> str:
         _diagnostics(report), _deployments(report), _thumbnails(report), _files(report.files),
         _problems(report),
     ))
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}"
-            f"</title><style>{_STYLE}</style></head><body>{body}</body></html>\n")
+    # While a notebook runs, an open page reloads itself (the chain rewrites it as it goes).
+    running = any(n.status.startswith("running") or n.status == "next" for n in report.notebooks)
+    refresh = "<meta http-equiv='refresh' content='30'>" if running else ""
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{refresh}<title>"
+            f"{_e(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>\n")
 
 
 # ---------------------------------------------------------------- small pieces
@@ -148,6 +151,7 @@ def _header(report: RunReport) -> str:
     items = {"experiment": _e(h.experiment), "data": _e(h.data),
              "source": _e(h.source or "–"), "started": _when(h.started),
              "microseg": _e(h.version or "–"), "device": _e(h.device or "–"),
+             "page written": _when(h.written),
              "total time": _seconds(h.total_seconds) + (
                  "" if h.total_seconds is not None or not report.notebooks
                  else " <span class='muted'>(not recorded in JupyterLab)</span>")}
@@ -169,15 +173,26 @@ def _notebooks(report: RunReport) -> str:
     rows = "".join(
         f"<tr><td class='text'>{_link(n.link, n.name)}</td>"
         f"<td class='text {_status_class(n.status)}'>{_e(n.status)}</td>"
-        f"<td>{_seconds(n.seconds)}</td><td class='text'>{_when(n.started)}</td></tr>"
+        f"<td>{_seconds(n.seconds)}</td><td class='text'>{_when(n.started)}</td>"
+        f"<td class='text'>{_given(n.given)}</td></tr>"
         for n in report.notebooks)
     head = ("<tr><th class='text'>notebook</th><th class='text'>status</th><th>time</th>"
-            "<th class='text'>started</th></tr>")
+            "<th class='text'>started</th><th class='text'>parameters given</th></tr>")
     return f"<h2 class='first'>Notebooks</h2><table>{head}{rows}</table>"
 
 
+def _given(given: dict[str, Any]) -> str:
+    if not given:
+        return "<span class='muted'>defaults</span>"
+    return "<br>".join(f"<code>{_e(name)} = {_e(repr(value))}</code>"
+                       for name, value in given.items())
+
+
 def _status_class(status: str) -> str:
-    return {"done": "ok", "failed": "bad", "running": "unknown"}.get(status, "")
+    if status.startswith("running"):
+        return "unknown"
+    return {"done": "ok", "done in JupyterLab": "ok", "failed": "bad",
+            "started in JupyterLab": "unknown"}.get(status, "")
 
 
 # ---------------------------------------------------------------- models

@@ -165,9 +165,32 @@ class RunFolder:
             )
         return self.split_manifest
 
-    def require_model(self, name: str) -> Path:
-        """A model folder holding ``best.pt``; :class:`RunOrderError` naming notebook 02 if not."""
-        folder = self.model_dir(name)
+    @staticmethod
+    def is_model_path(name: str | os.PathLike) -> bool:
+        """Whether a model ``name`` is a path to a model folder (it holds a folder separator)
+        rather than the name of a folder under ``models/``."""
+        text = os.fspath(name)
+        return "/" in text or os.sep in text
+
+    @classmethod
+    def model_key(cls, name: str | os.PathLike) -> str:
+        """The name results of model ``name`` are kept under (``eval/<key>``, ``diagnostics/``,
+        ``predictions/``): the name itself, or the folder's name for a path.
+
+        >>> RunFolder.model_key("unet"), RunFolder.model_key("/data/models/nuclei_v2/")
+        ('unet', 'nuclei_v2')
+        """
+        return Path(name).name if cls.is_model_path(name) else os.fspath(name)
+
+    def require_model(self, name: str | os.PathLike) -> Path:
+        """The folder of model ``name`` — a folder under ``models/``, or a path to a model
+        folder made anywhere (another run, a colleague's) — holding ``best.pt``;
+        :class:`RunOrderError` naming notebook 02 if there is none."""
+        folder = Path(name) if self.is_model_path(name) else self.model_dir(os.fspath(name))
+        if self.is_model_path(name) and not (folder / BEST_CHECKPOINT).is_file():
+            raise RunOrderError(f"{folder} holds no trained model (no {BEST_CHECKPOINT}): give "
+                                f"a model folder (as notebook 02 writes under run_dir/models/) "
+                                f"or the name of a model in {self.root / 'models'}")
         if not (folder / BEST_CHECKPOINT).is_file():
             found = ", ".join(self.model_names()) or "none"
             raise RunOrderError(

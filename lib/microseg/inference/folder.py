@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from microseg.errors import ConfigError, DataError, OutputExistsError
+from microseg.logs import file_note, progress, summarises
 
 __all__ = ["FORMATS", "predict_folder"]
 
@@ -46,6 +47,7 @@ ZARR_TILE = {2: 512, 3: 96}
 """Inner tile of out-of-core prediction when none is given."""
 
 
+@summarises(lambda a: a["output_dir"])
 def predict_folder(
     model: Any,
     input_path: str | Path,
@@ -111,11 +113,13 @@ def predict_folder(
     request = _Request(model, out, tile_shape, halo, output, axes or model.settings.input_axes,
                        batch_size, device, scheduler, overwrite, object_diameter, tta)
     outputs, errors = [], []
-    for path in inputs:
+    for path in progress(inputs, "predicting", "image"):
         try:
             outputs.append(_predict_one(request, path, format))
         except DataError as err:
-            log.warning("skipping %s: %s", path, err)
+            file_note(log, "skipped-input", path, f"skipped: {err}",
+                      "inputs skipped (unreadable or not fitting the model; each reason in "
+                      "predictions.json)", level=logging.WARNING)
             errors.append(f"{path}: {err}")
     result = _summary(inputs, outputs, errors)
     atomic_write_json(out / "predictions.json", result)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from microseg.errors import ConfigError, DataError, OutputExistsError
+from microseg.logs import file_note
 
 __all__ = [
     "ImageHeader",
@@ -316,8 +317,9 @@ def read_image(path: str | Path, axes: str | None = None, ndim: int | None = Non
     resolved = _resolve_axes(path, array.shape, stored, axes, ndim)
     image = np.ascontiguousarray(to_canonical(array, resolved))
     if collapse_grey_rgb and is_grey_rgb(image, canonical_axes(image)):
-        log.info("%s: its %d colour channels are identical (RGB that is really grey); "
-                 "keeping one channel", path, image.shape[0])
+        file_note(log, "grey-rgb", path, f"its {image.shape[0]} colour channels are identical "
+                  f"(RGB that is really grey); keeping one channel",
+                  "RGB images with identical colour channels (really grey; one channel kept)")
         image = np.ascontiguousarray(image[:1])
     return image
 

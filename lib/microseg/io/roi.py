@@ -40,6 +40,7 @@ import numpy as np
 from microseg.errors import ConfigError, DataError, OutputExistsError
 from microseg.io.images import image_stem, read_header, write_image
 from microseg.io.pairing import list_images
+from microseg.logs import file_note
 
 __all__ = [
     "ROI_EXTENSIONS",
@@ -188,7 +189,8 @@ def import_roi_folder(roi_dir: str | Path, images_dir: str | Path, out_labels_di
         labels = rois_to_labels(roi_file, shape)
         written.append(write_image(out, labels, axes="ZYX" if len(shape) == 3 else "YX",
                                    compression="zlib", overwrite=overwrite))
-        log.info("%s: %d objects from %s", out, int(labels.max()), roi_file)
+        file_note(log, "roi-import", out, f"{int(labels.max())} objects from {roi_file}",
+                  "label images written from Fiji ROI files")
     return written
 
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -279,27 +278,13 @@ def plan_deployment(run_dir: str | Path, config: DeployConfig | None = None,
 
     config = config or DeployConfig()
     run = RunFolder(run_dir)
-    model = TrainedModel.load(_model_folder(run, config.model_name))
+    model = TrainedModel.load(run.require_model(config.model_name or run.default_model_name()))
     results = _results_dir(run, model.name, overwrite)
     halo, source = choose_halo(model, config.halo)
     tile = choose_tile(config.tile_shape, halo, model.ndim, model.size_divisor, config.quick)
     results.mkdir(parents=True, exist_ok=True)
     config.save(results / "deploy_config.json")
     return DeploymentPlan(config, model, results, halo, source, tile, overwrite)
-
-
-def _model_folder(run: RunFolder, model_name: str | None) -> Path:
-    """``run/models/<name>``, a path to a model folder, or the run's model by default
-    (:meth:`~microseg.runs.RunFolder.default_model_name`).
-
-    Raises :class:`RunOrderError` (naming notebook 02) when the folder holds no trained model.
-    """
-    from microseg.runs import BEST_CHECKPOINT
-
-    if model_name is not None and ("/" in model_name or os.sep in model_name):
-        folder = Path(model_name)
-        return folder if (folder / BEST_CHECKPOINT).is_file() else run.require_model(model_name)
-    return run.require_model(model_name or run.default_model_name())
 
 
 def _results_dir(run: RunFolder, name: str, overwrite: bool) -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from microseg.errors import ConfigError, RunOrderError
+from microseg.logs import file_note, summarises
 from microseg.runs import RunFolder, create_output_dir, unique_name, write_summary
 
 __all__ = ["diagnose_model", "sweep_sizes"]
@@ -75,6 +76,7 @@ class _Subject:
         return int(self.train_config.get("batch_size") or 2)
 
 
+@summarises(lambda a: Path(a["run_dir"]) / "diagnostics")
 def diagnose_model(
     run_dir: str | Path,
     model_name: str | None = None,
@@ -91,7 +93,7 @@ def diagnose_model(
     Parameters
     ----------
     run_dir : the run folder (notebooks 01 and 02 ran there).
-    model_name : a model folder in ``run_dir/models``; None: the run's model
+    model_name : a model in ``run_dir/models``, or a path to a model folder; None: the run's model
         (:meth:`microseg.runs.RunFolder.default_model_name`: the one notebook 02 trained).
     tile_shape : inner tile side of the tiled prediction; None: the training patch side.
     halo : halo in pixels; None: the recommended halo of the measured receptive field.
@@ -173,6 +175,7 @@ def _load_subject(run: RunFolder, model_name: str | None, quick: bool, device: A
     run.require_split()
     name = model_name or run.default_model_name()
     model = TrainedModel.load(run.require_model(name), device=device)
+    name = run.model_key(name)
     val = load_subset(load_manifest(run.root), "val")
     if not val:
         raise RunOrderError(
@@ -250,7 +253,8 @@ def _tile_mismatch(subject: _Subject, tile: int, halo: int, device: Any) -> dict
             result = tile_mismatch(subject.model, sample.image, side, halo, offset, device=device)
             results.append((sample, result))
         except ConfigError as err:
-            log.warning("tile mismatch skipped on %s: %s", sample.stem, err)
+            file_note(log, "mismatch-skipped", sample.stem, f"tile mismatch skipped: {err}",
+                      "images without a tile-mismatch measurement", level=logging.WARNING)
     first = next(((sample, r) for sample, r in results), None)
     return {"summary": _mean_mismatch([r for _, r in results]), "first": first}
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError, RunOrderError
+from microseg.logs import progress, summarises
 from microseg.metrics.instance import DEFAULT_IOU_THRESHOLDS, InstanceMatching
 from microseg.metrics.pixel import ClassMetrics
 from microseg.runs import (
@@ -586,12 +587,25 @@ def _model_info(name: str, model_dir: Path, model_config: Any, extra: dict[str, 
     return info
 
 
-def _evaluate_model(run: RunFolder, name: str, data: EvaluationData, config: EvaluationConfig,
-                    quick: bool, overwrite: bool) -> dict[str, Any]:
+def _model_folders(run: RunFolder, names: Sequence[str]) -> dict[str, Path]:
+    """Each model's key (its results' name) → its folder; a model under ``models/`` or a path
+    to a model folder. ConfigError when two models would share a key."""
+    folders: dict[str, Path] = {}
+    for name in names:
+        key = run.model_key(name)
+        if key in folders:
+            raise ConfigError(f"model_names: two models are called {key!r} ({folders[key]} and "
+                              f"{run.require_model(name)}); their results would share "
+                              f"eval/{key}/ — evaluate them one at a time")
+        folders[key] = run.require_model(name)
+    return folders
+
+
+def _evaluate_model(run: RunFolder, name: str, model_dir: Path, data: EvaluationData,
+                    config: EvaluationConfig, quick: bool, overwrite: bool) -> dict[str, Any]:
     from microseg.models import TrainedModel
 
     start = time.perf_counter()
-    model_dir = run.require_model(name)
     model = TrainedModel.load(model_dir, "best", device=config.device)
     _check_model_fits(name, model.config, data)
     data = _for_model(data, model)
@@ -599,7 +613,7 @@ def _evaluate_model(run: RunFolder, name: str, data: EvaluationData, config: Eva
         config = config.replace(halo=model.halo)
     post = _postprocessing(model, data, config, quick) if data.task == "instance" else None
     results, how, scales = [], set(), []
-    for sample in data.samples:
+    for sample in progress(data.samples, f"evaluating {name}", "image"):
         prediction = _predict(model, sample.image, config)
         how.add(model.plan_prediction(sample.image.shape[1:], _tile(config),
                                       config.halo).describe())
@@ -689,6 +703,7 @@ def _write_combined(run: RunFolder, summaries: dict[str, dict[str, Any]], compar
     return combined
 
 
+@summarises(lambda a: Path(a["run_dir"]) / "eval")
 def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = None,
                     subset: str = "test",
                     iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
@@ -703,8 +718,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
     Parameters
     ----------
     run_dir : the run folder (``models/<name>/`` from notebook 02, ``data/split.json`` from 01).
-    model_names : models to evaluate; None: every trained model in the run folder that fits the
-        data (task, channels, dimensions; the others are skipped with a logged warning).
+    model_names : models to evaluate, by name in ``run_dir/models`` or as paths to model
+        folders; None: every trained model in the run folder that fits the data (task, channels, dimensions; the others are skipped with a logged warning).
     subset : ``"test"`` (default) or ``"val"``.
     iou_thresholds : object-matching thresholds (instance task); must include 0.5.
     quick : a smoke run: at most 2 images, a small post-processing search.
@@ -743,8 +758,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
         raise RunOrderError(f"no trained model in {run.root / 'models'}: run "
                             f"notebooks/02_train_from_scratch.ipynb with run_dir="
                             f"{str(run.root)!r} first")
-    for name in names:
-        run.require_model(name)
+    folders = _model_folders(run, names)
+    names = list(folders)
     tiles = None if tile_shape is None else tuple(int(t) for t in np.atleast_1d(tile_shape))
     config = EvaluationConfig(subset=subset, iou_thresholds=tuple(iou_thresholds), tile_shape=tiles,
                               device=device, max_images=QUICK_IMAGES if quick else None,
@@ -755,7 +770,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
     data.samples = data.samples[: config.max_images]
     if not model_names:
         names = _fitting_models(run, names, data)
-    outputs = {name: _evaluate_model(run, name, data, config, quick, overwrite) for name in names}
+    outputs = {name: _evaluate_model(run, name, folders[name], data, config, quick, overwrite)
+               for name in names}
     summaries = {n: o["summary"] for n, o in outputs.items()}
     comparison = _comparison(summaries)
     combined = _write_combined(run, summaries, comparison, data)

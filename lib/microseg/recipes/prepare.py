@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from microseg.errors import ConfigError, DataError, MissingFileError, OutputExistsError
+from microseg.logs import file_note, progress, summarises
 from microseg.runs import RunFolder, read_json, require_folder, write_summary
 
 __all__ = [
@@ -267,6 +268,7 @@ def _mean_foreground_dice(initial: list[Path], labels_dir: str | Path | None,
     return round(float(np.mean(scores)), 4) if scores else None
 
 
+@summarises(lambda a: Path(a["run_dir"]) / "data")
 def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: int = 2,
                  task: str = "instance", axes: str | None = None,
                  fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
@@ -565,7 +567,7 @@ def _image_statistics(pairs: list[Any], parameters: dict[str, Any]) -> dict[str,
     config = PercentileNormalization.from_dict(parameters["normalization"])
     task = parameters["task"]
     low_high, summaries, counts, problems, diameters = {}, [], [], [], {}
-    for pair in pairs:
+    for pair in progress(pairs, "checking images and labels", "image"):
         image = read_image(pair.image, axes=parameters["axes"], ndim=parameters["ndim"])
         problems += [p for p in [nonfinite_problem(image, pair.image)] if p]
         low_high[pair.stem] = percentile_statistics(image, config)
@@ -579,9 +581,9 @@ def _image_statistics(pairs: list[Any], parameters: dict[str, Any]) -> dict[str,
     check_labels(summaries, task, parameters.get("allow_empty_labels", False), problems,
                  parameters.get("n_classes"))
     empty = [s.stem for s in summaries if s.ids.size == 0]
-    if empty:
-        log.warning("%d label image(s) hold no object (allowed): %s", len(empty),
-                    ", ".join(empty))
+    for stem in empty:
+        file_note(log, "empty-labels", stem, "its label image holds no object (allowed)",
+                  "label images without any object (allowed)", level=logging.WARNING)
     total = (_semantic_counts(summaries, parameters.get("n_classes")) if task == "semantic"
              else _summed(counts, task))
     return {"low_high": low_high, "n_classes": int(total.size), "class_counts": total,

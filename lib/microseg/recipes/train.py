@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from microseg.logs import summarises
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -91,6 +92,7 @@ class TrainingSetup:
         return describe_configs(self.model_config, self.train_config, self)
 
 
+@summarises(lambda a: Path(a["run_dir"]) / "data")
 def prepare_training(run_dir: str | Path, architecture: str = "unet",
                      norm: str = "batchrenorm", patch_size: int | Sequence[int] | None = None,
                      batch_size: int | str | None = None, epochs: int | None = None,
@@ -139,7 +141,9 @@ def prepare_training(run_dir: str | Path, architecture: str = "unet",
     Raises
     ------
     ConfigError
-        For settings that do not fit together (every problem named).
+        For settings that do not fit together (every problem named), e.g. a patch side that
+        is not a multiple of the network's size divisor (with the sides to use instead):
+        checked here, before anything runs the network.
     """
     run = RunFolder(run_dir)
     train, val, manifest = _load_split(run, quick)
@@ -156,6 +160,9 @@ def prepare_training(run_dir: str | Path, architecture: str = "unet",
             train, train_config.batch_size, train_config.patch_size))
     if max_minutes is not None:
         train_config = train_config.replace(max_minutes=max_minutes)
+    from microseg.training.checks import check_patch_divisible
+
+    check_patch_divisible(train_config.patch_size, _size_divisor(model_config))
     return TrainingSetup(manifest, train, val, plan, facts, model_config, train_config, automatic,
                          reason)
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from microseg.errors import MicrosegError
+from microseg.logs import summarises
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -166,6 +167,7 @@ class Adapted:
         return Path(self.fit.model_dir)
 
 
+@summarises(lambda a: Path(a["run_dir"]) / "target")
 def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
                      target_data_dir: str | Path | None = None, n_target_train: int = 4,
                      n_target_val: int = 2, n_target_test: int | None = None,

@@ -1,0 +1,99 @@
+"""``python -m microseg``: the notebooks from a shell, with their parameters checked first.
+
+    python -m microseg run 01_prepare_data 02_train_from_scratch --run-dir runs/exp1 \\
+        -p data_dir my_data -p max_minutes 30
+    python -m microseg parameters 07_deploy         # what a notebook accepts
+    python -m microseg demo                          # the whole chain on synthetic data
+
+``run`` executes the named notebooks (stems, numbers such as ``02``, or ``all``) in order into
+one run folder, each with the parameters it declares, and writes the run's front page. A name
+that none of them declares stops everything before the first cell runs, with the closest
+declared names. Values are text, read as each parameter's declared type (``-p epochs 40``,
+``-p tile_shape 256,256``, ``-p model_name None``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from microseg.errors import MicrosegError
+
+__all__ = ["main"]
+
+
+def _notebooks(names: list[str]) -> list[Path]:
+    from microseg.chain import list_notebooks
+
+    available = list_notebooks()
+    if names == ["all"]:
+        return available
+    chosen = []
+    for name in names:
+        found = [p for p in available if p.stem == name or p.stem.split("_")[0] == name
+                 or p.name == name]
+        if not found:
+            raise MicrosegError(f"no notebook {name!r}; expected one of "
+                                f"{', '.join(p.stem for p in available)}, a number or 'all'")
+        chosen += found
+    return chosen
+
+
+def _run(args: argparse.Namespace) -> int:
+    from microseg.chain import run_chain
+
+    parameters = dict(args.parameter or [])
+    results = run_chain(args.run_dir, quick=args.quick, parameters=parameters,
+                        notebooks=_notebooks(args.notebooks))
+    print(f"finished {len(results)} notebook(s); front page: "
+          f"{Path(args.run_dir).resolve() / 'index.html'}")
+    return 0
+
+
+def _parameters(args: argparse.Namespace) -> int:
+    from microseg.chain import parameters_markdown
+
+    text = parameters_markdown(_notebooks(args.notebooks or ["all"]))
+    if args.markdown:
+        print(text)
+        return 0
+    for line in text.splitlines()[4:]:
+        if line.startswith("## "):
+            print(f"\n{line[3:]}")
+        elif line.startswith("| `"):
+            name, default, meaning = (c.strip() for c in line.strip("|").split(" | ", 2))
+            print(f"  {name.strip('`'):<22} {default.strip('`'):<14} {meaning}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m microseg", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run notebooks headless into one run folder")
+    run.add_argument("notebooks", nargs="+", help="notebook stems or numbers, or 'all'")
+    run.add_argument("--run-dir", required=True, help="the run folder")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="a parameter (repeatable); checked against the notebooks' names")
+    run.add_argument("--quick", action="store_true", help="smoke run")
+    listing = commands.add_parser("parameters", help="list what each notebook accepts")
+    listing.add_argument("notebooks", nargs="*", help="notebook stems or numbers (all)")
+    listing.add_argument("--markdown", action="store_true", help="as docs/parameters.md")
+    commands.add_parser("demo", help="the whole chain on synthetic data (see make demo)",
+                        add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["demo"]:
+        from microseg.demo import main as demo
+
+        return demo(argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return _run(args) if args.command == "run" else _parameters(args)
+    except MicrosegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
