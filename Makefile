@@ -9,7 +9,7 @@ RUN_DIR ?= runs/demo
 .PHONY: help demo test test-fast lab lock lint image container test-container clean-venv
 
 help:
-	@echo "make demo   run the notebook chain headless on built-in synthetic data (ND=3 for 3D, QUICK=1 for a smoke run) into $(RUN_DIR)"
+	@echo "make demo   run the notebook chain headless on built-in synthetic data (ND=3 for 3D, QUICK=1 for a smoke run, FULL=1 without the demo budget) into $(RUN_DIR)"
 	@echo "make test   run the whole test suite (unit tests and every notebook in quick mode)"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make lock   regenerate $(LOCK) from pyproject.toml"
@@ -24,7 +24,7 @@ $(BIN)/.installed: $(LOCK) pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m microseg.demo --run-dir $(RUN_DIR) --ndim $(ND) $(if $(QUICK),--quick)
+	$(BIN)/python -m microseg.demo --run-dir $(RUN_DIR) --ndim $(ND) $(if $(QUICK),--quick) $(if $(FULL),--full)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not container"

@@ -704,10 +704,10 @@ def worst_images(row: dict[str, Any], n: int = 8) -> list[dict[str, Any]]:
 
 def print_worst(work: Path, label: str, n: int = 8) -> None:
     """Markdown table of :func:`worst_images` of row ``label`` (the image names shortened)."""
-    path = _result_path(work, label)
-    if not path.is_file():
+    rows = [json.loads(p.read_text()) for p in sorted((work / "results").glob("*.json"))]
+    row = next((r for r in rows if r.get("label") == label), None)
+    if row is None:
         raise SystemExit(f"no row {label!r} in {work / 'results'}")
-    row = json.loads(path.read_text())
     print(f"| image ({label}) | true objects | predicted | F1@0.5 | DSB score |")
     print("|---|---|---|---|---|")
     for image in worst_images(row, n):

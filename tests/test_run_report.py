@@ -360,7 +360,7 @@ def test_one_verdict_line_per_model_and_evaluation(full_run):
     for row, line in zip(report.models, lines, strict=True):
         assert line.startswith(f"{row.model} ({row.kind} on built-in synthetic data)")
         if row.f1 is not None:
-            assert f"F1@0.5 {row.f1:.3f} on {row.n_images} {row.evaluated_on}" in line
+            assert f"F1@0.5 {row.f1:.3f} on {row.evaluated_on} ({row.n_images} image" in line
 
 
 @pytest.mark.slow

@@ -185,6 +185,7 @@ def run_chain(
     kernel: str = "python3",
     html_export: bool = True,
     log: Callable[[str], None] = print,
+    per_notebook: dict[str, dict[str, Any]] | None = None,
 ) -> list[NotebookRun]:
     """Run the numbered notebooks in order into ``run_dir`` and write ``run_dir/index.html``.
 
@@ -196,16 +197,24 @@ def run_chain(
         one that no notebook of the chain declares stops it before anything runs
         (:func:`check_chain_parameters`).
     notebooks : paths to run instead of every numbered notebook.
+    per_notebook : notebook stem → parameters for that notebook only (e.g. the demo budget),
+        over ``parameters``; each must be one that notebook declares.
     """
     run_dir = Path(run_dir).resolve()
-    params = {"run_dir": str(run_dir), "quick": quick, **(parameters or {})}
+    # quick is passed only when asked for, so that it is not listed as given otherwise
+    params = {"run_dir": str(run_dir), **({"quick": True} if quick else {}),
+              **(parameters or {})}
     chain = [Path(p) for p in notebooks] if notebooks else list_notebooks()
     check_chain_parameters(chain, params)
+    own = {p.stem: (per_notebook or {}).get(p.stem, {}) for p in chain}
+    for notebook in chain:
+        check_chain_parameters([notebook], own[notebook.stem])
     results = []
     with _FrontPage(run_dir, [p.stem for p in chain]) as page:
         for notebook in chain:
             log(f"running {notebook.name} ...")
-            results.append(_run_and_export(notebook, run_dir / "notebooks", params, kernel,
+            results.append(_run_and_export(notebook, run_dir / "notebooks",
+                                           {**params, **own[notebook.stem]}, kernel,
                                            html_export))
             log(f"  done in {results[-1].seconds:.1f} s -> {results[-1].output}")
             page.write()

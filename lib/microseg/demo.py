@@ -2,6 +2,12 @@
 
 Each demo gets a fresh run folder: if ``runs/demo`` already holds results, the next free name
 (``runs/demo-2`` ...) is used, so an earlier demo is never overwritten.
+
+The demo runs with a *demo budget* (:data:`DEMO_BUDGET`): shorter trainings than the notebooks'
+defaults, which are made for users' data, so that the whole chain takes minutes. The budget is
+passed as ordinary notebook parameters, so each executed notebook shows it in its injected
+parameters cell, its ``summary.json`` lists it among the given parameters, and so does the
+front page. ``--full`` runs the notebooks' own defaults instead.
 """
 
 from __future__ import annotations
@@ -17,8 +23,16 @@ from microseg.run_report import gather_run_report, model_verdicts
 from microseg.runs import unique_name
 
 __all__ = [
+    "DEMO_BUDGET",
     "main",
 ]
+
+DEMO_BUDGET: dict[str, dict[str, object]] = {
+    "02_train_from_scratch": {"max_minutes": 3},
+    "03_transfer_learning": {"epochs": 5},
+    "04_fine_tune": {"epochs": 5},
+}
+"""Per notebook, the parameters of the demo budget (see the module docstring)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default="runs/demo", help="run folder (default runs/demo)")
     parser.add_argument("--ndim", type=int, choices=(2, 3), default=2, help="2D or 3D data")
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds per notebook")
+    parser.add_argument("--full", action="store_true",
+                        help="the notebooks' own defaults instead of the demo budget (longer)")
     args = parser.parse_args(argv)
 
     wanted = Path(args.run_dir)
@@ -34,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{wanted} already holds a run; writing this one to {run_dir}")
     start = time.perf_counter()
     try:
-        results = run_chain(run_dir, quick=args.quick, parameters={"ndim": args.ndim})
+        budget = {} if args.quick or args.full else DEMO_BUDGET
+        if budget:
+            print("demo budget (shorter trainings than for your data; --full for the defaults): "
+                  + "; ".join(f"{nb[:2]} " + ", ".join(f"{k}={v}" for k, v in p.items())
+                              for nb, p in budget.items()))
+        results = run_chain(run_dir, quick=args.quick, parameters={"ndim": args.ndim},
+                            per_notebook=budget)
     except MicrosegError as err:
         print(f"error: {err}", file=sys.stderr)
         if (run_dir / "index.html").is_file():

@@ -822,7 +822,7 @@ def model_verdicts(report: RunReport) -> list[str]:
     ...                    2, "instance", None, None, None, None)
     >>> row = ModelRow("unet", "from scratch", "test images of this run", 3, 0.9, 0.812)
     >>> model_verdicts(RunReport(header, models=[row]))
-    ['unet (from scratch on built-in synthetic data): F1@0.5 0.812 on 3 test images of this run']
+    ['unet (from scratch on built-in synthetic data): F1@0.5 0.812 on test images of this run (3 images)']
     """
     source = report.header.source or "the run's data"
     lines = []
@@ -833,8 +833,9 @@ def model_verdicts(report: RunReport) -> list[str]:
             continue
         score = (f"F1@0.5 {row.f1:.3f}" if row.f1 is not None else
                  f"object Dice {row.object_dice:.3f}" if row.object_dice is not None else "–")
-        images = f"{row.n_images} " if row.n_images is not None else ""
-        lines.append(f"{trained}: {score} on {images}{row.evaluated_on}")
+        count = ("" if row.n_images is None else
+                 f" ({row.n_images} image{'' if row.n_images == 1 else 's'})")
+        lines.append(f"{trained}: {score} on {row.evaluated_on}{count}")
     return lines
 
 
