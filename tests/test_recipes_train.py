@@ -4,6 +4,7 @@ summary, refuses to overwrite, resumes, takes tuned configs, and runs from the c
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -255,3 +256,41 @@ def test_a_patch_side_the_network_cannot_take_is_refused_when_the_settings_are_m
     with pytest.raises(ConfigError, match=r"patch_size \(30, 30\) is not a multiple .* use "
                                           r"patch_size=\(28, 28\) or \(32, 32\)"):
         prepare_training(run_dir, patch_size=30, quick=True)
+
+
+def test_the_watershed_is_tuned_on_the_validation_images_after_training(trained_run):
+    """As StarDist's optimize_thresholds: the best row of the search is what the model folder
+    holds and what every later prediction uses; the score is recomputed here from the saved
+    thresholds on the same validation predictions."""
+    import pandas as pd
+
+    from microseg.data.dataset import load_subset
+    from microseg.data.split import load_manifest
+    from microseg.inference.instances import probabilities_to_instances
+    from microseg.metrics.instance import match_instances
+    from microseg.models import TrainedModel
+    from microseg.recipes.train import TUNING_IMAGES_QUICK
+
+    run_dir, summary = trained_run
+    folder = RunFolder(run_dir).model_dir("unet")
+    tuned = summary["postprocessing"]
+    search = pd.read_csv(folder / "instance_postprocessing_search.csv")
+    assert len(search) == 2, "quick: two seed thresholds"
+    best = search.iloc[0]
+    assert (tuned["foreground_threshold"], tuned["seed_threshold"]) == (
+        best["foreground_threshold"], best["seed_threshold"])
+    assert tuned["validation_f1"] == pytest.approx(best["f1"])
+    model = TrainedModel.load(folder)
+    assert model.postprocessing.seed_threshold == tuned["seed_threshold"]
+    assert model.postprocessing.head == "distance"
+    samples = load_subset(load_manifest(run_dir), "val")[:TUNING_IMAGES_QUICK]
+    assert tuned["validation_images"] == len(samples)
+    f1 = []
+    for sample in samples:
+        probabilities = model.predict_with_info(sample.image, normalized=True,
+                                                object_diameter="auto", tta=True).probabilities
+        predicted = probabilities_to_instances(probabilities, model.postprocessing)
+        value = match_instances(predicted, sample.label, (0.5,)).scores[0].f1
+        if value is not None:
+            f1.append(value)
+    assert tuned["validation_f1"] == pytest.approx(float(np.mean(f1)))

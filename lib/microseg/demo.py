@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfinished {len(results)} notebooks in {time.perf_counter() - start:.0f} s")
     for r in results:
         print(f"  {r.name:<32} {r.seconds:7.1f} s")
-    print("\nmodels:")
+    print("\nmodels (a smoke run: a few training steps, so the scores mean nothing):"
+          if args.quick else "\nmodels:")
     for line in model_verdicts(gather_run_report(run_dir)):
         print(f"  {line}")
     print(f"\nopen {run_dir.resolve() / 'index.html'}: the run report (models, diagnostics, "

@@ -59,6 +59,7 @@ __all__ = [
     "load_postprocessing",
     "probabilities_to_instances",
     "save_postprocessing",
+    "tune_on_samples",
     "tune_postprocessing",
 ]
 
@@ -261,6 +262,28 @@ def tune_postprocessing(
     best = int(np.argmax(order))
     table = table.iloc[np.argsort(-order, kind="stable")].reset_index(drop=True)
     return configs[best], table
+
+
+QUICK_GRID_SIZE = 2
+"""A quick tuning (smoke runs) tries every other seed threshold at the default foreground one."""
+
+
+def tune_on_samples(predict: Any, samples: Sequence[Any], head: str, quick: bool = False
+                    ) -> tuple[InstancePostprocessing, Any]:
+    """:func:`tune_postprocessing` on labelled samples (``.image``, ``.label``) whose
+    probabilities ``predict(image)`` gives — as StarDist's ``optimize_thresholds``: the
+    thresholds that segment the validation images best, with the prediction settings the
+    model will be used with. ``quick``: a 2-value grid. Returns (best, table best first)."""
+    probabilities = [predict(sample.image) for sample in samples]
+    grid = ({"foreground_threshold": [0.5],
+             "seed_threshold": default_grid(head)["seed_threshold"][1::QUICK_GRID_SIZE]}
+            if quick else None)
+    best, table = tune_postprocessing(probabilities, [s.label for s in samples], grid=grid,
+                                      base=InstancePostprocessing(head=head))
+    log.info("instance post-processing tuned on %d validation image(s): foreground threshold "
+             "%s, seed threshold %s (mean F1@0.5 %.3f)", len(samples), best.foreground_threshold,
+             best.seed_threshold, table["f1"].iloc[0])
+    return best, table
 
 
 def save_postprocessing(config: InstancePostprocessing, model_dir: str | Path) -> Path:

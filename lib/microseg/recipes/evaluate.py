@@ -367,12 +367,9 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
                     quick: bool) -> Any:
-    """The instance post-processing of the model folder, tuned on validation images if absent."""
-    from microseg.inference.instances import (
-        InstancePostprocessing,
-        default_grid,
-        tune_postprocessing,
-    )
+    """The instance post-processing of the model folder (tuned when it was trained), or tuned
+    here on the validation images for a model folder without one."""
+    from microseg.inference.instances import tune_on_samples
     from microseg.runs import POSTPROCESSING_FILE
 
     model_dir = model.folder
@@ -381,14 +378,8 @@ def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
     validation = _validation_samples(data, quick)
     if not validation:
         return model.instance_postprocessing()
-    probabilities = [_predict(model, s.image, config).probabilities for s in validation]
-    head = model.settings.instance_head
-    grid = ({"foreground_threshold": [0.5], "seed_threshold": default_grid(head)["seed_threshold"][1::2]}
-            if quick else None)
-    best, table = tune_postprocessing(probabilities, [s.label for s in validation], grid=grid,
-                                      base=InstancePostprocessing(head=head))
-    log.info("tuned the instance post-processing on %d validation image(s): %s (mean F1 %s)",
-             len(validation), best.to_dict(), table["f1"].iloc[0])
+    best, table = tune_on_samples(lambda image: _predict(model, image, config).probabilities,
+                                  validation, model.settings.instance_head, quick)
     model.postprocessing = best
     if not quick:
         model.save(model_dir)

@@ -197,7 +197,9 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
     ``instance_head`` (with ``instance_head_reason`` for ``"auto"``), ``object_diameter``
     (median of the training images, pixels),
     ``canonical_diameter``, ``scale_factor`` (median over the images) with
-    ``scale_factor_min``/``scale_factor_max``, and ``max_minutes``.
+    ``scale_factor_min``/``scale_factor_max``, ``max_minutes`` and, for the instance task,
+    ``postprocessing``: the watershed thresholds tuned on the validation images after training
+    (with ``validation_f1``), which evaluation and deployment then use.
 
     Raises
     ------
@@ -222,8 +224,8 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
                        canonical_diameter=plan.canonical_diameter,
                        max_minutes=setup.train_config.max_minutes, **setup.scale.to_dict())
         if context.is_main:
-            summary["halo"] = _finish_model_folder(run.model_dir(model_name), setup,
-                                                   settings.get("quick", False))
+            summary["halo"], summary["postprocessing"] = _finish_model_folder(
+                run.model_dir(model_name), setup, settings.get("quick", False))
         summary["seconds"] = round(time.perf_counter() - started, 2)
         if context.is_main:
             write_summary(run.model_dir(model_name), summary)
@@ -546,9 +548,11 @@ def _predictor(network: Any, setup: TrainingSetup) -> Any:
         object_diameter=facts.median_diameter)
 
 
-def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool) -> list[int]:
-    """Write ``prediction.json`` (task, head, scale, normalization, axes, measured halo);
-    returns the halo."""
+def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool
+                         ) -> tuple[list[int], dict[str, Any] | None]:
+    """Write ``prediction.json`` (task, head, scale, normalization, axes, measured halo) and,
+    for an instance model, the post-processing tuned on the validation images; returns the
+    halo and the tuned post-processing (None for other tasks)."""
     from microseg.models import TrainedModel
 
     manifest, plan, facts = setup.manifest, setup.representation, setup.scale
@@ -558,7 +562,41 @@ def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool) -> 
                                 instance_head=plan.head,
                                 canonical_diameter=plan.canonical_diameter,
                                 object_diameter=facts.median_diameter)
-    return list(model.halo)
+    tuned = _tune_postprocessing(model, manifest, quick) if manifest.task == "instance" else None
+    return list(model.halo), tuned
+
+
+TUNING_IMAGES_QUICK = 2
+"""Validation images the post-processing is tuned on in a quick run."""
+
+
+def _tune_postprocessing(model: Any, manifest: Any, quick: bool) -> dict[str, Any] | None:
+    """Thresholds of the watershed tuned on the validation images at their own scale, predicted
+    as evaluation and deployment predict by default (object size measured per image, test-time
+    augmentation), saved in the model folder (``instance_postprocessing.json``, the search in
+    ``instance_postprocessing_search.csv``) for notebooks 05 and 07."""
+    from microseg.data.dataset import load_subset
+    from microseg.inference.instances import tune_on_samples
+    from microseg.runs import atomic_write_text
+
+    samples = [s for s in load_subset(manifest, "val") if s.label is not None]
+    if not samples:
+        log.warning("no labelled validation images: the instance post-processing keeps its "
+                    "defaults until notebook 05 tunes it")
+        return None
+    samples = samples[:TUNING_IMAGES_QUICK] if quick else samples
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        return model.predict_with_info(image, normalized=True, object_diameter="auto",
+                                       tta=True).probabilities
+
+    best, table = tune_on_samples(predict, samples, model.settings.instance_head, quick)
+    model.postprocessing = best
+    model.save(model.folder)
+    atomic_write_text(model.folder / "instance_postprocessing_search.csv",
+                      table.to_csv(index=False))
+    return {**{k: v for k, v in best.to_dict().items() if not k.startswith("config_")},
+            "validation_f1": float(table["f1"].iloc[0]), "validation_images": len(samples)}
 
 
 def representation(manifest: Any, instance_head: str = DEFAULT_HEAD,
