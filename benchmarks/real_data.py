@@ -66,6 +66,8 @@ Usage::
     ... --score-peer /work/bench/usiigaci/peers/stardist --label StarDist
     # evaluate a row's trained model again with other settings (a new row, the same training):
     ... --evaluate-again "defaults 30min" --label "defaults 30min, TTA" --eval tta=True
+    # the scale test: that model on the test images resampled by 0.5, 2, 3 or 5:
+    ... --evaluate-again "defaults 30min" --label "defaults 30min, test x3" --test-scale 3
     # only write the split and the data layout (what the peer runners read):
     ... --layout-only
     # the Markdown table of every row in WORK/results:
@@ -96,6 +98,7 @@ import numpy as np
 __all__ = [
     "DSB_SALT",
     "DSB_THRESHOLDS",
+    "SCALES",
     "SPLITS",
     "LoadSampler",
     "TrainingBudget",
@@ -110,6 +113,7 @@ __all__ = [
     "score_folders",
     "score_instances",
     "worst_images",
+    "write_scaled_test",
     "write_layout",
 ]
 
@@ -578,11 +582,47 @@ def _brief(trained: dict[str, Any]) -> dict[str, Any]:
             "fit_verdict": (trained.get("fit_diagnosis") or {}).get("verdict")}
 
 
+SCALES: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0)
+"""Factors of the scale test: the test images at half, once, twice, 3 and 5 times their size."""
+
+
+def _resize(array: np.ndarray, factor: float, order: int) -> np.ndarray:
+    """``array`` (Y, X) or (Y, X, C) resampled by ``factor`` in Y and X (scikit-image, an
+    implementation independent of microseg's): order 1 with anti-aliasing for images, order 0
+    for labels; the dtype is kept (images rounded and clipped)."""
+    from skimage.transform import resize
+
+    shape = tuple(max(1, round(side * factor)) for side in array.shape[:2]) + array.shape[2:]
+    out = resize(array, shape, order=order, preserve_range=True,
+                 anti_aliasing=order > 0 and factor < 1, mode="edge")
+    if np.issubdtype(array.dtype, np.integer) and order > 0:
+        info = np.iinfo(array.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(array.dtype)
+
+
+def write_scaled_test(work: Path, factor: float) -> Path:
+    """``WORK/data/test_x<factor>/``: every test image resampled by ``factor`` (linear) and its
+    labels (nearest neighbour), for the scale test; written once, reused after."""
+    import tifffile
+
+    source = work / "data" / "test"
+    folder = work / "data" / f"test_x{factor:g}"
+    if (folder / "labels").is_dir():
+        return folder
+    for path in sorted((source / "images").glob("*.tif")):
+        _write_tiff(folder / "images" / path.name, _resize(tifffile.imread(path), factor, 1))
+        label = tifffile.imread(source / "labels" / path.name)
+        _write_tiff(folder / "labels" / path.name, _resize(label, factor, 0))
+    return folder
+
+
 def evaluate_again(work: Path, row_label: str, label: str,
-                   eval_settings: dict[str, Any]) -> dict[str, Any]:
+                   eval_settings: dict[str, Any], test_scale: float = 1.0) -> dict[str, Any]:
     """The model a microseg row trained, evaluated again with ``eval_settings`` (e.g. TTA) on
-    the same test images; the new row keeps the original training's length and seconds.
-    Predictions go to ``WORK/runs/<row>/predictions-<label>/``."""
+    the same test images — or on them resampled by ``test_scale`` (:func:`write_scaled_test`);
+    the new row keeps the original training's length and seconds. Predictions go to
+    ``WORK/runs/<row>/predictions-<label>/``."""
     from microseg.recipes.evaluate import evaluate_models
 
     name = _slug(row_label)
@@ -592,16 +632,16 @@ def evaluate_again(work: Path, row_label: str, label: str,
     if original is None:
         raise SystemExit(f"no microseg row {row_label!r} in {work / 'results'}")
     run_dir = Path(original["run_dir"])
+    test = work / "data" / "test" if test_scale == 1.0 else write_scaled_test(work, test_scale)
     evaluated, eval_time = _timed(lambda: evaluate_models(
-        run_dir, model_names=[name], data_dir=work / "data" / "test", overwrite=True,
-        **eval_settings))
+        run_dir, model_names=[name], data_dir=test, overwrite=True, **eval_settings))
     predictions = _write_predictions(evaluated["results"][name],
                                      run_dir / f"predictions-{_slug(label)}")
-    scores = score_folders(predictions, work / "data" / "test" / "labels")
+    scores = score_folders(predictions, test / "labels")
     kept = ("tool", "steps", "epochs", "training", "prepare", "train_summary",
             "budget_stop_epoch", "split_adjusted", "run_dir")
     return {**{k: original.get(k) for k in kept}, "scores": scores, "evaluate": eval_time,
-            "evaluated_again_from": original["label"],
+            "evaluated_again_from": original["label"], "test_scale": test_scale,
             "postprocessing": evaluated["models"][name]["postprocessing"]}
 
 
@@ -734,6 +774,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--score-peer", type=Path, help="score a peer folder instead of training")
     parser.add_argument("--evaluate-again", metavar="ROW",
                         help="evaluate the model of microseg row ROW again (with --eval)")
+    parser.add_argument("--test-scale", type=float, default=1.0,
+                        help="with --evaluate-again: the test images resampled by this factor")
     parser.add_argument("--layout-only", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the rows of WORK/results")
     parser.add_argument("--worst", metavar="ROW", help="print the worst test images of row ROW")
@@ -778,8 +820,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         row = score_peer(work, args.score_peer.resolve())
     elif args.evaluate_again is not None:
         settings = {"train": {}, "eval": parse_settings(args.eval), "prepare": {}}
-        row = {**evaluate_again(work, args.evaluate_again, args.label, settings["eval"]),
-               "settings": settings}
+        row = {**evaluate_again(work, args.evaluate_again, args.label, settings["eval"],
+                                args.test_scale), "settings": settings}
     else:
         settings = {stage: parse_settings(getattr(args, stage))
                     for stage in ("train", "eval", "prepare")}

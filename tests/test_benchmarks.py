@@ -383,3 +383,31 @@ def test_worst_images_are_the_lowest_f1_first():
         {"stem": "c", "n_true": 10, "n_pred": 10, "f1": 1.0, "dsb_score": 0.8},
         {"stem": "d", "n_true": 0, "n_pred": 0, "f1": None, "dsb_score": None}]}}
     assert [r["stem"] for r in real_data.worst_images(row, 2)] == ["a", "b"]
+
+
+def test_scaled_test_images_keep_dtype_and_labels_keep_their_ids(tmp_path):
+    work = tmp_path / "work"
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[5:15, 5:25] = 200
+    label = np.zeros((20, 30), np.uint16)
+    label[5:15, 5:12], label[5:15, 14:25] = 3, 7
+    tifffile.imwrite(work_file(work, "images"), image)
+    tifffile.imwrite(work_file(work, "labels"), label)
+    folder = real_data.write_scaled_test(work, 2.0)
+    big_image = tifffile.imread(folder / "images" / "a.tif")
+    big_label = tifffile.imread(folder / "labels" / "a.tif")
+    assert big_image.shape == (40, 60, 3) and big_image.dtype == np.uint8
+    assert big_label.shape == (40, 60) and big_label.dtype == np.uint16
+    assert set(np.unique(big_label)) == {0, 3, 7}, "nearest neighbour: no mixed ids"
+    # an object's area grows by the factor squared (up to its border pixels)
+    assert abs(int((big_label == 7).sum()) - 4 * int((label == 7).sum())) <= 2 * 2 * 11
+    assert big_image[20, 30].tolist() == [200, 200, 200] and big_image[0, 0].tolist() == [0, 0, 0]
+    small = tifffile.imread(real_data.write_scaled_test(work, 0.5) / "labels" / "a.tif")
+    assert small.shape == (10, 15)
+    assert real_data.write_scaled_test(work, 2.0) == folder, "written once, reused"
+
+
+def work_file(work, kind):
+    path = work / "data" / "test" / kind / "a.tif"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

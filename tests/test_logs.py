@@ -74,3 +74,47 @@ def test_a_folder_of_rgb_saved_grey_images_gives_one_line(tmp_path, caplog):
     record = json.loads((run_dir / "data" / NOTES_FILE).read_text())
     assert sorted(record["grey-rgb"]["files"]) == sorted(
         str(p) for p in (data / "images").glob("*.tif"))
+
+
+@pytest.mark.slow
+def test_in_a_notebook_each_cell_says_its_file_notes_once(tmp_path):
+    """The hook start_notebook sets: a cell that reads five RGB-saved grey images ends with one
+    line; a later cell reading one image says it of that one file."""
+    import nbformat
+    import papermill
+
+    from microseg.chain import _LocalKernelManager
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(5):
+        grey = np.random.default_rng(k).integers(0, 255, (32, 32), dtype=np.uint8)
+        tifffile.imwrite(images / f"im{k}.tif", np.stack([grey] * 3, axis=-1), photometric="rgb")
+    parameters = nbformat.v4.new_code_cell('run_dir = "runs/demo"\nquick = False')
+    parameters.metadata["tags"] = ["parameters"]
+    notebook = nbformat.v4.new_notebook(cells=[
+        parameters,
+        nbformat.v4.new_code_cell('from microseg.notebook import start_notebook\n'
+                                  'run = start_notebook("05_evaluate", globals())'),
+        nbformat.v4.new_code_cell('from pathlib import Path\nfrom microseg.io import read_image\n'
+                                  f'shapes = [read_image(p).shape for p in sorted(Path({str(images)!r}).glob("*.tif"))]'),
+        nbformat.v4.new_code_cell(f'read_image({str(images / "im0.tif")!r}).shape'),
+    ])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    nbformat.write(notebook, tmp_path / "in.ipynb")
+    run_dir = tmp_path / "run"
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters={"run_dir": str(run_dir)}, progress_bar=False,
+                               kernel_manager_class=_LocalKernelManager.get())
+    cells = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
+
+    def text(cell):
+        return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+    assert text(cells[-2]).count("colour channels") == 1
+    assert "5 RGB images with identical colour channels" in text(cells[-2])
+    assert text(cells[-1]).count("colour channels are identical") == 1
+    assert "im0.tif" in text(cells[-1])
+    record = json.loads((run_dir / NOTES_FILE).read_text())
+    assert record["grey-rgb"]["count"] == 5
