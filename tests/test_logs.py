@@ -118,3 +118,16 @@ def test_in_a_notebook_each_cell_says_its_file_notes_once(tmp_path):
     assert "im0.tif" in text(cells[-1])
     record = json.loads((run_dir / NOTES_FILE).read_text())
     assert record["grey-rgb"]["count"] == 5
+
+
+def test_a_message_repeated_for_every_image_is_said_once_with_the_count(caplog):
+    from microseg.logs import said_once
+
+    with caplog.at_level(logging.INFO, logger="microseg"):
+        said_once(log, "tile rounded")
+        with summarised():
+            for _ in range(4):
+                said_once(log, "tile rounded")
+            said_once(log, "another")
+    assert [r.getMessage() for r in caplog.records] == [
+        "tile rounded", "tile rounded (the same for 4 images)", "another"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["NOTES_FILE", "PROGRESS_FROM", "FileNotes", "close_notes", "file_note", "open_notes",
-           "progress", "summarised", "summarises"]
+           "progress", "said_once", "summarised", "summarises"]
 
 PROGRESS_FROM = 10
 """Loops over at least this many files show a progress bar with the time left."""
@@ -56,7 +56,13 @@ class FileNotes:
 
     def __init__(self) -> None:
         self.kinds: dict[str, _Kind] = {}
+        self.repeated: dict[tuple[str, int, str], int] = {}
         self._lock = threading.Lock()
+
+    def repeat(self, logger: logging.Logger, level: int, text: str) -> None:
+        with self._lock:
+            key = (logger.name, level, text)
+            self.repeated[key] = self.repeated.get(key, 0) + 1
 
     def add(self, logger: logging.Logger, level: int, kind: str, path: str, text: str,
             summary: str) -> None:
@@ -81,8 +87,12 @@ class FileNotes:
         return lines
 
     def emit(self, record_dir: str | Path | None = None) -> Path | None:
-        """Log one line per kind; write every file to ``record_dir/file_notes.json`` (other
-        kinds already there are kept). Returns that file, or None."""
+        """Log one line per kind and per repeated message; write every file to
+        ``record_dir/file_notes.json`` (other kinds already there are kept). Returns that file,
+        or None."""
+        for (name, level, text), count in self.repeated.items():
+            logging.getLogger(name).log(level, "%s%s", text,
+                                        f" (the same for {count} images)" if count > 1 else "")
         if not self.kinds:
             return None
         record = None
@@ -148,6 +158,18 @@ def close_notes(notes: FileNotes, opened: bool, record_dir: str | Path | None = 
         if notes in _active:
             _active.remove(notes)
     notes.emit(record_dir)
+
+
+def said_once(logger: logging.Logger, text: str, level: int = logging.INFO) -> None:
+    """Log ``text``, a message a loop over images repeats unchanged (a setting adjusted the same
+    way for each): inside a :func:`summarised` block said once at its end with the count,
+    outside at once."""
+    with _active_lock:
+        notes = _active[-1] if _active else None
+    if notes is None:
+        logger.log(level, "%s", text)
+    else:
+        notes.repeat(logger, level, text)
 
 
 @contextmanager

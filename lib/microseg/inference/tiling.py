@@ -68,6 +68,7 @@ import numpy as np
 
 from microseg.devices import resolve_device
 from microseg.errors import ConfigError, DataError
+from microseg.logs import said_once
 
 __all__ = [
     "BORDERS",
@@ -413,15 +414,9 @@ def _make_plan(
     tile = tuple(max(divisor, t // divisor * divisor) for t in wanted_tile)
     halo_aligned = tuple(math.ceil(h / divisor) * divisor for h in wanted_halo)
     if tile != wanted_tile or halo_aligned != wanted_halo:
-        log.info(
-            "tile_shape %s and halo %s rounded to %s and %s, multiples of the model's size divisor %d "
-            "(needed for seamless stitching)",
-            wanted_tile,
-            wanted_halo,
-            tile,
-            halo_aligned,
-            divisor,
-        )
+        said_once(log, f"tile_shape {wanted_tile} and halo {wanted_halo} rounded to {tile} and "
+                       f"{halo_aligned}, multiples of the model's size divisor {divisor} (needed "
+                       f"for seamless stitching)")
     padded = tuple(math.ceil(n / divisor) * divisor for n in spatial_shape)
     tile = tuple(min(t, p) for t, p in zip(tile, padded, strict=True))
     step = tile
@@ -531,11 +526,8 @@ def _make_runner(
         raise ConfigError(f"amp {amp!r} is not known; choose 'bf16', 'fp16' or None")
     device = resolve_device(device)
     if amp is not None and device.type != "cuda":
-        log.info(
-            "mixed precision (amp=%r) applies on CUDA only; predicting in full precision on %s",
-            amp,
-            device,
-        )
+        said_once(log, f"mixed precision (amp={amp!r}) applies on CUDA only; predicting in "
+                       f"full precision on {device}")
     model.to(device)
     return _Runner(model, device, _model_dtype(model), amp, activation, tile_transform, tta)
 
