@@ -107,7 +107,7 @@ def progress_bar(progress: bool, scheduler: Any) -> Iterator[None]:
         return
     from dask.diagnostics import ProgressBar
 
-    with ProgressBar(minimum=1.0):
+    with ProgressBar(minimum=1.0, dt=1.0):  # a redraw a second, not ten
         yield
 
 

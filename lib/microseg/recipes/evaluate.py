@@ -632,7 +632,7 @@ def _scale_facts(model: Any, scales: list[dict[str, Any]], config: EvaluationCon
     diameters = [s["object_diameter"] for s in scales if s["object_diameter"] is not None]
     factors = [s["scale_factor"] for s in scales]
     return {"instance_head": model.settings.instance_head if model.task == "instance" else None,
-            "object_diameter": float(np.median(diameters)) if diameters else None,
+            "object_diameter": round(float(np.median(diameters)), 2) if diameters else None,
             "object_diameter_setting": config.object_diameter,
             "scale_factor": float(np.median(factors)) if factors else 1.0,
             "canonical_diameter": model.settings.canonical_diameter, "tta": config.tta}

@@ -648,7 +648,8 @@ def _represented(train: list, val: list, plan: Any) -> tuple[list, list, Any]:
         return train, val, ScaleFacts((), (), None)
     train, facts = represent(train, plan)
     val, _ = represent(val, plan)
-    log.info("training data: median object diameter %s px%s", facts.median_diameter,
+    diameter = "unknown" if facts.median_diameter is None else f"{facts.median_diameter:.1f}"
+    log.info("training data: median object diameter %s px%s", diameter,
              "" if plan.canonical_diameter is None else
              f", resampled to {plan.canonical_diameter:g} px (factors "
              f"{min(facts.factors):.2f}–{max(facts.factors):.2f})")
