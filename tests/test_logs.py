@@ -83,7 +83,7 @@ def test_in_a_notebook_each_cell_says_its_file_notes_once(tmp_path):
     import nbformat
     import papermill
 
-    from microseg.chain import _LocalKernelManager
+    from microseg.chain import _local_kernel_manager
 
     images = tmp_path / "images"
     images.mkdir()
@@ -106,7 +106,7 @@ def test_in_a_notebook_each_cell_says_its_file_notes_once(tmp_path):
     run_dir = tmp_path / "run"
     papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters={"run_dir": str(run_dir)}, progress_bar=False,
-                               kernel_manager_class=_LocalKernelManager.get())
+                               kernel_manager_class=_local_kernel_manager())
     cells = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
 
     def text(cell):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from microseg.parameter_names import (
     closest_parameters,
     given_parameters,
 )
+from test_notebook import parameters_cell
 
 NOTEBOOKS = list_notebooks()
 
@@ -31,13 +31,6 @@ MISSPELT = {
     "06_normalization_diagnostics": ("halo_size", "halo"),
     "07_deploy": ("model_dir", "model_name"),
 }
-
-
-def parameters_cell(path) -> dict:
-    nb = nbformat.read(path, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    return {node.targets[0].id: ast.literal_eval(node.value)
-            for node in ast.parse(cell.source).body}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -52,18 +52,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _parameters(args: argparse.Namespace) -> int:
-    from microseg.chain import parameters_markdown
+    from microseg.chain import parameter_rows, parameters_markdown
 
-    text = parameters_markdown(_notebooks(args.notebooks or ["all"]))
+    notebooks = _notebooks(args.notebooks or ["all"])
     if args.markdown:
-        print(text)
+        print(parameters_markdown(notebooks))
         return 0
-    for line in text.splitlines()[4:]:
-        if line.startswith("## "):
-            print(f"\n{line[3:]}")
-        elif line.startswith("| `"):
-            name, default, meaning = (c.strip() for c in line.strip("|").split(" | ", 2))
-            print(f"  {name.strip('`'):<22} {default.strip('`'):<14} {meaning}")
+    for notebook in notebooks:
+        print(f"\n{notebook.stem}")
+        for name, default, meaning in parameter_rows(notebook):
+            print(f"  {name:<22} {default:<14} {meaning}")
     return 0
 
 

@@ -13,6 +13,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microseg.errors import ConfigError, MicrosegError
+from microseg.errors import MicrosegError
 from microseg.runs import atomic_write_text
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "export_html",
     "list_notebooks",
     "notebooks_dir",
+    "parameter_rows",
     "parameters_markdown",
     "run_chain",
     "run_notebook",
@@ -71,11 +73,18 @@ def declared_parameters(notebook: str | Path) -> set[str]:
     return set(papermill.inspect_notebook(str(notebook)))
 
 
+def parameter_rows(notebook: str | Path) -> list[tuple[str, str, str]]:
+    """(name, default as written, explanation) of each parameter of the notebook's cell tagged
+    ``parameters``, in order."""
+    import papermill
+
+    return [(name, item["default"], item.get("help") or "")
+            for name, item in papermill.inspect_notebook(str(notebook)).items()]
+
+
 def parameters_markdown(notebooks: list[Path] | None = None) -> str:
     """Every notebook's parameters as Markdown: one table per notebook with each name, its
     default and the explanation from its parameters cell (``docs/parameters.md``)."""
-    import papermill
-
     parts = ["# Notebook parameters", "",
              "What each notebook's cell tagged `parameters` declares: the only names it accepts "
              "(from papermill `-p`, `python -m microseg run -p`, an edited cell or the form). A "
@@ -83,58 +92,53 @@ def parameters_markdown(notebooks: list[Path] | None = None) -> str:
              "names. Written by `python -m microseg parameters --markdown`.", ""]
     for path in notebooks or list_notebooks():
         parts += [f"## {path.stem}", "", "| name | default | meaning |", "|---|---|---|"]
-        for name, item in papermill.inspect_notebook(str(path)).items():
-            meaning = (item.get("help") or "").replace("|", "\\|")
-            parts.append(f"| `{name}` | `{item['default']}` | {meaning} |")
+        for name, default, meaning in parameter_rows(path):
+            escaped = meaning.replace("|", "\\|")
+            parts.append(f"| `{name}` | `{default}` | {escaped} |")
         parts.append("")
     return "\n".join(parts)
 
 
-def check_chain_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None:
+def check_chain_parameters(notebooks: list[Path], parameters: dict[str, Any],
+                           declared: dict[str, set[str]] | None = None) -> None:
     """Stop when a parameter is declared by none of ``notebooks`` (a misspelt name would
-    otherwise reach no notebook and be dropped without a word).
+    otherwise reach no notebook and be dropped without a word). ``declared``: each notebook's
+    names (stem → names) when already read, else read from the notebooks.
 
     Raises
     ------
     ConfigError
         Naming each such parameter and the closest names the notebooks declare.
     """
-    from microseg.parameter_names import closest_parameters
+    from microseg.parameter_names import unknown_names_error
 
-    declared = {name for notebook in notebooks for name in declared_parameters(notebook)}
-    unknown = [name for name in parameters if name not in declared]
+    known = declared or {}
+    names = set().union(*(known[p.stem] if p.stem in known else declared_parameters(p)
+                          for p in notebooks))
+    unknown = [name for name in parameters if name not in names]
     if unknown:
-        hints = "; ".join(
-            f"{name}: did you mean {' or '.join(close)}?" if (close := closest_parameters(
-                name, sorted(declared))) else f"{name}: no notebook declares a name close to it"
-            for name in unknown)
-        raise ConfigError(f"no notebook of {', '.join(p.stem for p in notebooks)} has the "
-                          f"parameter {hints} Nothing was run. The parameters of every notebook "
-                          f"are listed in docs/parameters.md.")
+        raise unknown_names_error(
+            f"no notebook of {', '.join(p.stem for p in notebooks)} has the", unknown,
+            sorted(names), "The parameters of every notebook are listed in docs/parameters.md.")
 
 
-class _LocalKernelManager:
-    """Made on first use: jupyter_client's kernel manager talking to the kernel over a local
-    (IPC) socket instead of TCP on 127.0.0.1 — nothing reaches the network, and the kernel has
-    no reason to warn "Kernel is running over TCP without encryption" once per notebook."""
+@functools.cache
+def _local_kernel_manager() -> type | None:
+    """jupyter_client's kernel manager talking to the kernel over a local (IPC) socket instead
+    of TCP on 127.0.0.1 — nothing reaches the network, and the kernel has no reason to warn
+    "Kernel is running over TCP without encryption" once per notebook. None on Windows (no IPC
+    sockets there: jupyter_client's default, TCP)."""
+    if os.name == "nt":
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
 
-    made: type | None = None
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
 
-    @classmethod
-    def get(cls) -> type | None:
-        if os.name == "nt":  # no IPC sockets on Windows: jupyter_client's default (TCP)
-            return None
-        if cls.made is None:
-            from jupyter_client.manager import AsyncKernelManager
-            from traitlets import default
-
-            class LocalKernelManager(AsyncKernelManager):
-                @default("transport")
-                def _transport_default(self) -> str:
-                    return "ipc"
-
-            cls.made = LocalKernelManager
-        return cls.made
+    return LocalKernelManager
 
 
 def run_notebook(
@@ -162,7 +166,7 @@ def run_notebook(
     check_chain_parameters([notebook], parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    manager = _LocalKernelManager.get()
+    manager = _local_kernel_manager()
     try:
         papermill.execute_notebook(
             str(notebook), str(output), parameters=dict(parameters), kernel_name=kernel,
@@ -205,16 +209,18 @@ def run_chain(
     params = {"run_dir": str(run_dir), **({"quick": True} if quick else {}),
               **(parameters or {})}
     chain = [Path(p) for p in notebooks] if notebooks else list_notebooks()
-    check_chain_parameters(chain, params)
+    declared = {p.stem: declared_parameters(p) for p in chain}
+    check_chain_parameters(chain, params, declared)
     own = {p.stem: (per_notebook or {}).get(p.stem, {}) for p in chain}
     for notebook in chain:
-        check_chain_parameters([notebook], own[notebook.stem])
+        check_chain_parameters([notebook], own[notebook.stem], declared)
     results = []
     with _FrontPage(run_dir, [p.stem for p in chain]) as page:
         for notebook in chain:
             log(f"running {notebook.name} ...")
-            results.append(_run_and_export(notebook, run_dir / "notebooks",
-                                           {**params, **own[notebook.stem]}, kernel,
+            wanted = {k: v for k, v in {**params, **own[notebook.stem]}.items()
+                      if k in declared[notebook.stem]}
+            results.append(_run_and_export(notebook, run_dir / "notebooks", wanted, kernel,
                                            html_export))
             log(f"  done in {results[-1].seconds:.1f} s -> {results[-1].output}")
             page.write()
@@ -269,10 +275,8 @@ def _run_and_export(notebook: Path, out_dir: Path, params: dict[str, Any], kerne
                     html_export: bool) -> NotebookRun:
     """Run one notebook; export it as HTML afterwards, also when it failed (to show where)."""
     output = out_dir / notebook.name
-    wanted = declared_parameters(notebook)
     try:
-        return run_notebook(notebook, output, {k: v for k, v in params.items() if k in wanted},
-                            kernel, cwd=notebook.parent)
+        return run_notebook(notebook, output, params, kernel, cwd=notebook.parent)
     finally:
         if html_export and output.is_file():
             export_html(output)

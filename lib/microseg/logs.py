@@ -121,6 +121,11 @@ _active: list[FileNotes] = []
 _active_lock = threading.Lock()
 
 
+def _open_collection() -> FileNotes | None:
+    with _active_lock:
+        return _active[-1] if _active else None
+
+
 def file_note(logger: logging.Logger, kind: str, path: str | os.PathLike, text: str,
               summary: str, level: int = logging.INFO) -> None:
     """Note ``text`` about file ``path`` (kind ``kind``): collected inside a :func:`summarised`
@@ -129,8 +134,7 @@ def file_note(logger: logging.Logger, kind: str, path: str | os.PathLike, text: 
     ``summary`` says the same of many files, as the count's noun phrase ("RGB images whose
     colour channels are identical: one channel kept").
     """
-    with _active_lock:
-        notes = _active[-1] if _active else None
+    notes = _open_collection()
     if notes is None:
         logger.log(level, "%s: %s", path, text)
     else:
@@ -164,8 +168,7 @@ def said_once(logger: logging.Logger, text: str, level: int = logging.INFO) -> N
     """Log ``text``, a message a loop over images repeats unchanged (a setting adjusted the same
     way for each): inside a :func:`summarised` block said once at its end with the count,
     outside at once."""
-    with _active_lock:
-        notes = _active[-1] if _active else None
+    notes = _open_collection()
     if notes is None:
         logger.log(level, "%s", text)
     else:

@@ -38,7 +38,6 @@ from typing import Any
 
 from microseg.errors import ConfigError
 from microseg.parameter_names import (
-    NOTEBOOK_SETTINGS,
     check_parameter_names,
     declared_defaults,
     given_parameters,
@@ -269,8 +268,9 @@ def finish_notebook(namespace: dict[str, Any], out_dir: str | Path,
     run = RunFolder(params["run_dir"])
     path = run.root / "notebooks" / f"{name}.params.json"
     record = read_json(path) if path.is_file() else {}
-    atomic_write_json(path, {**(record if isinstance(record, dict) else {}), "notebook": name, "parameters": params, "given": given,
-                             "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    finished = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    atomic_write_json(path, {**(record if isinstance(record, dict) else {}), "notebook": name,
+                             "parameters": params, "given": given, "finished": finished})
     return write_run_report(run.root)
 
 
@@ -340,8 +340,7 @@ def notebook_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
     """
     state = namespace.get("_microseg_notebook")
     declared = declared_defaults(state["name"]) if isinstance(state, dict) else PARAMETER_TYPES
-    return {name: value for name, value in namespace.items()
-            if name in declared and name not in NOTEBOOK_SETTINGS}
+    return {name: value for name, value in namespace.items() if name in declared}
 
 
 def arguments_for(namespace: dict[str, Any], *functions: Any,

@@ -23,13 +23,13 @@ microseg.errors.ConfigError: notebook 07_deploy has no parameter model_dir: did 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from microseg.errors import ConfigError
 
 __all__ = ["ALIASES", "NOTEBOOK_PARAMETERS", "NOTEBOOK_SETTINGS", "check_parameter_names",
-           "closest_parameters", "declared_defaults", "given_parameters"]
+           "closest_parameters", "declared_defaults", "given_parameters", "unknown_names_error"]
 
 NOTEBOOK_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_prepare_data": {
@@ -140,18 +140,29 @@ def check_parameter_names(notebook: str, names: Iterable[str]) -> None:
     """
     declared = declared_defaults(notebook)
     unknown = [n for n in dict.fromkeys(names) if n not in declared and n not in NOTEBOOK_SETTINGS]
-    if not unknown:
-        return
+    if unknown:
+        raise unknown_names_error(
+            f"notebook {notebook} has no", unknown, declared,
+            f"Its parameters are {', '.join(declared)} (each explained in the notebook's "
+            f"parameters cell and in docs/parameters.md).")
+
+
+def unknown_names_error(subject: str, unknown: Sequence[str], declared: Iterable[str],
+                        listing: str) -> ConfigError:
+    """The error for parameter names nothing declares: ``subject`` ("notebook 07_deploy has
+    no"), each unknown name with the closest declared ones, that nothing was run, ``listing``.
+
+    >>> print(unknown_names_error("notebook 07_deploy has no", ["epoch"], ["epochs"], "..."))
+    notebook 07_deploy has no parameter epoch: did you mean epochs? Nothing was run. ...
+    """
+    declared = list(declared)
     parts = []
     for name in unknown:
         close = closest_parameters(name, declared)
         parts.append(f"{name}: did you mean {' or '.join(close)}?" if close
                      else f"{name} (no declared name is close).")
     what = "parameter" if len(unknown) == 1 else "parameters"
-    raise ConfigError(
-        f"notebook {notebook} has no {what} {' '.join(parts)} Nothing was run. Its parameters "
-        f"are {', '.join(declared)} (each explained in the notebook's parameters cell and in "
-        f"docs/parameters.md).")
+    return ConfigError(f"{subject} {what} {' '.join(parts)} Nothing was run. {listing}")
 
 
 def given_parameters(notebook: str, values: dict[str, Any],

@@ -88,8 +88,8 @@ class RunHeader:
 class NotebookEntry:
     """One notebook of the run: ``status`` is "done", "failed", "running" (with the cell being
     run, e.g. "running (cell 7 of 24)"), "next" (planned by a chain run, not started),
-    "done in JupyterLab" or "started in JupyterLab"; ``link`` the executed copy (HTML if exported, else .ipynb),
-    relative to the run folder; ``given`` the parameters given rather than left at their
+    "done in JupyterLab" or "started in JupyterLab"; ``link`` the executed copy (HTML if
+    exported, else .ipynb), relative to the run folder; ``given`` the parameters given rather than left at their
     defaults (name → value; ``run_dir`` left out: it is this run)."""
 
     name: str

@@ -54,6 +54,7 @@ from microseg.errors import ConfigError, DataError
 __all__ = [
     "InstancePostprocessing",
     "POSTPROCESSING_FILE",
+    "TUNING_SEARCH_FILE",
     "default_grid",
     "expected_distance",
     "load_postprocessing",
@@ -268,12 +269,18 @@ QUICK_GRID_SIZE = 2
 """A quick tuning (smoke runs) tries every other seed threshold at the default foreground one."""
 
 
-def tune_on_samples(predict: Any, samples: Sequence[Any], head: str, quick: bool = False
-                    ) -> tuple[InstancePostprocessing, Any]:
+TUNING_SEARCH_FILE = "instance_postprocessing_search.csv"
+"""Beside the tuned post-processing in a model folder: every combination tried, best first."""
+
+
+def tune_on_samples(predict: Any, samples: Sequence[Any], head: str, quick: bool = False,
+                    save_to: str | Path | None = None) -> tuple[InstancePostprocessing, Any]:
     """:func:`tune_postprocessing` on labelled samples (``.image``, ``.label``) whose
     probabilities ``predict(image)`` gives — as StarDist's ``optimize_thresholds``: the
     thresholds that segment the validation images best, with the prediction settings the
-    model will be used with. ``quick``: a 2-value grid. Returns (best, table best first)."""
+    model will be used with. ``quick``: a 2-value grid. ``save_to``: a model folder to write
+    the best (:func:`save_postprocessing`) and the search (:data:`TUNING_SEARCH_FILE`) into.
+    Returns (best, table best first)."""
     probabilities = [predict(sample.image) for sample in samples]
     grid = ({"foreground_threshold": [0.5],
              "seed_threshold": default_grid(head)["seed_threshold"][1::QUICK_GRID_SIZE]}
@@ -283,6 +290,11 @@ def tune_on_samples(predict: Any, samples: Sequence[Any], head: str, quick: bool
     log.info("instance post-processing tuned on %d validation image(s): foreground threshold "
              "%s, seed threshold %s (mean F1@0.5 %.3f)", len(samples), best.foreground_threshold,
              best.seed_threshold, table["f1"].iloc[0])
+    if save_to is not None:
+        from microseg.runs import atomic_write_text
+
+        save_postprocessing(best, save_to)
+        atomic_write_text(Path(save_to) / TUNING_SEARCH_FILE, table.to_csv(index=False))
     return best, table
 
 

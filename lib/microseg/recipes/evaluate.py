@@ -378,14 +378,10 @@ def _postprocessing(model: Any, data: EvaluationData, config: EvaluationConfig,
     validation = _validation_samples(data, quick)
     if not validation:
         return model.instance_postprocessing()
-    best, table = tune_on_samples(lambda image: _predict(model, image, config).probabilities,
-                                  validation, model.settings.instance_head, quick)
-    model.postprocessing = best
-    if not quick:
-        model.save(model_dir)
-        atomic_write_text(model_dir / "instance_postprocessing_search.csv",
-                          table.to_csv(index=False))
-    return best
+    model.postprocessing, _ = tune_on_samples(
+        lambda image: _predict(model, image, config).probabilities, validation,
+        model.settings.instance_head, quick, save_to=None if quick else model_dir)
+    return model.postprocessing
 
 
 def _predict(model: Any, image: np.ndarray, config: EvaluationConfig) -> Any:
@@ -710,7 +706,8 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
     ----------
     run_dir : the run folder (``models/<name>/`` from notebook 02, ``data/split.json`` from 01).
     model_names : models to evaluate, by name in ``run_dir/models`` or as paths to model
-        folders; None: every trained model in the run folder that fits the data (task, channels, dimensions; the others are skipped with a logged warning).
+        folders; None: every trained model in the run folder that fits the data (task,
+        channels, dimensions; the others are skipped with a logged warning).
     subset : ``"test"`` (default) or ``"val"``.
     iou_thresholds : object-matching thresholds (instance task); must include 0.5.
     quick : a smoke run: at most 2 images, a small post-processing search.

@@ -577,7 +577,6 @@ def _tune_postprocessing(model: Any, manifest: Any, quick: bool) -> dict[str, An
     ``instance_postprocessing_search.csv``) for notebooks 05 and 07."""
     from microseg.data.dataset import load_subset
     from microseg.inference.instances import tune_on_samples
-    from microseg.runs import atomic_write_text
 
     samples = [s for s in load_subset(manifest, "val") if s.label is not None]
     if not samples:
@@ -590,11 +589,8 @@ def _tune_postprocessing(model: Any, manifest: Any, quick: bool) -> dict[str, An
         return model.predict_with_info(image, normalized=True, object_diameter="auto",
                                        tta=True).probabilities
 
-    best, table = tune_on_samples(predict, samples, model.settings.instance_head, quick)
-    model.postprocessing = best
-    model.save(model.folder)
-    atomic_write_text(model.folder / "instance_postprocessing_search.csv",
-                      table.to_csv(index=False))
+    best, table = tune_on_samples(predict, samples, model.settings.instance_head, quick,
+                                  save_to=model.folder)
     return {**{k: v for k, v in best.to_dict().items() if not k.startswith("config_")},
             "validation_f1": float(table["f1"].iloc[0]), "validation_images": len(samples)}
 
