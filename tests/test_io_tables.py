@@ -86,10 +86,16 @@ def test_prediction_tables_and_exports_from_zarr_labels(tmp_path, rng):
     write_image(tmp_path / "in" / "v.tif", image, axes="CZYX")
     write_image(tmp_path / "pred" / "labels.zarr", volume, axes="ZYX")
     predictions = [{"input": str(tmp_path / "in" / "v.tif"),
-                    "labels": str(tmp_path / "pred" / "labels.zarr")},
+                    "labels": str(tmp_path / "pred" / "labels.zarr"), "object_diameter": 41.5,
+                    "diameter_confidence": "high", "scale_factor": 0.5},
                    {"input": "other.tif", "labels": None}]
     records = write_prediction_tables(predictions, tmp_path / "objects")
     assert len(records) == 1 and records[0]["n_objects"] == 4
+    combined = pd.read_csv(tmp_path / "objects" / "objects.csv")
+    assert list(combined.columns[:4]) == ["stem", "image_object_diameter",
+                                          "image_diameter_confidence", "image_scale_factor"]
+    assert list(combined["image_scale_factor"]) == [0.5] * 4
+    assert list(combined["label"]) == [1, 2, 3, 4]
     assert list(pd.read_csv(tmp_path / "objects" / "v.csv")["volume_px"]) == [
         int((volume == k).sum()) for k in range(1, 5)]
     written = export_prediction_labels(predictions, tmp_path / "export")

@@ -272,8 +272,16 @@ def test_models_trained_at_a_canonical_size_resample_the_image_and_map_back():
     np.testing.assert_allclose(info.probabilities, by_hand, atol=1e-6)
     assert model.predict_with_info(image, normalized=True, object_diameter=80.0,
                                    device="cpu").scale_factor == 0.25
-    assert model.predict_with_info(image, normalized=True, object_diameter=10.0,
-                                   device="cpu").scale_factor == 1.0, "never enlarged"
+    assert model.trained_diameters == (20.0, 20.0), "saved without a range: median to canonical"
+    assert model.scale_factor(10.0) == 2.0 and model.scale_factor(2.0) == 4.0, "at most 4x"
+    ranged = TrainedModel.from_network(network, config, canonical_diameter=30.0,
+                                       object_diameter=40.0, trained_diameters=(10.0, 20.0))
+    assert ranged.predict_with_info(image, normalized=True, object_diameter=10.0,
+                                    device="cpu").scale_factor == 1.0, "in range: kept"
+    assert ranged.scale_factor(22.0) == 1.0, "within the margin: kept"
+    assert ranged.scale_factor(40.0) == 0.5, "large: shrunk to the largest trained size"
+    assert ranged.predict_with_info(image, normalized=True, object_diameter=4.0,
+                                    device="cpu").scale_factor == 2.5, "small: enlarged"
     with pytest.raises(ConfigError, match="object_diameter"):
         model.predict(image, normalized=True, object_diameter="large", device="cpu")
     plain = TrainedModel.from_network(network, config)
@@ -332,6 +340,50 @@ def test_auto_diameter_finds_the_objects_size_and_predicts_at_it():
     assert model.labels(info.probabilities).max() == 4
 
 
+class FragmentingFinder(DiscFinder):
+    """Like :class:`DiscFinder` while a disc measures at most 30 pixels across; larger discs are
+    cut by boundary lines every 12 pixels (a network whose field of view is too small)."""
+
+    def __call__(self, batch):
+        import torch
+        from scipy import ndimage
+
+        out = []
+        for x in batch.numpy():
+            inside = x[0] > 0.5
+            components, _ = ndimage.label(inside)
+            areas = np.bincount(components.ravel())
+            large = (areas[components] > np.pi * 15 ** 2) & inside
+            yy, xx = np.mgrid[:inside.shape[0], :inside.shape[1]]
+            rim = (inside & ~ndimage.binary_erosion(inside)) | \
+                (large & ((yy % 12 == 0) | (xx % 12 == 0)))
+            out.append(np.stack([~inside, inside & ~rim, rim]).astype(np.float32) * 20)
+        return torch.from_numpy(np.stack(out))
+
+
+def test_auto_diameter_is_not_fooled_by_fragments_of_large_objects():
+    from microseg.inference.instances import InstancePostprocessing
+    from microseg.transforms.scale import median_diameter
+
+    yy, xx = np.mgrid[:360, :360]
+    label = np.zeros((360, 360), np.int32)
+    for k, (cy, cx) in enumerate([(90, 90), (90, 260), (260, 100), (265, 265)], start=1):
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= 50 ** 2] = k
+    image = (label > 0).astype(np.float32)[None]
+    model = TrainedModel(FragmentingFinder(), None, PredictionSettings(
+        task="instance", canonical_diameter=20.0, object_diameter=20.0, halo=(2, 2)),
+        InstancePostprocessing(min_size=1, seed_threshold=0.5))
+    at_training_scale = model.labels(model.predict(image, normalized=True))
+    assert at_training_scale.max() > 4 * 20, "the network fragments 100-pixel discs"
+    assert median_diameter(at_training_scale) < 15, "and the fragments look like objects"
+    info = model.predict_with_info(image, normalized=True, object_diameter="auto")
+    assert info.object_diameter == pytest.approx(median_diameter(label), rel=0.1)
+    assert info.scale_estimate.confidence == "high"
+    assert model.labels(info.probabilities).max() == 4
+    facts = info.describe()
+    assert facts["diameter_confidence"] == "high" and facts["scale_trials"][0][0] == 1.0
+
+
 def test_out_of_core_prediction_at_a_canonical_size_equals_in_memory(tmp_path):
     import tifffile
     import torch
@@ -367,3 +419,27 @@ def test_out_of_core_prediction_at_a_canonical_size_equals_in_memory(tmp_path):
     assert result["n_objects"] == expected.max() > 5
     assert not (tmp_path / "out" / "_scaled").exists()
     assert json.loads((tmp_path / "out" / "scale.json").read_text())["complete"]
+
+
+def test_the_size_search_of_a_large_image_predicts_a_central_crop(monkeypatch):
+    from microseg.inference.instances import InstancePostprocessing
+    from microseg.models import trained
+
+    monkeypatch.setitem(trained.SEARCH_SIDE, 2, 96)
+    yy, xx = np.mgrid[:120, :300]
+    label = np.zeros((120, 300), np.int32)
+    for k, cx in enumerate(range(20, 300, 40), start=1):
+        label[(yy - 60) ** 2 + (xx - cx) ** 2 <= 8 ** 2] = k
+    image = (label > 0).astype(np.float32)[None]
+    model = TrainedModel(DiscFinder(), None, PredictionSettings(
+        task="instance", canonical_diameter=20.0, object_diameter=16.0, halo=(2, 2)),
+        InstancePostprocessing(min_size=1, seed_threshold=0.5))
+    shapes = []
+    predict_scaled = model._predict_scaled
+    monkeypatch.setattr(model, "_predict_scaled", lambda region, *a: (
+        shapes.append(region.shape[1:]), predict_scaled(region, *a))[1])
+    info = model.predict_with_info(image, normalized=True, object_diameter="auto")
+    assert shapes[-1] == (120, 300), "the image itself is predicted at the end"
+    assert all(s == (96, 96) for s in shapes[:-1]), shapes
+    assert info.object_diameter == pytest.approx(17.0, rel=0.1)
+    assert model.labels(info.probabilities).max() == 7

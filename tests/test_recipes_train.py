@@ -176,8 +176,13 @@ def test_distance_head_at_a_canonical_size_is_saved_for_prediction(trained_run):
     model = TrainedModel.load(summary["model_dir"])
     assert model.config.out_classes == 5 and model.settings.instance_head == "distance"
     assert model.settings.object_diameter == pytest.approx(expected)
+    seen = [min(d, 12.0) for d in (median_diameter([s.label]) for s in train) if d]
+    assert model.settings.trained_diameters == pytest.approx(
+        tuple(np.percentile(seen, [50, 90])), abs=0.01)
     info = model.predict_with_info(train[0].image, normalized=True)
-    assert info.scale_factor == pytest.approx(12.0 / expected)
+    largest = model.settings.trained_diameters[1]
+    assert info.scale_factor == pytest.approx(
+        largest / expected if expected > largest * 1.15 else 1.0)
     assert info.probabilities.shape == (5, *train[0].image.shape[1:])
     assert model.labels(info.probabilities).dtype == "int32"
 
@@ -294,3 +299,26 @@ def test_the_watershed_is_tuned_on_the_validation_images_after_training(trained_
         if value is not None:
             f1.append(value)
     assert tuned["validation_f1"] == pytest.approx(float(np.mean(f1)))
+
+
+def test_field_of_view_is_checked_against_the_largest_training_objects():
+    from microseg.data.representation import ScaleFacts
+    from microseg.recipes.train import FIELD_PER_DIAMETER, TrainingSetup
+
+    # ten images of 10..28-pixel objects, the two largest shrunk to 24: seen 10..24
+    diameters = tuple(10.0 + 2 * k for k in range(10))
+    factors = tuple(min(1.0, 24.0 / d) for d in diameters)
+    facts = ScaleFacts(diameters, factors, float(np.median(diameters)))
+    seen = [d * f for d, f in zip(diameters, factors, strict=True)]
+    assert facts.trained_range() == pytest.approx((np.median(seen), np.percentile(seen, 90)),
+                                                  abs=0.01)
+    setup = TrainingSetup(None, [], [], None, facts, None, None)
+    largest = facts.trained_range()[1]
+    fits, said = setup.field_of_view((24, 24))
+    assert fits == (48 >= FIELD_PER_DIAMETER * largest) and "48 pixels" in said
+    fits, said = setup.field_of_view((12, 16))
+    assert not fits and "canonical_diameter (at most 16)" in said
+    unscaled = TrainingSetup(None, [], [], None, ScaleFacts((None,), (1.0,), None), None, None)
+    assert unscaled.field_of_view((8, 8)) == (
+        True, "the network sees about 16 pixels around each pixel; objects are used at their "
+              "own size")

@@ -51,7 +51,10 @@ def test_diameters_need_integer_labels():
 def test_scale_factor_is_limited_and_checked():
     assert scale_factor(60.0, 30.0) == 0.5
     assert scale_factor(None, 30.0) == 1.0 and scale_factor(60.0, None) == 1.0
-    assert scale_factor(1000.0, 30.0) == MIN_FACTOR and scale_factor(0.5, 30.0) == MAX_FACTOR
+    assert scale_factor(1000.0, 30.0) == MIN_FACTOR and scale_factor(0.5, 30.0) == 1.0
+    assert scale_factor(20.0, 30.0, smallest_diameter=10.0) == 1.0, "in range: not resampled"
+    assert scale_factor(4.0, 30.0, smallest_diameter=10.0) == 2.5
+    assert scale_factor(0.5, 30.0, smallest_diameter=10.0) == MAX_FACTOR
     with pytest.raises(ConfigError, match="positive"):
         scale_factor(0.0, 30.0)
 

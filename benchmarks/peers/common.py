@@ -58,14 +58,28 @@ def read_split(work: Path) -> dict[str, Any]:
 
 def load_images(work: Path, stems: Sequence[str], folder: str = "trainval",
                 labels: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Images (as stored) and, if ``labels``, label images of ``stems`` from the layout."""
+    """Images and, if ``labels``, label images of ``stems`` from the layout.
+
+    An RGB image whose channels are all equal (the grey images of the Data Science Bowl 2018
+    are stored so) is read as its first channel: both peers take one-channel images for grey
+    data, and the information is the same.
+    """
     import tifffile
 
     root = work / "data" / folder
-    images = [np.asarray(tifffile.imread(root / "images" / f"{s}.tif")) for s in stems]
+    images = [grey_if_equal_channels(np.asarray(tifffile.imread(root / "images" / f"{s}.tif")))
+              for s in stems]
     masks = [np.asarray(tifffile.imread(root / "labels" / f"{s}.tif")) for s in stems] \
         if labels else []
     return images, masks
+
+
+def grey_if_equal_channels(image: np.ndarray) -> np.ndarray:
+    """``image[..., 0]`` when ``image`` is (Y, X, C) with C in (3, 4) and equal colour channels."""
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and \
+            (image[..., 1] == image[..., 0]).all() and (image[..., 2] == image[..., 0]).all():
+        return image[..., 0]
+    return image
 
 
 def output_dir(work: Path, tool: str, out: Path | None) -> Path:

@@ -61,6 +61,15 @@ class ScaleFacts:
     factors: tuple[float, ...]
     median_diameter: float | None
 
+    def trained_range(self) -> tuple[float, float] | None:
+        """The median and the 90th percentile of the samples' median diameters after
+        resampling (the sizes the network sees); None without diameters."""
+        seen = [d * f for d, f in zip(self.diameters, self.factors, strict=True) if d]
+        if not seen:
+            return None
+        low, high = np.percentile(seen, [50, 90])
+        return round(float(low), 2), round(float(high), 2)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: the median diameter, the median factor and the range of factors."""
         return {"object_diameter": self.median_diameter,

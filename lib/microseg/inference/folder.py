@@ -200,6 +200,7 @@ def _predict_tif(request: _Request, path: Path, stem: str) -> dict[str, Any]:
     spatial_axes = "ZYX"[-(image.ndim - 1):]
     written = {"shape": list(image.shape), "labels": None, "probabilities": None,
                "object_diameter": prediction.object_diameter,
+               "diameter_confidence": prediction.diameter_confidence,
                "scale_factor": prediction.scale_factor}
     if request.output != "labels":
         target = request.out / "probabilities" / f"{stem}.tif"
@@ -224,7 +225,9 @@ def _predict_zarr(request: _Request, path: Path, target: Path) -> dict[str, Any]
         overwrite=request.overwrite, object_diameter=request.object_diameter, tta=request.tta)
     return {"shape": list(volume.shape), "labels": result["labels"],
             "probabilities": result["probabilities"],
-            "object_diameter": result["object_diameter"], "scale_factor": result["scale_factor"]}
+            "object_diameter": result["object_diameter"],
+            "diameter_confidence": result["diameter_confidence"],
+            "scale_factor": result["scale_factor"]}
 
 
 def _summary(inputs: list[Path], outputs: list[dict[str, Any]], errors: list[str]

@@ -269,26 +269,39 @@ def write_prediction_tables(predictions: Sequence[dict[str, Any]], out_dir: str 
                             axes: str | None = None) -> list[dict[str, Any]]:
     """Object tables of a deployment's predictions (``[{"input", "labels"}, ...]`` as
     :func:`microseg.recipes.deploy.predict_input` returns them): ``out_dir/<stem>.csv`` per
-    input and ``out_dir/objects.csv`` with all. Inputs without labels are skipped."""
-    pairs = [(Path(p["labels"]), Path(p["input"])) for p in predictions if p.get("labels")]
-    return _write_all(pairs, Path(out_dir), pixel_size, axes)
+    input and ``out_dir/objects.csv`` with all. Inputs without labels are skipped.
+
+    ``objects.csv`` also has, per image, how it was predicted: ``image_object_diameter``
+    (pixels), ``image_diameter_confidence`` and ``image_scale_factor``, when the predictions
+    record them (models trained at a canonical object size)."""
+    chosen = [p for p in predictions if p.get("labels")]
+    pairs = [(Path(p["labels"]), Path(p["input"])) for p in chosen]
+    per_image = [{f"image_{key}": p[key] for key in IMAGE_SCALE_KEYS
+                  if p.get("object_diameter") is not None and key in p} for p in chosen]
+    return _write_all(pairs, Path(out_dir), pixel_size, axes, per_image)
+
+
+IMAGE_SCALE_KEYS = ("object_diameter", "diameter_confidence", "scale_factor")
 
 
 def _write_all(pairs: Sequence[tuple[Path, Path | None]], out_dir: Path,
-               pixel_size: Sequence[float] | None, axes: str | None) -> list[dict[str, Any]]:
+               pixel_size: Sequence[float] | None, axes: str | None,
+               per_image: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     import pandas as pd
 
     from microseg.io.images import image_stem
     from microseg.runs import atomic_write_text
 
     records, tables = [], []
-    for labels, image in pairs:
+    for k, (labels, image) in enumerate(pairs):
         stem = image_stem(image if image is not None else labels)
         record = write_object_table(labels, image, out_dir / f"{stem}.csv", pixel_size, axes)
         records.append({"stem": stem, **record})
-        tables.append(pd.read_csv(record["table"]).assign(stem=stem))
+        tables.append(pd.read_csv(record["table"]).assign(
+            stem=stem, **(per_image[k] if per_image else {})))
     if tables:
         combined = pd.concat(tables, ignore_index=True)
-        atomic_write_text(out_dir / "objects.csv", combined[["stem", *combined.columns[:-1]]]
-                          .to_csv(index=False))
+        front = ["stem", *(c for c in combined.columns if c.startswith("image_"))]
+        atomic_write_text(out_dir / "objects.csv", combined[
+            [*front, *(c for c in combined.columns if c not in front)]].to_csv(index=False))
     return records

@@ -27,8 +27,6 @@ from microseg.errors import ConfigError
 from microseg.runs import PREDICTION_FILE
 
 __all__ = [
-    "AUTO_SCALE_PASSES",
-    "AUTO_SCALE_TOLERANCE",
     "DEFAULT_TILE",
     "Prediction",
     "PredictionPlan",
@@ -69,6 +67,13 @@ class PredictionSettings(StageConfig):
         None: images are used at their own scale.
     object_diameter : median object diameter of the training images at their own scale
         (pixels): what new images are assumed to have unless told or estimated otherwise.
+    trained_diameters : the object sizes the network was trained on (pixels, after the
+        training images were resampled): the median and the 90th percentile of the images'
+        median diameters. New images whose objects are smaller than the first (by a margin) are
+        enlarged to it, those larger than the second shrunk to it; in between they are
+        predicted as they are. (Enlarging small nuclei up to the training median rather than
+        to its 10th percentile was measured better: BENCHMARKS.md, scale test.) None (models
+        saved before it was recorded): the training median up to the canonical diameter.
     """
 
     task: Literal["binary", "semantic", "instance"] = "instance"
@@ -79,6 +84,7 @@ class PredictionSettings(StageConfig):
     instance_head: Literal["three_class", "distance"] = "three_class"
     canonical_diameter: float | None = None
     object_diameter: float | None = None
+    trained_diameters: tuple[float, float] | None = None
 
     def normalization_config(self) -> Any:
         """The normalization as a :class:`PercentileNormalization` object."""
@@ -122,6 +128,8 @@ class Prediction:
     tta : whether the prediction is the mean over flips and rotations.
     passes : predictions of the whole image made (more than one when the diameter was
         estimated).
+    scale_estimate : how the diameter was estimated (a
+        :class:`~microseg.inference.scale_search.ScaleEstimate`), None when it was given.
     """
 
     probabilities: np.ndarray
@@ -129,17 +137,23 @@ class Prediction:
     scale_factor: float
     tta: bool
     passes: int
+    scale_estimate: Any = None
+
+    @property
+    def diameter_confidence(self) -> str | None:
+        """``"given"`` (the diameter was given or assumed), the scale search's ``"high"`` /
+        ``"low"`` / ``"none"``, or None for a model that works at the image's own scale."""
+        if self.scale_estimate is not None:
+            return self.scale_estimate.confidence
+        return None if self.object_diameter is None else "given"
 
     def describe(self) -> dict[str, Any]:
         """The facts for a summary (everything but the probabilities)."""
-        return {"object_diameter": self.object_diameter, "scale_factor": self.scale_factor,
-                "tta": self.tta, "passes": self.passes}
-
-
-AUTO_SCALE_PASSES = 3
-"""At most this many predictions of an image when its object diameter is estimated."""
-AUTO_SCALE_TOLERANCE = 1.2
-"""An estimated diameter within this factor of the one predicted at is accepted."""
+        facts = {"object_diameter": self.object_diameter, "scale_factor": self.scale_factor,
+                 "tta": self.tta, "passes": self.passes}
+        if self.scale_estimate is not None:
+            facts.update(self.scale_estimate.describe())
+        return facts
 
 
 def receptive_field_halo(network: Any, config: Any, quick: bool = False

@@ -49,8 +49,6 @@ import numpy as np
 from microseg.errors import ConfigError, DataError
 from microseg.inference.tiling import per_axis
 from microseg.models.prediction import (
-    AUTO_SCALE_PASSES,
-    AUTO_SCALE_TOLERANCE,
     DEFAULT_TILE,
     Prediction,
     PredictionPlan,
@@ -67,6 +65,15 @@ from microseg.transforms.scale import resize_to
 __all__ = ["TrainedModel"]
 
 log = logging.getLogger(__name__)
+
+SEARCH_SIDE = {2: 2048, 3: 192}
+"""The object-size search predicts at most this many pixels per side (a central crop of larger
+images; a quarter of it per side when it enlarges): enough objects to measure, and a large
+image does not need many GB to search."""
+
+SIZE_MARGIN = 1.15
+"""An image is resampled only when its objects are this much larger than the largest, or
+smaller than the smallest, size the network was trained on (estimates vary by a few percent)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -316,9 +323,11 @@ class TrainedModel:
             percentiles of the whole image are computed once and applied to every tile.
         object_diameter : for a model trained at a canonical object size: the median object
             diameter of this image in pixels; None: the training images' (same magnification);
-            ``"auto"``: estimated — predicted at the training images' scale, the median
-            diameter of the objects found measured, resampled and predicted again until the
-            estimate agrees within 20 % (at most 3 predictions). Ignored by other models.
+            ``"auto"``: estimated by predicting the image at several scales and taking the
+            diameter that stays the same from one scale to the next
+            (:mod:`microseg.inference.scale_search`; fragments of objects too large for the
+            network cannot fake it), then predicted once more at that size. Ignored by other
+            models.
         tta : average over flips and 90° rotations (:mod:`microseg.inference.tta`; 8 times the
             work; tiles still stitch exactly).
         tile_shape, halo : see :meth:`plan_prediction` (on the resampled image).
@@ -342,22 +351,42 @@ class TrainedModel:
                        device=self.device if device is None else device, amp=amp,
                        progress=progress)
 
-        def at_scale(factor: float) -> np.ndarray:
-            return self._predict_scaled(image, normalizer, factor, tta, options)
+        def at_scale(factor: float, with_tta: bool = tta, region: Any = image) -> np.ndarray:
+            return self._predict_scaled(region, normalizer, factor, with_tta, options)
 
         if object_diameter == "auto" and self.settings.canonical_diameter is not None:
-            return self._predict_auto_scale(at_scale, image.shape[1:], tta)
+            return self._predict_auto_scale(at_scale, image, tta)
         diameter = self.assumed_diameter(object_diameter)
         factor = self.scale_factor(diameter)
         probabilities = resize_to(at_scale(factor), image.shape[1:])
         return Prediction(probabilities, diameter, factor, tta, 1)
 
     def scale_factor(self, object_diameter: float | None) -> float:
-        """How images whose objects have ``object_diameter`` pixels are resampled (1.0 for
-        models that work at the image's own scale)."""
+        """How images whose objects have ``object_diameter`` pixels are resampled: into the
+        range of sizes the network was trained on (:attr:`trained_diameters`) when they are
+        outside it by more than :data:`SIZE_MARGIN`, else 1.0; 1.0 for models that work at the
+        image's own scale."""
         from microseg.transforms.scale import scale_factor
 
-        return scale_factor(object_diameter, self.settings.canonical_diameter)
+        if self.trained_diameters is None:
+            return 1.0
+        smallest, largest = self.trained_diameters
+        return scale_factor(object_diameter, largest, smallest, tolerance=SIZE_MARGIN)
+
+    @property
+    def trained_diameters(self) -> tuple[float, float] | None:
+        """``(smallest, largest)`` object diameter (pixels) the network handles: the settings'
+        ``trained_diameters`` (at most the canonical diameter), or, for models saved without
+        them, the training objects' median up to the canonical diameter; None for models
+        that work at the image's own scale."""
+        canonical = self.settings.canonical_diameter
+        if canonical is None:
+            return None
+        if self.settings.trained_diameters is not None:
+            low, high = self.settings.trained_diameters
+            return min(low, canonical), min(high, canonical)
+        trained = self.settings.object_diameter or canonical
+        return min(trained, canonical), canonical
 
     def assumed_diameter(self, given: float | str | None) -> float | None:
         """The object diameter (pixels) an image is taken to have: ``given`` if a number, else
@@ -406,23 +435,38 @@ class TrainedModel:
                             f"input size (size divisor {self.size_divisor}) and the tiling")
         return probabilities
 
-    def _predict_auto_scale(self, at_scale: Any, spatial: Sequence[int], tta: bool
-                            ) -> Prediction:
-        """Predict, measure the objects found, resample and predict again (at most
-        :data:`AUTO_SCALE_PASSES` times) until the diameter agrees within the tolerance."""
-        from microseg.transforms.scale import median_diameter
+    def _predict_auto_scale(self, at_scale: Any, image: Any, tta: bool) -> Prediction:
+        """Estimate the object diameter by the scale search (predictions without TTA; on a
+        central crop of :data:`SEARCH_SIDE` pixels per side for larger images), then predict
+        at the factor it calls for (reusing the search's prediction when it is the same)."""
+        from microseg.inference.scale_search import MIN_SEARCH_SIDE, search_object_diameter
+        from microseg.transforms.scale import MAX_FACTOR, MIN_FACTOR, median_diameter
 
-        diameter = self.assumed_diameter(None)
+        spatial = image.shape[1:]
+        crop = _central_crop(image, SEARCH_SIDE[len(spatial)])
+        searched: dict[float, np.ndarray] = {}  # reused only without TTA on the whole image
+
+        def measure(factor: float) -> float | None:
+            # enlarged, a smaller crop: it has many of the small objects enlarging is for
+            region = crop if factor <= 1 else _central_crop(crop, SEARCH_SIDE[len(spatial)] // 4)
+            probabilities = at_scale(factor, False, region)
+            if not tta and region is image:
+                searched[factor] = probabilities
+            return median_diameter(self._objects_for_scale(probabilities))
+
+        start = self.scale_factor(self.assumed_diameter(None))
+        smallest = max(MIN_FACTOR / 2, MIN_SEARCH_SIDE / max(1, min(crop.shape[1:])))
+        estimate = search_object_diameter(measure, start, smallest=min(start, smallest),
+                                          largest=start * MAX_FACTOR)
+        diameter = estimate.diameter or self.assumed_diameter(None)
         factor = self.scale_factor(diameter)
-        for passes in range(1, AUTO_SCALE_PASSES + 1):
-            probabilities = at_scale(factor)
-            found = median_diameter(self._objects_for_scale(probabilities))
-            estimate = None if found is None else found / factor
-            new_factor = factor if estimate is None else self.scale_factor(estimate)
-            if passes == AUTO_SCALE_PASSES or _agrees(new_factor, factor):
-                break
-            diameter, factor = estimate, new_factor
-        return Prediction(resize_to(probabilities, spatial), diameter, factor, tta, passes)
+        passes = len(estimate.trials)
+        if not tta and factor in searched:
+            probabilities = searched[factor]
+        else:
+            probabilities, passes = at_scale(factor), passes + 1
+        return Prediction(resize_to(probabilities, spatial), diameter, factor, tta, passes,
+                          estimate)
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray:
         """int32 labels (*spatial) from :meth:`predict`'s probabilities.
@@ -601,11 +645,6 @@ def _halo_list(halo: int | Sequence[int], ndim: int | None) -> tuple[int, ...]:
     return per_axis(halo, ndim, "halo")
 
 
-def _agrees(first: float, second: float) -> bool:
-    """Two scale factors within :data:`AUTO_SCALE_TOLERANCE` of each other."""
-    return max(first, second) / min(first, second) <= AUTO_SCALE_TOLERANCE
-
-
 def _fixed_shape_windows(network: Any, shape: tuple[int, ...], divisor: int) -> Any:
     """A torch module running ``network`` (fixed input ``shape``) on windows of any input."""
     import torch
@@ -624,3 +663,13 @@ def _fixed_shape_windows(network: Any, shape: tuple[int, ...], divisor: int) -> 
                                             mode="gaussian", padding_mode="reflect")
 
     return FixedShapeWindows()
+
+
+def _central_crop(image: Any, side: int) -> Any:
+    """``image`` (C, *spatial) itself when no side exceeds ``side``, else its central crop of at
+    most ``side`` per axis."""
+    if max(image.shape[1:]) <= side:
+        return image
+    box = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side))
+                for n in image.shape[1:])
+    return image[(slice(None), *box)]

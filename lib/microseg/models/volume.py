@@ -58,7 +58,7 @@ def predict_volume(model: Any, source: Any, output_path: str | Path, tile_shape:
     volume = source if isinstance(source, VolumeSource) else VolumeSource(
         source, options.pop("axes", None) or model.settings.input_axes)
     options.pop("axes", None)
-    diameter = _diameter(model, volume, object_diameter)
+    diameter, confidence = _diameter(model, volume, object_diameter)
     factor = model.scale_factor(diameter)
     halo = model.halo if halo is None else halo
     if factor == 1.0:
@@ -66,7 +66,8 @@ def predict_volume(model: Any, source: Any, output_path: str | Path, tile_shape:
     else:
         result = _predict_scaled(model, volume, Path(output_path), tile_shape, halo, factor,
                                  options)
-    return {**result, "object_diameter": diameter, "scale_factor": factor}
+    return {**result, "object_diameter": diameter, "diameter_confidence": confidence,
+            "scale_factor": factor}
 
 
 def _predict(model: Any, volume: Any, output: Path, tile_shape: Any, halo: Any,
@@ -160,14 +161,19 @@ def _argmax_blocks(probabilities: Any, labels: Any) -> None:
         labels[region] = np.asarray(probabilities[(slice(None), *region)]).argmax(0)
 
 
-def _diameter(model: Any, volume: Any, given: float | str | None) -> float | None:
-    """The object diameter to predict for; ``"auto"``: estimated on a central crop."""
+def _diameter(model: Any, volume: Any, given: float | str | None
+              ) -> tuple[float | None, str | None]:
+    """The object diameter to predict for and how sure it is (as
+    :attr:`~microseg.models.prediction.Prediction.diameter_confidence`); ``"auto"``: estimated
+    on a central crop."""
     if given != "auto" or model.settings.canonical_diameter is None:
-        return model.assumed_diameter(given)
+        diameter = model.assumed_diameter(given)
+        return diameter, None if diameter is None else "given"
     import numpy as np
 
     side = 1024 if len(volume.spatial_shape) == 2 else 128
     box = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side))
                 for n in volume.spatial_shape)
     crop = np.asarray(volume[(slice(None), *box)])
-    return model.predict_with_info(crop, object_diameter="auto").object_diameter
+    found = model.predict_with_info(crop, object_diameter="auto")
+    return found.object_diameter, found.diameter_confidence

@@ -60,6 +60,7 @@ from microseg.config import StageConfig
 from microseg.errors import ConfigError, DataError, MicrosegError, OutputExistsError
 from microseg.inference.scheduling import LOCAL_CLUSTER, LOCAL_SCHEDULERS
 from microseg.inference.tiling import per_axis
+from microseg.io.tables import IMAGE_SCALE_KEYS
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -79,11 +80,15 @@ __all__ = [
     "predict_input",
     "prepare_input",
     "result_preview",
+    "scale_table",
 ]
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("torchscript", "onnx", "bioimageio")
+SCALE_KEYS = IMAGE_SCALE_KEYS
+"""What each input's prediction records about its object scale (``object_diameter``,
+``diameter_confidence``, ``scale_factor``)."""
 DEFAULT_TILE = MappingProxyType({2: 512, 3: 96})
 """Inner tile side per spatial dimensionality; large tiles waste less work on halos."""
 QUICK_TILE = MappingProxyType({2: 128, 3: 32})
@@ -472,7 +477,7 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
         raise DataError(f"no image of {source.path} could be predicted", result["errors"])
     first = DeployInput(Path(result["outputs"][0]["input"]), "file")
     predictions = [{key: o.get(key) for key in ("input", "labels", "probabilities",
-                                                 "object_diameter", "scale_factor")}
+                                                 *SCALE_KEYS)}
                    for o in result["outputs"]]
     voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
     example = _example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
@@ -499,8 +504,7 @@ def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, 
         workers = worker_peak_memory(scheduler)
     predictions = [{"input": str(source.path), "labels": result["labels"],
                     "probabilities": result["probabilities"],
-                    "object_diameter": result["object_diameter"],
-                    "scale_factor": result["scale_factor"]}]
+                    **{key: result[key] for key in SCALE_KEYS}}]
     return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
             "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
             "example": _example_crop(volume, plan.halo, model.size_divisor,
@@ -615,12 +619,14 @@ def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: di
 
     Keys: ``model``, ``model_dir``, ``input``, ``input_kind``, ``n_inputs``, ``outputs``
     (every array or file written), ``predictions`` (per input: ``input``, ``labels``,
-    ``probabilities``, ``object_diameter``, ``scale_factor``), ``errors``, ``output``,
+    ``probabilities``, ``object_diameter``, ``diameter_confidence``, ``scale_factor``),
+    ``errors``, ``output``,
     ``tile_shape``, ``halo``, ``halo_source``, ``scheduler``, ``voxels``,
     ``voxels_per_second``, ``peak_memory_mb`` (peak resident memory of this process),
     ``worker_peak_memory_mb`` (per cluster worker, else None), ``n_objects``, ``exports`` (per
     format: ``path`` and ``max_abs_diff``, or ``error``), ``instance_head``,
-    ``object_diameter`` and ``scale_factor`` (medians over the inputs), ``tta``,
+    ``object_diameter`` and ``scale_factor`` (medians over the inputs), ``n_rescaled``,
+    ``n_uncertain_diameter`` (inputs whose size the scale search was not sure of), ``tta``,
     ``object_tables`` and ``label_exports`` (see :func:`measure_objects`), ``quick``,
     ``seconds`` (since the plan was made).
     """
@@ -663,7 +669,30 @@ def _scale_summary(predictions: list[dict[str, Any]]) -> dict[str, Any]:
     diameters = [p["object_diameter"] for p in predictions if p.get("object_diameter")]
     factors = [p.get("scale_factor", 1.0) for p in predictions]
     return {"object_diameter": float(np.median(diameters)) if diameters else None,
-            "scale_factor": float(np.median(factors)) if factors else 1.0}
+            "scale_factor": float(np.median(factors)) if factors else 1.0,
+            "n_rescaled": sum(f != 1.0 for f in factors),
+            "n_uncertain_diameter": sum(p.get("diameter_confidence") in ("low", "none")
+                                        for p in predictions)}
+
+
+def scale_table(prediction: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per input: its name, the object diameter it was predicted for (pixels), how that
+    was found (``given`` or the scale search's confidence), the factor it was resampled by and
+    a sentence for the notebook. Empty for a model that works at the image's own scale."""
+    rows = []
+    for p in prediction["predictions"]:
+        if p.get("object_diameter") is None:
+            continue
+        factor = p.get("scale_factor", 1.0)
+        said = ("not resampled" if factor == 1.0 else
+                f"{'shrunk' if factor < 1 else 'enlarged'} {max(factor, 1 / factor):.2f}x")
+        if p.get("diameter_confidence") in ("low", "none"):
+            said += " (size uncertain: check the labels, or give object_diameter)"
+        rows.append({"input": Path(p["input"]).name,
+                     "object diameter (px)": round(p["object_diameter"], 1),
+                     "diameter": p.get("diameter_confidence"),
+                     "scale factor": round(factor, 3), "resampling": said})
+    return rows
 
 
 def input_preview(source: DeployInput, size: int = 256) -> np.ndarray:

@@ -631,6 +631,9 @@ def _scale_facts(model: Any, scales: list[dict[str, Any]], config: EvaluationCon
             "object_diameter": round(float(np.median(diameters)), 2) if diameters else None,
             "object_diameter_setting": config.object_diameter,
             "scale_factor": float(np.median(factors)) if factors else 1.0,
+            "n_rescaled": sum(f != 1.0 for f in factors),
+            "n_uncertain_diameter": sum(s.get("diameter_confidence") in ("low", "none")
+                                        for s in scales),
             "canonical_diameter": model.settings.canonical_diameter, "tta": config.tta}
 
 

@@ -56,6 +56,10 @@ DEFAULT_HEAD = "auto"
 """The instance head notebook 02 trains unless told otherwise ("auto":
 :func:`microseg.transforms.targets.choose_instance_head`)."""
 
+FIELD_PER_DIAMETER = 1.5
+"""The receptive field should span at least this many object diameters
+(:meth:`TrainingSetup.field_of_view`)."""
+
 CANONICAL_DIAMETER = {2: 30.0, 3: 20.0}
 """Object diameter (pixels) images are resampled to when training at a canonical scale."""
 
@@ -90,6 +94,30 @@ class TrainingSetup:
     def describe(self) -> Any:
         """The settings as a table, each with what it means (:func:`describe_configs`)."""
         return describe_configs(self.model_config, self.train_config, self)
+
+    def field_of_view(self, halo: Sequence[int]) -> tuple[bool, str]:
+        """Whether the network sees the objects whole, and a sentence saying so.
+
+        ``halo`` is the receptive-field radius (:func:`~microseg.models.receptive_field_halo`):
+        the network sees ``2·halo`` pixels around each output pixel. It fits when that is at
+        least :data:`FIELD_PER_DIAMETER` times the largest object diameter it is trained on
+        (the 90th percentile of the training images' median diameters, after resampling):
+        the object and some of its surroundings. Objects larger than that come out in pieces.
+        """
+        field = 2 * min(int(h) for h in halo)
+        trained = self.scale.trained_range() if self.scale is not None else None
+        if trained is None:
+            return True, (f"the network sees about {field} pixels around each pixel; objects "
+                          f"are used at their own size")
+        largest = trained[1]
+        if field >= FIELD_PER_DIAMETER * largest:
+            return True, (f"the network sees about {field} pixels around each pixel: enough for "
+                          f"objects of up to {largest:.0f} pixels, the largest it is trained on")
+        return False, (f"the network sees about {field} pixels around each pixel, less than "
+                       f"{FIELD_PER_DIAMETER:g}x the largest objects it is trained on "
+                       f"({largest:.0f} pixels): large objects may be cut into pieces. Set a "
+                       f"smaller canonical_diameter (at most {field / FIELD_PER_DIAMETER:.0f}) "
+                       f"or a deeper network (more strides)")
 
 
 @summarises(lambda a: Path(a["run_dir"]) / "data")
@@ -199,7 +227,9 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
     ``canonical_diameter``, ``scale_factor`` (median over the images) with
     ``scale_factor_min``/``scale_factor_max``, ``max_minutes`` and, for the instance task,
     ``postprocessing``: the watershed thresholds tuned on the validation images after training
-    (with ``validation_f1``), which evaluation and deployment then use.
+    (with ``validation_f1``), which evaluation and deployment then use; ``field_of_view``:
+    whether the network sees the largest training objects whole
+    (:meth:`TrainingSetup.field_of_view`).
 
     Raises
     ------
@@ -226,6 +256,9 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
         if context.is_main:
             summary["halo"], summary["postprocessing"] = _finish_model_folder(
                 run.model_dir(model_name), setup, settings.get("quick", False))
+            fits, summary["field_of_view"] = setup.field_of_view(summary["halo"])
+            if not fits:
+                log.warning("%s", summary["field_of_view"])
         summary["seconds"] = round(time.perf_counter() - started, 2)
         if context.is_main:
             write_summary(run.model_dir(model_name), summary)
@@ -545,7 +578,7 @@ def _predictor(network: Any, setup: TrainingSetup) -> Any:
         network, setup.model_config, task=manifest.task,
         normalization=manifest.normalization_config(), input_axes=manifest.input_axes,
         instance_head=plan.head, canonical_diameter=plan.canonical_diameter,
-        object_diameter=facts.median_diameter)
+        object_diameter=facts.median_diameter, trained_diameters=facts.trained_range())
 
 
 def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool
@@ -561,7 +594,7 @@ def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool
                                 input_axes=manifest.input_axes, quick=quick,
                                 instance_head=plan.head,
                                 canonical_diameter=plan.canonical_diameter,
-                                object_diameter=facts.median_diameter)
+                                object_diameter=facts.median_diameter, trained_diameters=facts.trained_range())
     tuned = _tune_postprocessing(model, manifest, quick) if manifest.task == "instance" else None
     return list(model.halo), tuned
 
