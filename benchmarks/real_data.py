@@ -645,11 +645,17 @@ def evaluate_again(work: Path, row_label: str, label: str,
             "postprocessing": evaluated["models"][name]["postprocessing"]}
 
 
-def score_peer(work: Path, peer_dir: Path) -> dict[str, Any]:
-    """The row of another tool: its ``run.json`` and the scores of its ``predictions/``."""
+def score_peer(work: Path, peer_dir: Path, test_scale: float = 1.0) -> dict[str, Any]:
+    """The row of another tool: its ``run.json`` and the scores of its ``predictions/`` (of
+    ``predictions_x<F>/`` against the test images resampled by ``test_scale`` F)."""
     record = json.loads((peer_dir / "run.json").read_text())
-    scores = score_folders(peer_dir / "predictions", work / "data" / "test" / "labels")
-    return {**record, "scores": scores, "peer_dir": str(peer_dir)}
+    if test_scale == 1.0:
+        predictions, truth = peer_dir / "predictions", work / "data" / "test" / "labels"
+    else:
+        predictions = peer_dir / f"predictions_x{test_scale:g}"
+        truth = write_scaled_test(work, test_scale) / "labels"
+    scores = score_folders(predictions, truth)
+    return {**record, "scores": scores, "peer_dir": str(peer_dir), "test_scale": test_scale}
 
 
 # ----------------------------------------------------------------------------- records
@@ -817,7 +823,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 
     torch.set_num_threads(args.threads)
     if args.score_peer is not None:
-        row = score_peer(work, args.score_peer.resolve())
+        row = score_peer(work, args.score_peer.resolve(), args.test_scale)
     elif args.evaluate_again is not None:
         settings = {"train": {}, "eval": parse_settings(args.eval), "prepare": {}}
         row = {**evaluate_again(work, args.evaluate_again, args.label, settings["eval"],

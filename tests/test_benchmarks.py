@@ -411,3 +411,26 @@ def work_file(work, kind):
     path = work / "data" / "test" / kind / "a.tif"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_a_peer_is_scored_on_the_scaled_test_images(tmp_path):
+    import json
+
+    work = tmp_path / "work"
+    label = np.zeros((20, 30), np.uint16)
+    label[5:15, 5:12], label[5:15, 14:25] = 3, 7
+    tifffile.imwrite(work_file(work, "images"), np.zeros((20, 30), np.uint8))
+    tifffile.imwrite(work_file(work, "labels"), label)
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    (peer / "run.json").write_text(json.dumps({"tool": "X"}))
+    big = tifffile.imread(real_data.write_scaled_test(work, 2.0) / "labels" / "a.tif")
+    one_lost = np.where(big == 7, 0, big).astype(np.uint16)
+    (peer / "predictions_x2").mkdir()
+    tifffile.imwrite(peer / "predictions_x2" / "a.tif", one_lost)
+    row = real_data.score_peer(work, peer, 2.0)
+    assert row["test_scale"] == 2.0 and row["tool"] == "X"
+    image = row["scores"]["per_image"][0]
+    assert (image["n_true"], image["n_pred"], image["f1"]) == (2, 1, pytest.approx(2 / 3))
+    with pytest.raises(SystemExit, match="no predicted labels"):
+        real_data.score_peer(work, peer, 3.0)

@@ -25,6 +25,7 @@ TP/(TP+FP+FN) at IoU 0.5 by ``cellpose.metrics``), as Cellpose's docs advise adj
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import sys
 import tempfile
@@ -135,13 +136,31 @@ def tune_thresholds(model: Any, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_test(model: Any, work: Path, split: dict[str, Any], out: Path,
-                 diameter: float, best: dict[str, float]) -> None:
-    """Label images of every test image into ``out/predictions``."""
-    images, _ = common.load_images(work, split["test"], "test", labels=False)
+                 diameter: float, best: dict[str, float], scale: float = 1.0) -> None:
+    """Label images of every test image into ``out/predictions`` (of the test images resampled
+    by ``scale``, ``data/test_x<scale>``, into ``out/predictions_x<scale>``)."""
+    folder, target = common.test_folders(scale)
+    images, _ = common.load_images(work, split["test"], folder, labels=False)
     for stem, image in zip(split["test"], images, strict=True):
         labels = masks_from(flows_of(model, image, diameter), best["flow_threshold"],
                             best["cellprob_threshold"])
-        common.write_label(out / "predictions" / f"{stem}.tif", np.asarray(labels))
+        common.write_label(out / target / f"{stem}.tif", np.asarray(labels))
+
+
+def predict_scaled(args: Any) -> None:
+    """``--predict-scaled F``: the trained model of ``--out`` (default WORK/peers/cellpose)
+    predicts the test images resampled by F, told their diameter (its training median times
+    F: what a user who knows the magnification sets), with the thresholds tuned before."""
+    from cellpose import models
+
+    work = args.work_dir.resolve()
+    out = (args.out or work / "peers" / TOOL).resolve()
+    record = json.loads((out / "run.json").read_text())
+    model = models.CellposeModel(gpu=False, pretrained_model=record["weights"])
+    predict_test(model, work, common.read_split(work), out,
+                 record["diam_mean"] * args.predict_scaled,
+                 record["threshold_tuning"]["best"], args.predict_scaled)
+    print(f"written: {out / common.test_folders(args.predict_scaled)[1]}")
 
 
 def versions() -> dict[str, str]:
@@ -182,8 +201,10 @@ def run(args: Any) -> dict[str, Any]:
 
 def main() -> None:
     """Command line (see the module docstring)."""
-    args = common.arguments(__doc__.splitlines()[0])
+    args = common.arguments(__doc__.splitlines()[0], extra=[common.PREDICT_SCALED])
     common.limit_threads(args.threads)
+    if args.predict_scaled is not None:
+        return predict_scaled(args)
     record = run(args)
     record.update(common.provenance(args.threads))
     path = common.write_json(Path(record["out"]) / "run.json", record)

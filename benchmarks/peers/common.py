@@ -47,6 +47,18 @@ def arguments(description: str, argv: Sequence[str] | None = None,
     return parser.parse_args(argv)
 
 
+PREDICT_SCALED = ("--predict-scaled", {
+    "type": float, "metavar": "F",
+    "help": "predict the test images resampled by F (data/test_xF, written by real_data.py "
+            "--evaluate-again ROW --test-scale F) with the model trained before"})
+
+
+def test_folders(scale: float) -> tuple[str, str]:
+    """(test image folder under WORK/data, prediction folder under the run) for ``scale``."""
+    return ("test", "predictions") if scale == 1.0 else (f"test_x{scale:g}",
+                                                         f"predictions_x{scale:g}")
+
+
 def read_split(work: Path) -> dict[str, Any]:
     """``WORK/split.json``; SystemExit naming real_data.py when it is missing."""
     path = work / "split.json"

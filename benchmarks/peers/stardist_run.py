@@ -106,14 +106,29 @@ def build_model(out: Path, seed: int) -> Any:
     return StarDist2D(config, name="model", basedir=str(out))
 
 
-def predict_test(model: Any, work: Path, split: dict[str, Any], out: Path) -> None:
-    """Label images of every test image into ``out/predictions``."""
-    images, _ = common.load_images(work, split["test"], "test", labels=False)
+def predict_test(model: Any, work: Path, split: dict[str, Any], out: Path,
+                 scale: float = 1.0) -> None:
+    """Label images of every test image into ``out/predictions`` (of the test images resampled
+    by ``scale``, ``data/test_x<scale>``, into ``out/predictions_x<scale>``)."""
+    folder, target = common.test_folders(scale)
+    images, _ = common.load_images(work, split["test"], folder, labels=False)
     for stem, image in zip(split["test"], images, strict=True):
         x = normalized(image)
         labels, _ = model.predict_instances(x, n_tiles=model._guess_n_tiles(x),
                                             show_tile_progress=False)
-        common.write_label(out / "predictions" / f"{stem}.tif", labels)
+        common.write_label(out / target / f"{stem}.tif", labels)
+
+
+def predict_scaled(args: Any) -> None:
+    """``--predict-scaled F``: the trained model of ``--out`` (default WORK/peers/stardist)
+    predicts the test images resampled by F (StarDist has no size estimate: as they are)."""
+    from stardist.models import StarDist2D
+
+    work = args.work_dir.resolve()
+    out = (args.out or work / "peers" / TOOL).resolve()
+    model = StarDist2D(None, name="model", basedir=str(out))
+    predict_test(model, work, common.read_split(work), out, args.predict_scaled)
+    print(f"written: {out / common.test_folders(args.predict_scaled)[1]}")
 
 
 def field_of_view(model: Any, labels: list[np.ndarray]) -> dict[str, Any]:
@@ -163,8 +178,10 @@ def run(args: Any) -> dict[str, Any]:
 
 def main() -> None:
     """Command line (see the module docstring)."""
-    args = common.arguments(__doc__.splitlines()[0])
+    args = common.arguments(__doc__.splitlines()[0], extra=[common.PREDICT_SCALED])
     common.limit_threads(args.threads)
+    if args.predict_scaled is not None:
+        return predict_scaled(args)
     record = run(args)
     record.update(common.provenance(args.threads))
     path = common.write_json(Path(record["out"]) / "run.json", record)

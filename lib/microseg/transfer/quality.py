@@ -8,9 +8,12 @@ trained from scratch on the same few images. All use the same measure:
   prediction (argmax of the tiled prediction) and in the truth. Comparable between models with
   different classes (e.g. a binary pretrained model on an instance task). Pooled over images:
   TP, FP and FN summed over all images, then ``2·TP / (2·TP + FP + FN)``;
-- **object F1 at IoU 0.5** (instance task, models with three classes): objects from
-  :meth:`microseg.models.TrainedModel.labels` matched one to one to the true objects
-  (:func:`microseg.metrics.match_instances`), pooled over images.
+- **object F1 at IoU 0.5** (instance task, models with an instance head: three classes or
+  distance levels): objects from :meth:`microseg.models.TrainedModel.labels` matched one to
+  one to the true objects (:func:`microseg.metrics.match_instances`), pooled over images.
+
+Models trained at a canonical object size predict every image at its own estimated object size
+(``object_diameter="auto"``): a pretrained model meets images from other magnifications.
 
 Example
 -------
@@ -86,11 +89,11 @@ def measure_quality(model: Any, samples: Sequence[Any], name: str) -> Quality:
     rows, predictions, pixel, matchings = [], [], [], []
     for sample in samples:
         _require_labels(sample)
-        probabilities = model.predict(sample.image, normalized=True)
+        probabilities = model.predict(sample.image, normalized=True, object_diameter="auto")
         labels = model.labels(probabilities)
         metrics = pixel_metrics(probabilities.argmax(0) > 0, sample.target > 0, n_classes=2)
         matching = None
-        if model.task == "instance" and probabilities.shape[0] == 3:
+        if model.task == "instance" and probabilities.shape[0] >= 3:
             matching = match_instances(labels, sample.label, thresholds=(F1_THRESHOLD,))
             matchings.append(matching)
         pixel.append(metrics)
