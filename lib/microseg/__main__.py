@@ -4,6 +4,7 @@
         -p data_dir my_data -p max_minutes 30
     python -m microseg parameters 07_deploy         # what a notebook accepts
     python -m microseg demo                          # the whole chain on synthetic data
+    python -m microseg models                        # the built-in models
 
 ``run`` executes the named notebooks (stems, numbers such as ``02``, or ``all``) in order into
 one run folder, each with the parameters it declares, and writes the run's front page. A name
@@ -65,6 +66,19 @@ def _parameters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(_: argparse.Namespace) -> int:
+    from microseg.models.builtin import builtin_models
+
+    rows = builtin_models()
+    if not rows:
+        print("no built-in models in this installation")
+    for row in rows:
+        scores = ", ".join(f"{k} {v}" for k, v in row["scores"].items())
+        print(f"{row['name']:<12} {row['size_mb']} MB  {row['description']}\n"
+              f"{'':<12} trained on: {row['data']}\n{'':<12} held-out scores: {scores}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m microseg", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("parameters", help="list what each notebook accepts")
     listing.add_argument("notebooks", nargs="*", help="notebook stems or numbers (all)")
     listing.add_argument("--markdown", action="store_true", help="as docs/parameters.md")
+    commands.add_parser("models", help="list the built-in models (usable by name)")
     commands.add_parser("demo", help="the whole chain on synthetic data (see make demo)",
                         add_help=False)
     if argv is None:
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return demo(argv[1:])
     args = parser.parse_args(argv)
     try:
-        return _run(args) if args.command == "run" else _parameters(args)
+        return {"run": _run, "parameters": _parameters, "models": _models}[args.command](args)
     except MicrosegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

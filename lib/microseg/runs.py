@@ -183,10 +183,16 @@ class RunFolder:
         return Path(name).name if cls.is_model_path(name) else os.fspath(name)
 
     def require_model(self, name: str | os.PathLike) -> Path:
-        """The folder of model ``name`` — a folder under ``models/``, or a path to a model
-        folder made anywhere (another run, a colleague's) — holding ``best.pt``;
+        """The folder of model ``name`` — a folder under ``models/``, a path to a model
+        folder made anywhere (another run, a colleague's), or a built-in model's name
+        (``"nuclei"``, when the run has no model of that name) — holding ``best.pt``;
         :class:`RunOrderError` naming notebook 02 if there is none."""
+        from microseg.models.builtin import builtin_model_dir, is_builtin_model
+
         folder = Path(name) if self.is_model_path(name) else self.model_dir(os.fspath(name))
+        if not self.is_model_path(name) and not (folder / BEST_CHECKPOINT).is_file() and \
+                is_builtin_model(os.fspath(name)):
+            return builtin_model_dir(os.fspath(name))
         if self.is_model_path(name) and not (folder / BEST_CHECKPOINT).is_file():
             raise RunOrderError(f"{folder} holds no trained model (no {BEST_CHECKPOINT}): give "
                                 f"a model folder (as notebook 02 writes under run_dir/models/) "

@@ -101,7 +101,8 @@ class TrainedModel:
 
     @classmethod
     def load(cls, folder: str | Path, which: str = "best", device: Any = "cpu") -> TrainedModel:
-        """Load a model folder (``runs/<experiment>/models/<name>``).
+        """Load a model folder (``runs/<experiment>/models/<name>``), or a built-in model by
+        name (``"nuclei"``: :mod:`microseg.models.builtin`).
 
         ``which``: ``"best"`` (lowest validation loss), ``"latest"`` or a checkpoint file name
         in the folder. ``device``: where the network goes.
@@ -113,8 +114,11 @@ class TrainedModel:
         DataError, ConfigError, MicrosegError
             A damaged or mismatched ``config.json``, checkpoint or ``prediction.json``.
         """
+        from microseg.models.builtin import builtin_model_dir, is_builtin_model
         from microseg.models.checkpoint import load_network
 
+        if not Path(folder).exists() and is_builtin_model(str(folder)):
+            folder = builtin_model_dir(str(folder))
         folder = Path(folder)
         network, config, extra = load_network(folder, which, device)
         settings = saved_settings(folder, config)

@@ -105,8 +105,9 @@ def load_pretrained(
 
     Parameters
     ----------
-    source : a model folder, a bioimage.io package (``.zip`` or folder with ``rdf.yaml``), or a
-        state-dict file.
+    source : a model folder, the name of a built-in model (``"nuclei"``,
+        :mod:`microseg.models.builtin`), a bioimage.io package (``.zip`` or folder with
+        ``rdf.yaml``), or a state-dict file.
     config : for a state-dict file: its ModelConfig, or a path to its JSON; None looks for
         ``config.json`` beside the file. Ignored for the other sources (they carry their own).
     allow_torchscript : accept TorchScript weights (a bioimage.io package without our
@@ -127,7 +128,11 @@ def load_pretrained(
     MicrosegError
         TorchScript refused (``allow_torchscript`` false) or an architecture microseg cannot build.
     """
+    from microseg.models.builtin import builtin_model_dir, is_builtin_model
+
     path = Path(source)
+    if not path.exists() and is_builtin_model(str(source)):
+        path = builtin_model_dir(str(source))
     if not path.exists():
         raise DataError(f"pretrained model {path} does not exist",
                         ["give a model folder (config.json + best.pt, written by notebook 02), a "

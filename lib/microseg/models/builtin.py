@@ -1,0 +1,111 @@
+"""Models that come with microseg, usable by name wherever a model folder is.
+
+A built-in model is a model folder shipped inside the package (``microseg/models/weights/
+<name>/``: ``config.json``, ``best.pt`` with the weights only, ``prediction.json``, the tuned
+``instance_postprocessing.json`` and a ``MODEL_CARD.md`` saying what it was trained on, how, and
+how well it does). ``weights/models.json`` lists them with the sha256 of every file; the files
+are checked against it when a model is first used, so a damaged install says so instead of
+predicting nonsense.
+
+``"nuclei"`` anywhere a model is asked for — ``pretrained_path`` in notebooks 03 and 04,
+``model_dirs`` in 05, ``model_name`` in 07, :meth:`~microseg.models.TrainedModel.load` —
+resolves to the built-in folder (:func:`builtin_model_dir`) unless the run folder has a model of
+that name of its own. :func:`builtin_models` lists them; ``python -m microseg models`` prints
+the list.
+
+Models are added with ``benchmarks/builtin_model.py``, which packs a trained model folder (fp16
+weights, settings, card) and writes its checksums into ``models.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from microseg.errors import MicrosegError
+
+__all__ = [
+    "WEIGHTS_DIR",
+    "builtin_model_dir",
+    "builtin_models",
+    "is_builtin_model",
+    "sha256_of",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+"""Where the built-in model folders and their list (``models.json``) are."""
+MANIFEST = "models.json"
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(weights_dir: Path) -> dict[str, Any]:
+    path = weights_dir / MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def builtin_models(weights_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One entry per built-in model: ``name``, ``description``, ``data``, ``scores`` (as the
+    model card reports them), ``size_mb`` of its files and ``folder``."""
+    weights_dir = weights_dir or WEIGHTS_DIR
+    rows = []
+    for name, entry in sorted(_manifest(weights_dir).items()):
+        folder = weights_dir / entry["folder"]
+        size = sum((folder / f).stat().st_size for f in entry["files"] if (folder / f).is_file())
+        rows.append({"name": name, "description": entry.get("description", ""),
+                     "data": entry.get("data", ""), "scores": entry.get("scores", {}),
+                     "size_mb": round(size / 1e6, 2), "folder": str(folder)})
+    return rows
+
+
+def is_builtin_model(name: Any, weights_dir: Path | None = None) -> bool:
+    """Whether ``name`` (a string without a folder separator) names a built-in model."""
+    return isinstance(name, str) and "/" not in name and \
+        name in _manifest(weights_dir or WEIGHTS_DIR)
+
+
+def builtin_model_dir(name: str, weights_dir: Path | None = None) -> Path:
+    """The folder of built-in model ``name``, its files checked against their sha256.
+
+    Raises
+    ------
+    MicrosegError
+        ``name`` is not a built-in model (the built-in names listed), or a file is missing or
+        differs from what was shipped (reinstall microseg).
+    """
+    weights_dir = (weights_dir or WEIGHTS_DIR).resolve()
+    manifest = _manifest(weights_dir)
+    if name not in manifest:
+        known = ", ".join(sorted(manifest)) or "none in this installation"
+        raise MicrosegError(f"{name!r} is not a built-in model (built-in models: {known})")
+    entry = manifest[name]
+    folder = weights_dir / entry["folder"]
+    _verified(folder, tuple(sorted(entry["files"].items())))
+    return folder
+
+
+@functools.lru_cache(maxsize=16)
+def _verified(folder: Path, files: tuple[tuple[str, str], ...]) -> None:
+    """Check every file once per process (cached on the expected checksums)."""
+    problems = []
+    for file, expected in files:
+        path = folder / file
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif (found := sha256_of(path)) != expected:
+            problems.append(f"{path} has sha256 {found[:16]}…, expected {expected[:16]}…")
+    if problems:
+        raise MicrosegError(f"built-in model {folder.name!r} is damaged: "
+                            + "; ".join(problems) + " — reinstall microseg")

@@ -1,0 +1,133 @@
+"""Built-in models: packed from a model folder, found by name wherever a model folder is, and
+refused when a shipped file is damaged."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from microseg.errors import MicrosegError
+from microseg.models import ModelConfig, TrainedModel, build_model, builtin
+from microseg.models.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def _pack_script():
+    spec = importlib.util.spec_from_file_location(
+        "builtin_model", REPOSITORY / "benchmarks" / "builtin_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _model_folder(folder: Path) -> Path:
+    """A small trained-looking instance model folder (random weights)."""
+    from microseg.inference.instances import InstancePostprocessing
+
+    torch.manual_seed(0)
+    config = ModelConfig(channels=(4, 8, 16), num_res_units=1, out_classes=5)
+    network = build_model(config).eval()
+    folder.mkdir(parents=True)
+    config.save(folder / "config.json")
+    save_checkpoint(folder / "best.pt", {"format": CHECKPOINT_FORMAT, "model": network.state_dict(),
+                                         "best_epoch": 7, "optimizer": {"lr": 1.0}})
+    TrainedModel.from_network(network, config, instance_head="distance", halo=8,
+                              canonical_diameter=30.0, object_diameter=20.0,
+                              trained_diameters=(20.0, 28.0),
+                              postprocessing=InstancePostprocessing(head="distance")).save(folder)
+    (folder / "summary.json").write_text(json.dumps({"steps": 10, "epochs_run": 2}))
+    return folder
+
+
+@pytest.fixture()
+def packed(tmp_path, monkeypatch):
+    """A model packed as built-in "nuclei" into a weights folder the package then uses."""
+    source = _model_folder(tmp_path / "run" / "models" / "unet")
+    row = tmp_path / "row.json"
+    row.write_text(json.dumps({"label": "defaults", "command": "real_data.py ...",
+                               "scores": {"f1": 0.9123, "dsb_score": 0.61, "per_image": []}}))
+    weights = tmp_path / "weights"
+    _pack_script().main(["--model-dir", str(source), "--name", "nuclei", "--row", str(row),
+                         "--description", "Nuclei in fluorescence images.", "--data", "DSB",
+                         "--weights-dir", str(weights)])
+    monkeypatch.setattr(builtin, "WEIGHTS_DIR", weights)
+    builtin._verified.cache_clear()
+    yield source, weights
+    builtin._verified.cache_clear()
+
+
+def test_a_packed_model_predicts_as_the_folder_it_came_from(packed):
+    source, weights = packed
+    state = torch.load(weights / "nuclei" / "best.pt", weights_only=True)
+    assert "optimizer" not in state and state["best_epoch"] == 7
+    assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {torch.float16}
+    original = TrainedModel.load(source)
+    shipped = TrainedModel.load("nuclei")
+    assert shipped.folder == weights / "nuclei"
+    assert shipped.settings == original.settings
+    image = np.random.default_rng(1).normal(size=(1, 64, 64)).astype(np.float32)
+    a = original.predict(image, normalized=True)
+    b = shipped.predict(image, normalized=True)
+    assert np.abs(a - b).max() < 5e-3, "fp16 weights change the probabilities a little only"
+    assert not np.array_equal(a, b), "the weights really were rounded to fp16"
+    listed = builtin.builtin_models()
+    assert [m["name"] for m in listed] == ["nuclei"]
+    assert listed[0]["scores"] == {"f1": 0.912, "dsb_score": 0.61}
+    card = (weights / "nuclei" / "MODEL_CARD.md").read_text()
+    assert "Nuclei in fluorescence images." in card and "| f1 | 0.912 |" in card
+
+
+def test_the_name_works_where_a_model_folder_does(packed, tmp_path):
+    from microseg.runs import RunFolder
+    from microseg.transfer.loading import load_pretrained
+
+    _, weights = packed
+    run = RunFolder(tmp_path / "experiment")
+    assert run.require_model("nuclei") == weights / "nuclei"
+    assert RunFolder.model_key("nuclei") == "nuclei"
+    assert load_pretrained("nuclei").source == str(weights / "nuclei")
+    own = _model_folder(run.model_dir("nuclei"))
+    assert run.require_model("nuclei") == own, "the run's own model of that name comes first"
+    with pytest.raises(MicrosegError, match="not a built-in model.*nuclei"):
+        builtin.builtin_model_dir("cyto")
+
+
+def test_a_damaged_shipped_file_is_refused(packed):
+    _, weights = packed
+    path = weights / "nuclei" / "prediction.json"
+    path.write_text(path.read_text().replace("30.0", "31.0"))
+    with pytest.raises(MicrosegError, match=r"damaged: .*prediction.json has sha256"):
+        TrainedModel.load("nuclei")
+    builtin._verified.cache_clear()
+    path.unlink()
+    with pytest.raises(MicrosegError, match="prediction.json is missing"):
+        builtin.builtin_model_dir("nuclei")
+
+
+def test_packing_refuses_to_replace_a_model_unless_told(packed, tmp_path):
+    source, weights = packed
+    args = ["--model-dir", str(source), "--name", "nuclei", "--description", "d", "--data", "x",
+            "--weights-dir", str(weights)]
+    with pytest.raises(SystemExit, match="--replace"):
+        _pack_script().main(args)
+    _pack_script().main([*args, "--replace", "--fp32"])
+    state = torch.load(weights / "nuclei" / "best.pt", weights_only=True)
+    assert state["weights_dtype"] == "float32"
+    builtin._verified.cache_clear()
+    assert builtin.builtin_model_dir("nuclei") == weights / "nuclei"
+
+
+
+def test_the_command_line_lists_the_built_in_models(packed, capsys):
+    from microseg.__main__ import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nuclei") and "Nuclei in fluorescence images." in out
+    assert "f1 0.912" in out and "trained on: DSB" in out
