@@ -46,7 +46,8 @@ def pack_weights(source: Path, target: Path, half: bool) -> dict[str, Any]:
 
 
 def model_card(name: str, args: argparse.Namespace, summary: dict[str, Any],
-               row: dict[str, Any], prediction: dict[str, Any], packed: dict[str, Any]) -> str:
+               row: dict[str, Any], prediction: dict[str, Any], packed: dict[str, Any],
+               trained: dict[str, Any]) -> str:
     """The card: what the model is for, its data and license, how it was trained, its scores."""
     pooled = _scores(row)
     scores = "\n".join(f"| {k} | {v} |" for k, v in pooled.items()
@@ -61,19 +62,20 @@ def model_card(name: str, args: argparse.Namespace, summary: dict[str, Any],
 
 ## Training
 
-- command: `{row.get("command", "see BENCHMARKS.md")}`
-- microseg commit: {(row.get("library_git") or {}).get("commit", "unknown")}
-- steps: {summary.get("steps")}, epochs: {summary.get("epochs_run")}, best epoch:
-  {summary.get("best_epoch")}
-- instance head: {prediction.get("instance_head")}; canonical diameter
-  {prediction.get("canonical_diameter")} px; training objects' median diameter
-  {prediction.get("object_diameter")} px
+- command: `{trained.get("command", "see BENCHMARKS.md")}`
+- microseg commit: {(trained.get("library_git") or {}).get("commit", "unknown")}
+- steps: {summary.get("steps")}, epochs: {summary.get("epochs_run")}, best epoch: {summary.get("best_epoch")}
+- instance head: {prediction.get("instance_head")}; canonical diameter: {prediction.get("canonical_diameter")} px
+- training objects' median diameter: {_rounded(prediction.get("object_diameter"))} px
 - weights: {packed["parameters"]} parameters, stored as {packed["dtype"]}
 
 ## Scores on the held-out test images
 
 Row `{row.get("label")}` of BENCHMARKS.md (pooled over the test images; F1 and PQ at IoU 0.5,
-DSB score: mean over IoU 0.5 to 0.95):
+DSB score: mean over IoU 0.5 to 0.95), measured with
+
+    {row.get("command", "")}
+
 
 | score | value |
 |---|---|
@@ -84,6 +86,10 @@ DSB score: mean over IoU 0.5 to 0.95):
 The weights are released with microseg under the BSD 3-Clause license. The training images are
 {args.data_license}.
 """
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, float) else value
 
 
 def _scores(row: dict[str, Any]) -> dict[str, float]:
@@ -114,9 +120,11 @@ def pack(args: argparse.Namespace) -> Path:
     summary = json.loads((source / "summary.json").read_text()) \
         if (source / "summary.json").is_file() else {}
     row = json.loads(args.row.read_text()) if args.row else {}
+    trained = json.loads(args.train_row.read_text()) if args.train_row else row
     prediction = json.loads((source / "prediction.json").read_text())
     (target / "MODEL_CARD.md").write_text(
-        model_card(args.name, args, summary, row, prediction, packed), encoding="utf-8")
+        model_card(args.name, args, summary, row, prediction, packed, trained),
+        encoding="utf-8")
     manifest_path = weights / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     files = ("best.pt", *COPIED, "MODEL_CARD.md")
@@ -132,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--row", type=Path, help="real_data.py's results/<row>.json")
+    parser.add_argument("--row", type=Path, help="real_data.py's results/<row>.json: scores")
+    parser.add_argument("--train-row", type=Path,
+                        help="the row that trained the model, when --row evaluated it again")
     parser.add_argument("--description", required=True)
     parser.add_argument("--data", required=True, help="what the model was trained on")
     parser.add_argument("--data-license", default="CC0 (public domain)")

@@ -618,12 +618,16 @@ def write_scaled_test(work: Path, factor: float) -> Path:
 
 
 def evaluate_again(work: Path, row_label: str, label: str,
-                   eval_settings: dict[str, Any], test_scale: float = 1.0) -> dict[str, Any]:
+                   eval_settings: dict[str, Any], test_scale: float = 1.0,
+                   model: str | None = None) -> dict[str, Any]:
     """The model a microseg row trained, evaluated again with ``eval_settings`` (e.g. TTA) on
     the same test images — or on them resampled by ``test_scale`` (:func:`write_scaled_test`);
     the new row keeps the original training's length and seconds. Predictions go to
-    ``WORK/runs/<row>/predictions-<label>/``."""
+    ``WORK/runs/<row>/predictions-<label>/``. ``model``: evaluate this model instead (a
+    built-in model's name or a model folder, e.g. the row's model packed as built-in), in the
+    row's run folder."""
     from microseg.recipes.evaluate import evaluate_models
+    from microseg.runs import RunFolder
 
     name = _slug(row_label)
     rows = [json.loads(p.read_text()) for p in (work / "results").glob("*.json")]
@@ -633,8 +637,10 @@ def evaluate_again(work: Path, row_label: str, label: str,
         raise SystemExit(f"no microseg row {row_label!r} in {work / 'results'}")
     run_dir = Path(original["run_dir"])
     test = work / "data" / "test" if test_scale == 1.0 else write_scaled_test(work, test_scale)
+    chosen = model or name
     evaluated, eval_time = _timed(lambda: evaluate_models(
-        run_dir, model_names=[name], data_dir=test, overwrite=True, **eval_settings))
+        run_dir, model_names=[chosen], data_dir=test, overwrite=True, **eval_settings))
+    name = RunFolder.model_key(chosen)
     predictions = _write_predictions(evaluated["results"][name],
                                      run_dir / f"predictions-{_slug(label)}")
     scores = score_folders(predictions, test / "labels")
@@ -642,6 +648,7 @@ def evaluate_again(work: Path, row_label: str, label: str,
             "budget_stop_epoch", "split_adjusted", "run_dir")
     return {**{k: original.get(k) for k in kept}, "scores": scores, "evaluate": eval_time,
             "evaluated_again_from": original["label"], "test_scale": test_scale,
+            "model": chosen,
             "postprocessing": evaluated["models"][name]["postprocessing"]}
 
 
@@ -782,6 +789,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="evaluate the model of microseg row ROW again (with --eval)")
     parser.add_argument("--test-scale", type=float, default=1.0,
                         help="with --evaluate-again: the test images resampled by this factor")
+    parser.add_argument("--model", help="with --evaluate-again: evaluate this model (a built-in "
+                        "model's name or a model folder) instead of the row's")
     parser.add_argument("--layout-only", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the rows of WORK/results")
     parser.add_argument("--worst", metavar="ROW", help="print the worst test images of row ROW")
@@ -827,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     elif args.evaluate_again is not None:
         settings = {"train": {}, "eval": parse_settings(args.eval), "prepare": {}}
         row = {**evaluate_again(work, args.evaluate_again, args.label, settings["eval"],
-                                args.test_scale), "settings": settings}
+                                args.test_scale, args.model), "settings": settings}
     else:
         settings = {stage: parse_settings(getattr(args, stage))
                     for stage in ("train", "eval", "prepare")}
