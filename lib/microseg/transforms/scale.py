@@ -12,9 +12,9 @@ diameter — the diameter of a disc (sphere in 3D) of the same area (volume): ``
 (``∛(6V/π)``). :func:`object_diameters` gives one value per object, :func:`median_diameter`
 the median over one or several label images.
 
-Objects larger than the canonical size are shrunk to it; at prediction, objects much smaller
-than the training objects are enlarged up to a smallest size (at most :data:`MAX_FACTOR`
-times); sizes in between keep their pixels (:func:`scale_factor`). Resampling
+Objects larger than the canonical size are shrunk to it; at prediction, objects smaller than
+the training objects are enlarged (at most :data:`MAX_FACTOR` times); sizes in between keep
+their pixels (:func:`scale_factor`). Resampling
 (:func:`rescale_image`, :func:`rescale_labels`, :func:`resize_to`) keeps the pixel
 grid's extent: a pixel of the output covers ``1 / factor`` input pixels, the output shape is the
 input shape times the factor, rounded, at least 1. Images are interpolated linearly (with
@@ -58,10 +58,10 @@ __all__ = [
 MIN_FACTOR = 0.1
 """Images are never shrunk more than this (objects 10× larger than the canonical size)."""
 MAX_FACTOR = 4.0
-"""Images are never enlarged more than this (objects a quarter of the smallest size). Only
-prediction enlarges, and only objects below the smallest size a model handles (half its
-training objects' diameter): a network sees small objects whole, and enlarging every image to
-the canonical size was measured to cost accuracy on nuclei (BENCHMARKS.md)."""
+"""Images are never enlarged more than this. Only prediction enlarges, and only objects smaller
+than the model's training objects (their median: ``TrainedModel.scale_factor``); training
+never does: enlarging every training image to the canonical size was measured to cost
+accuracy on nuclei (BENCHMARKS.md)."""
 
 
 def object_diameters(label: np.ndarray) -> np.ndarray:
