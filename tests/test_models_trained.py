@@ -320,18 +320,29 @@ class DiscFinder:
         return self
 
 
-def test_auto_diameter_finds_the_objects_size_and_predicts_at_it():
+def discs(shape, centres, radius):
+    """Labels 1..n of discs of ``radius`` at ``centres``, and the image (1, *shape): 1 inside."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    label = np.zeros(shape, np.int32)
+    for k, (cy, cx) in enumerate(centres, start=1):
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = k
+    return label, (label > 0).astype(np.float32)[None]
+
+
+def disc_model(network, object_diameter):
+    """An instance model around a fake ``network`` trained at a canonical diameter of 20."""
     from microseg.inference.instances import InstancePostprocessing
+
+    return TrainedModel(network, None, PredictionSettings(
+        task="instance", canonical_diameter=20.0, object_diameter=object_diameter, halo=(2, 2)),
+        InstancePostprocessing(min_size=1, seed_threshold=0.5))
+
+
+def test_auto_diameter_finds_the_objects_size_and_predicts_at_it():
     from microseg.transforms.scale import median_diameter
 
-    label = np.zeros((200, 200), np.int32)
-    yy, xx = np.mgrid[:200, :200]
-    for k, (cy, cx) in enumerate([(50, 50), (50, 140), (140, 60), (140, 145)], start=1):
-        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= 30 ** 2] = k
-    image = (label > 0).astype(np.float32)[None]
-    model = TrainedModel(DiscFinder(), None, PredictionSettings(
-        task="instance", canonical_diameter=20.0, object_diameter=15.0, halo=(2, 2)),
-        InstancePostprocessing(min_size=1, seed_threshold=0.5))
+    label, image = discs((200, 200), [(50, 50), (50, 140), (140, 60), (140, 145)], 30)
+    model = disc_model(DiscFinder(), 15.0)
     info = model.predict_with_info(image, normalized=True, object_diameter="auto")
     true_diameter = median_diameter(label)
     assert info.passes >= 2
@@ -362,17 +373,10 @@ class FragmentingFinder(DiscFinder):
 
 
 def test_auto_diameter_is_not_fooled_by_fragments_of_large_objects():
-    from microseg.inference.instances import InstancePostprocessing
     from microseg.transforms.scale import median_diameter
 
-    yy, xx = np.mgrid[:360, :360]
-    label = np.zeros((360, 360), np.int32)
-    for k, (cy, cx) in enumerate([(90, 90), (90, 260), (260, 100), (265, 265)], start=1):
-        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= 50 ** 2] = k
-    image = (label > 0).astype(np.float32)[None]
-    model = TrainedModel(FragmentingFinder(), None, PredictionSettings(
-        task="instance", canonical_diameter=20.0, object_diameter=20.0, halo=(2, 2)),
-        InstancePostprocessing(min_size=1, seed_threshold=0.5))
+    label, image = discs((360, 360), [(90, 90), (90, 260), (260, 100), (265, 265)], 50)
+    model = disc_model(FragmentingFinder(), 20.0)
     at_training_scale = model.labels(model.predict(image, normalized=True))
     assert at_training_scale.max() > 4 * 20, "the network fragments 100-pixel discs"
     assert median_diameter(at_training_scale) < 15, "and the fragments look like objects"
@@ -422,18 +426,11 @@ def test_out_of_core_prediction_at_a_canonical_size_equals_in_memory(tmp_path):
 
 
 def test_the_size_search_of_a_large_image_predicts_a_central_crop(monkeypatch):
-    from microseg.inference.instances import InstancePostprocessing
     from microseg.models import trained
 
     monkeypatch.setitem(trained.SEARCH_SIDE, 2, 96)
-    yy, xx = np.mgrid[:120, :300]
-    label = np.zeros((120, 300), np.int32)
-    for k, cx in enumerate(range(20, 300, 40), start=1):
-        label[(yy - 60) ** 2 + (xx - cx) ** 2 <= 8 ** 2] = k
-    image = (label > 0).astype(np.float32)[None]
-    model = TrainedModel(DiscFinder(), None, PredictionSettings(
-        task="instance", canonical_diameter=20.0, object_diameter=16.0, halo=(2, 2)),
-        InstancePostprocessing(min_size=1, seed_threshold=0.5))
+    _, image = discs((120, 300), [(60, cx) for cx in range(20, 300, 40)], 8)
+    model = disc_model(DiscFinder(), 16.0)
     shapes = []
     predict_scaled = model._predict_scaled
     monkeypatch.setattr(model, "_predict_scaled", lambda region, *a: (

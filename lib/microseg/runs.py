@@ -190,8 +190,7 @@ class RunFolder:
         from microseg.models.builtin import builtin_model_dir, is_builtin_model
 
         folder = Path(name) if self.is_model_path(name) else self.model_dir(os.fspath(name))
-        if not self.is_model_path(name) and not (folder / BEST_CHECKPOINT).is_file() and \
-                is_builtin_model(os.fspath(name)):
+        if not (folder / BEST_CHECKPOINT).is_file() and is_builtin_model(os.fspath(name)):
             return builtin_model_dir(os.fspath(name))
         if self.is_model_path(name) and not (folder / BEST_CHECKPOINT).is_file():
             raise RunOrderError(f"{folder} holds no trained model (no {BEST_CHECKPOINT}): give "

@@ -76,6 +76,7 @@ __all__ = [
     "Window",
     "axis_windows",
     "blending_weights",
+    "central_box",
     "check_border",
     "per_axis",
     "predict_tiled",
@@ -378,6 +379,16 @@ class _Plan:
                 total[start : start + t] += window
             result.append((window, total[:n]))
         return result
+
+
+def central_box(spatial: Sequence[int], side: int) -> tuple[slice, ...]:
+    """The centred box of at most ``side`` pixels per axis in an array of shape ``spatial``.
+
+    >>> central_box((100, 30), 40)
+    (slice(30, 70, None), slice(0, 30, None))
+    """
+    return tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side))
+                 for n in spatial)
 
 
 def per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:

@@ -32,6 +32,7 @@ __all__ = [
     "builtin_model_dir",
     "builtin_models",
     "is_builtin_model",
+    "model_folder",
     "sha256_of",
 ]
 
@@ -74,6 +75,15 @@ def is_builtin_model(name: Any, weights_dir: Path | None = None) -> bool:
     """Whether ``name`` (a string without a folder separator) names a built-in model."""
     return isinstance(name, str) and "/" not in name and \
         name in _manifest(weights_dir or WEIGHTS_DIR)
+
+
+def model_folder(name: str | Path) -> Path:
+    """``name`` as a model folder: the built-in model's (checked, :func:`builtin_model_dir`)
+    when ``name`` is not an existing path but names a built-in model, else ``Path(name)``."""
+    path = Path(name)
+    if not path.exists() and is_builtin_model(str(name)):
+        return builtin_model_dir(str(name))
+    return path
 
 
 def builtin_model_dir(name: str, weights_dir: Path | None = None) -> Path:

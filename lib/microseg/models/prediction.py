@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -36,6 +37,7 @@ __all__ = [
     "normalization_dict",
     "receptive_field_halo",
     "saved_settings",
+    "scale_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,24 @@ class Prediction:
         if self.scale_estimate is not None:
             facts.update(self.scale_estimate.describe())
         return facts
+
+
+UNCERTAIN_DIAMETER = ("low", "none")
+"""Diameter confidences of an image whose object size the scale search was not sure of."""
+
+
+def scale_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How a set of images was predicted, from their records (as :meth:`Prediction.describe`
+    gives them, or with ``diameter_confidence``): the median ``object_diameter`` (None without
+    one), the median ``scale_factor`` (1.0 without records), ``n_rescaled`` (factor not 1)
+    and ``n_uncertain_diameter`` (:data:`UNCERTAIN_DIAMETER`)."""
+    diameters = [r["object_diameter"] for r in records if r.get("object_diameter") is not None]
+    factors = [r.get("scale_factor", 1.0) for r in records]
+    return {"object_diameter": float(np.median(diameters)) if diameters else None,
+            "scale_factor": float(np.median(factors)) if factors else 1.0,
+            "n_rescaled": sum(f != 1.0 for f in factors),
+            "n_uncertain_diameter": sum(r.get("diameter_confidence") in UNCERTAIN_DIAMETER
+                                        for r in records)}
 
 
 def receptive_field_halo(network: Any, config: Any, quick: bool = False

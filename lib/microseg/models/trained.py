@@ -114,12 +114,10 @@ class TrainedModel:
         DataError, ConfigError, MicrosegError
             A damaged or mismatched ``config.json``, checkpoint or ``prediction.json``.
         """
-        from microseg.models.builtin import builtin_model_dir, is_builtin_model
+        from microseg.models.builtin import model_folder
         from microseg.models.checkpoint import load_network
 
-        if not Path(folder).exists() and is_builtin_model(str(folder)):
-            folder = builtin_model_dir(str(folder))
-        folder = Path(folder)
+        folder = model_folder(folder)
         network, config, extra = load_network(folder, which, device)
         settings = saved_settings(folder, config)
         postprocessing = None
@@ -672,8 +670,8 @@ def _fixed_shape_windows(network: Any, shape: tuple[int, ...], divisor: int) -> 
 def _central_crop(image: Any, side: int) -> Any:
     """``image`` (C, *spatial) itself when no side exceeds ``side``, else its central crop of at
     most ``side`` per axis."""
+    from microseg.inference.tiling import central_box
+
     if max(image.shape[1:]) <= side:
         return image
-    box = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side))
-                for n in image.shape[1:])
-    return image[(slice(None), *box)]
+    return image[(slice(None), *central_box(image.shape[1:], side))]

@@ -171,9 +171,9 @@ def _diameter(model: Any, volume: Any, given: float | str | None
         return diameter, None if diameter is None else "given"
     import numpy as np
 
+    from microseg.inference.tiling import central_box
+
     side = 1024 if len(volume.spatial_shape) == 2 else 128
-    box = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side))
-                for n in volume.spatial_shape)
-    crop = np.asarray(volume[(slice(None), *box)])
+    crop = np.asarray(volume[(slice(None), *central_box(volume.spatial_shape, side))])
     found = model.predict_with_info(crop, object_diameter="auto")
     return found.object_diameter, found.diameter_confidence

@@ -86,9 +86,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("torchscript", "onnx", "bioimageio")
-SCALE_KEYS = IMAGE_SCALE_KEYS
-"""What each input's prediction records about its object scale (``object_diameter``,
-``diameter_confidence``, ``scale_factor``)."""
 DEFAULT_TILE = MappingProxyType({2: 512, 3: 96})
 """Inner tile side per spatial dimensionality; large tiles waste less work on halos."""
 QUICK_TILE = MappingProxyType({2: 128, 3: 32})
@@ -477,7 +474,7 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
         raise DataError(f"no image of {source.path} could be predicted", result["errors"])
     first = DeployInput(Path(result["outputs"][0]["input"]), "file")
     predictions = [{key: o.get(key) for key in ("input", "labels", "probabilities",
-                                                 *SCALE_KEYS)}
+                                                 *IMAGE_SCALE_KEYS)}
                    for o in result["outputs"]]
     voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
     example = _example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
@@ -504,7 +501,7 @@ def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, 
         workers = worker_peak_memory(scheduler)
     predictions = [{"input": str(source.path), "labels": result["labels"],
                     "probabilities": result["probabilities"],
-                    **{key: result[key] for key in SCALE_KEYS}}]
+                    **{key: result[key] for key in IMAGE_SCALE_KEYS}}]
     return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
             "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
             "example": _example_crop(volume, plan.halo, model.size_divisor,
@@ -630,6 +627,8 @@ def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: di
     ``object_tables`` and ``label_exports`` (see :func:`measure_objects`), ``quick``,
     ``seconds`` (since the plan was made).
     """
+    from microseg.models.prediction import scale_summary
+
     predictions = prediction["predictions"]
     measured = measured or {}
     return {
@@ -655,7 +654,7 @@ def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: di
         "exports": exports,
         "instance_head": (plan.model.settings.instance_head if plan.model.task == "instance"
                           else None),
-        **_scale_summary(predictions),
+        **scale_summary(predictions),
         "tta": plan.config.tta,
         "object_tables": measured.get("object_tables"),
         "n_objects_measured": measured.get("n_objects_measured"),
@@ -665,20 +664,12 @@ def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: di
     }
 
 
-def _scale_summary(predictions: list[dict[str, Any]]) -> dict[str, Any]:
-    diameters = [p["object_diameter"] for p in predictions if p.get("object_diameter")]
-    factors = [p.get("scale_factor", 1.0) for p in predictions]
-    return {"object_diameter": float(np.median(diameters)) if diameters else None,
-            "scale_factor": float(np.median(factors)) if factors else 1.0,
-            "n_rescaled": sum(f != 1.0 for f in factors),
-            "n_uncertain_diameter": sum(p.get("diameter_confidence") in ("low", "none")
-                                        for p in predictions)}
-
-
 def scale_table(prediction: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per input: its name, the object diameter it was predicted for (pixels), how that
     was found (``given`` or the scale search's confidence), the factor it was resampled by and
     a sentence for the notebook. Empty for a model that works at the image's own scale."""
+    from microseg.models.prediction import UNCERTAIN_DIAMETER
+
     rows = []
     for p in prediction["predictions"]:
         if p.get("object_diameter") is None:
@@ -686,7 +677,7 @@ def scale_table(prediction: dict[str, Any]) -> list[dict[str, Any]]:
         factor = p.get("scale_factor", 1.0)
         said = ("not resampled" if factor == 1.0 else
                 f"{'shrunk' if factor < 1 else 'enlarged'} {max(factor, 1 / factor):.2f}x")
-        if p.get("diameter_confidence") in ("low", "none"):
+        if p.get("diameter_confidence") in UNCERTAIN_DIAMETER:
             said += " (size uncertain: check the labels, or give object_diameter)"
         rows.append({"input": Path(p["input"]).name,
                      "object diameter (px)": round(p["object_diameter"], 1),

@@ -625,15 +625,13 @@ def _evaluate_model(run: RunFolder, name: str, model_dir: Path, data: Evaluation
 def _scale_facts(model: Any, scales: list[dict[str, Any]], config: EvaluationConfig
                  ) -> dict[str, Any]:
     """How the images were predicted: head, object scale (median over images), TTA."""
-    diameters = [s["object_diameter"] for s in scales if s["object_diameter"] is not None]
-    factors = [s["scale_factor"] for s in scales]
+    from microseg.models.prediction import scale_summary
+
+    summary = scale_summary(scales)
+    diameter = summary.pop("object_diameter")
     return {"instance_head": model.settings.instance_head if model.task == "instance" else None,
-            "object_diameter": round(float(np.median(diameters)), 2) if diameters else None,
-            "object_diameter_setting": config.object_diameter,
-            "scale_factor": float(np.median(factors)) if factors else 1.0,
-            "n_rescaled": sum(f != 1.0 for f in factors),
-            "n_uncertain_diameter": sum(s.get("diameter_confidence") in ("low", "none")
-                                        for s in scales),
+            "object_diameter": None if diameter is None else round(diameter, 2),
+            "object_diameter_setting": config.object_diameter, **summary,
             "canonical_diameter": model.settings.canonical_diameter, "tta": config.tta}
 
 

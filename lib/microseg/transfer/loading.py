@@ -128,11 +128,9 @@ def load_pretrained(
     MicrosegError
         TorchScript refused (``allow_torchscript`` false) or an architecture microseg cannot build.
     """
-    from microseg.models.builtin import builtin_model_dir, is_builtin_model
+    from microseg.models.builtin import model_folder
 
-    path = Path(source)
-    if not path.exists() and is_builtin_model(str(source)):
-        path = builtin_model_dir(str(source))
+    path = model_folder(source)
     if not path.exists():
         raise DataError(f"pretrained model {path} does not exist",
                         ["give a model folder (config.json + best.pt, written by notebook 02), a "
