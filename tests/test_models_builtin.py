@@ -153,3 +153,14 @@ def test_shipped_nuclei_model_is_intact_and_segments_without_training():
         info = model.predict_with_info(image, object_diameter="auto")
         f1 = match_instances(model.labels(info.probabilities), label, (0.5,)).scores[0].f1
         assert f1 > 0.85, (factor, seed, f1, info.describe())
+
+
+def test_transfer_from_the_built_in_model_keeps_its_head_and_object_scale(packed, tmp_path):
+    """Notebooks 03/04 with ``pretrained_path="nuclei"``: the target images are represented as
+    the built-in model was trained (its instance head, resampled to its canonical size)."""
+    from microseg.recipes.transfer import prepare_transfer
+
+    setup = prepare_transfer(tmp_path / "run", "nuclei", n_target_train=2, n_target_val=1,
+                             n_target_test=1, quick=True)
+    assert setup.pretrained.source == str(packed[1] / "nuclei")
+    assert (setup.representation.head, setup.representation.canonical_diameter) == ("distance", 30.0)

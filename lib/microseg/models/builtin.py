@@ -79,7 +79,13 @@ def is_builtin_model(name: Any, weights_dir: Path | None = None) -> bool:
 
 def model_folder(name: str | Path) -> Path:
     """``name`` as a model folder: the built-in model's (checked, :func:`builtin_model_dir`)
-    when ``name`` is not an existing path but names a built-in model, else ``Path(name)``."""
+    when ``name`` is not an existing path but names a built-in model; the cached package
+    (downloaded and checked first, :func:`microseg.models.zoo.fetch_package`) when it names a
+    bioimage.io model, an https address or a Zenodo DOI; else ``Path(name)``."""
+    from microseg.models.zoo import fetch_package, is_remote
+
+    if is_remote(name):
+        return fetch_package(str(name))
     path = Path(name)
     if not path.exists() and is_builtin_model(str(name)):
         return builtin_model_dir(str(name))

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.errors import ConfigError, DataError
+from microseg.errors import ConfigError, DataError, MicrosegError
 from microseg.inference.tiling import per_axis
 from microseg.models.prediction import (
     DEFAULT_TILE,
@@ -118,6 +118,12 @@ class TrainedModel:
         from microseg.models.checkpoint import load_network
 
         folder = model_folder(folder)
+        if folder.suffix == ".zip" or (folder / "rdf.yaml").is_file():
+            raise MicrosegError(
+                f"{folder} is a bioimage.io package, not a model folder: it lacks what "
+                f"prediction needs besides the weights (task, normalization, object size, "
+                f"post-processing). Give it as pretrained_path to notebook 03 or 04: they "
+                f"check it on your images and adapt it into a model folder, which 05 and 07 use")
         network, config, extra = load_network(folder, which, device)
         settings = saved_settings(folder, config)
         postprocessing = None

@@ -178,8 +178,9 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     Parameters
     ----------
     run_dir : the run folder.
-    pretrained : a model folder, bioimage.io package or state dict (see
-        :func:`microseg.transfer.loading.load_pretrained`); None: the run folder's model
+    pretrained : a model folder, a built-in model's name (``"nuclei"``), a bioimage.io package
+        (a local one, or ``"bioimage.io:<id>"`` / an https address, downloaded once) or a state
+        dict (see :func:`microseg.transfer.loading.load_pretrained`); None: the run folder's model
         (:meth:`microseg.runs.RunFolder.default_model_name`: the one notebook 02 trained).
     target_data_dir : the user's target images (``images/`` + ``labels/``); None: built-in
         synthetic images of the ``"target"`` appearance (written into ``run_dir/target/data``).
@@ -205,44 +206,53 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     from microseg.transfer.loading import load_pretrained
 
     run = RunFolder(run_dir)
-    source = run.model_dir(run.default_model_name()) if pretrained is None else Path(pretrained)
+    source = run.model_dir(run.default_model_name()) if pretrained is None else pretrained
     loaded = load_pretrained(source, allow_torchscript=allow_torchscript, device="cpu")
     log.info("pretrained model: %s", loaded.describe())
+    settings = _saved_settings(loaded)
     target = RunFolder(run.root / TARGET_FOLDER)
-    manifest = _target_split(run, target, loaded, target_data_dir, n_target_train, n_target_val,
-                             n_target_test, quick, seed, overwrite)
+    manifest = _target_split(run, target, loaded, settings, target_data_dir, n_target_train,
+                             n_target_val, n_target_test, quick, seed, overwrite)
     subsets = {s: load_subset(manifest, s) for s in ("train", "val", "test")}
-    plan = _representation(source, loaded, manifest)
+    plan = _representation(settings, loaded, manifest)
     train, facts = represent(subsets["train"], plan)
     val, _ = represent(subsets["val"], plan)
     return TransferSetup(run, target, loaded, manifest, train, val, subsets["test"], quick,
                          seed, device, representation=plan, scale=facts)
 
 
-def _representation(source: Path, loaded: Any, manifest: Any) -> Any:
+def _saved_settings(loaded: Any) -> Any:
+    """The pretrained model's ``prediction.json`` (task, instance head, object scale) when it
+    is a model folder (a built-in model's included); None for a package or a state dict."""
+    from microseg.runs import PREDICTION_FILE
+
+    folder = Path(loaded.source)
+    if loaded.kind != "model_folder" or not (folder / PREDICTION_FILE).is_file():
+        return None
+    from microseg.models import PredictionSettings
+
+    return PredictionSettings.load(folder / PREDICTION_FILE)
+
+
+def _representation(settings: Any, loaded: Any, manifest: Any) -> Any:
     """The pretrained model's instance head and canonical object size (from its
     ``prediction.json``; a package or state dict has none: three classes, own scale)."""
     from microseg.data.representation import Representation
-    from microseg.runs import PREDICTION_FILE
 
-    settings = None
-    if source.is_dir() and (source / PREDICTION_FILE).is_file():
-        from microseg.models import PredictionSettings
-
-        settings = PredictionSettings.load(source / PREDICTION_FILE)
     head = settings.instance_head if settings is not None else "three_class"
     levels = max(2, loaded.config.out_classes - 1) if loaded.config is not None else 2
     return Representation(manifest.task, head if manifest.task == "instance" else "three_class",
                           levels, None if settings is None else settings.canonical_diameter)
 
 
-def _target_split(run: RunFolder, target: RunFolder, loaded: Any, data_dir: Any, n_train: int,
-                  n_val: int, n_test: int | None, quick: bool, seed: int, overwrite: bool) -> Any:
+def _target_split(run: RunFolder, target: RunFolder, loaded: Any, settings: Any, data_dir: Any,
+                  n_train: int, n_val: int, n_test: int | None, quick: bool, seed: int,
+                  overwrite: bool) -> Any:
     from microseg.data.split import load_manifest
     from microseg.recipes.prepare import prepare_data
 
     ndim = loaded.config.ndim if loaded.config is not None else 2
-    task = _source_task(run, loaded)
+    task = _source_task(run, loaded, settings)
     if data_dir is None:
         n_test = n_test or (2 if quick else 4)
         counts = (n_train, n_val, n_test)
@@ -257,12 +267,15 @@ def _target_split(run: RunFolder, target: RunFolder, loaded: Any, data_dir: Any,
     return load_manifest(target.root)
 
 
-def _source_task(run: RunFolder, loaded: Any) -> str:
-    """The task of notebook 01's split, else guessed from the pretrained classes."""
+def _source_task(run: RunFolder, loaded: Any, settings: Any) -> str:
+    """The task of notebook 01's split, else the pretrained model's (its ``prediction.json``),
+    else guessed from its classes."""
     from microseg.data.split import load_manifest
 
     if run.split_manifest.is_file():
         return load_manifest(run.root).task
+    if settings is not None:
+        return settings.task
     classes = loaded.config.out_classes if loaded.config is not None else 3
     return {2: "binary", 3: "instance"}.get(classes, "semantic")
 
