@@ -12,9 +12,11 @@ that diameter (no rescaling at test time). Cellpose keeps the weights of the las
 
 The budget is process CPU time (all threads) from the start of data loading. Cellpose's
 ``train_seg`` has no stop hook and its schedule depends on the number of epochs, so the run is
-planned: flows are computed once; a 2-epoch calibration run of a throw-away network measures
-the CPU seconds per epoch; the real run gets the epochs that fit into what is left (calibration
-included in the budget). The flow and cell-probability thresholds are then chosen on the
+planned: flows are computed once; a throw-away network trained on
+:data:`CALIBRATION_IMAGES` images (one short epoch, no validation) measures the CPU seconds per
+training image; the real run gets the epochs that fit into what is left, counting the
+validation passes ``train_seg`` makes at epochs 0, 5, 10, 20, … (a forward pass over the
+validation images, taken as a third of a training pass; calibration included in the budget). The flow and cell-probability thresholds are then chosen on the
 validation images (a 3 × 3 grid around Cellpose's defaults 0.4 and 0.0, mean
 TP/(TP+FP+FN) at IoU 0.5 by ``cellpose.metrics``), as Cellpose's docs advise adjusting them.
 
@@ -43,8 +45,11 @@ SETTINGS = {"SGD": True, "learning_rate": 0.2, "weight_decay": 1e-5, "batch_size
             "bsize": 224, "rescale": True, "min_train_masks": 5, "channels": [0, 0]}
 FLOW_THRESHOLDS = (0.3, 0.4, 0.6)
 CELLPROB_THRESHOLDS = (-1.0, 0.0, 1.0)
-CALIBRATION_EPOCHS = 2
-SAFETY = 0.97
+CALIBRATION_IMAGES = 32
+"""Training images of the calibration run (4 batches of 8)."""
+FORWARD_SHARE = 1 / 3
+"""CPU time of a forward pass (validation) against a training pass (forward and backward)."""
+SAFETY = 0.95
 
 
 def training_data(work: Path, split: dict[str, Any]) -> dict[str, Any]:
@@ -78,30 +83,47 @@ def new_network(diameter: float, seed: int) -> Any:
                                 diam_mean=diameter)
 
 
-def train(model: Any, data: dict[str, Any], epochs: int, folder: Path, name: str) -> Path:
-    """Cellpose's ``train_seg`` for ``epochs``; returns the saved weights' path."""
+def train(model: Any, data: dict[str, Any], epochs: int, folder: Path, name: str,
+          images_per_epoch: int | None = None, validate: bool = True) -> Path:
+    """Cellpose's ``train_seg`` for ``epochs``; returns the saved weights' path.
+    ``images_per_epoch``: None (all), else a random draw per epoch; ``validate``: pass the
+    validation images (train_seg computes their loss at epochs 0, 5, 10, 20, …)."""
     from cellpose import train as cellpose_train
 
     keys = ("SGD", "learning_rate", "weight_decay", "batch_size", "bsize", "rescale",
             "min_train_masks", "channels")
     path = cellpose_train.train_seg(
         model.net, train_data=data["x_train"], train_labels=data["flows_train"],
-        test_data=data["x_val"], test_labels=data["flows_val"], n_epochs=epochs,
-        save_path=str(folder), model_name=name, **{k: SETTINGS[k] for k in keys})[0]
+        test_data=data["x_val"] if validate else None,
+        test_labels=data["flows_val"] if validate else None, n_epochs=epochs,
+        nimg_per_epoch=images_per_epoch, save_path=str(folder), model_name=name,
+        **{k: SETTINGS[k] for k in keys})[0]
     return Path(path)
 
 
 def planned_epochs(data: dict[str, Any], clock: common.Clock, budget: float,
                    seed: int) -> dict[str, Any]:
-    """Epochs that fit into the rest of the budget, from a timed throw-away run."""
+    """Epochs that fit into the rest of the budget, from a short timed throw-away run."""
     before = clock.cpu()
     with tempfile.TemporaryDirectory(prefix="cellpose-calibration-") as folder:
-        train(new_network(data["diameter"], seed + 1), data, CALIBRATION_EPOCHS, Path(folder),
-              "calibration")
-    per_epoch = (clock.cpu() - before) / CALIBRATION_EPOCHS
-    epochs = max(1, math.floor(SAFETY * (budget - clock.cpu()) / per_epoch))
+        train(new_network(data["diameter"], seed + 1), data, 1, Path(folder), "calibration",
+              images_per_epoch=CALIBRATION_IMAGES, validate=False)
+    per_image = (clock.cpu() - before) / CALIBRATION_IMAGES
+    per_epoch = per_image * len(data["x_train"])
+    per_validation = per_image * len(data["x_val"]) * FORWARD_SHARE
+    left = SAFETY * (budget - clock.cpu())
+    epochs = max(1, math.floor(left / per_epoch))
+    while epochs > 1 and epochs * per_epoch + validation_passes(epochs) * per_validation > left:
+        epochs -= 1
     return {"epochs": epochs, "cpu_seconds_per_epoch": round(per_epoch, 2),
-            "calibration_epochs": CALIBRATION_EPOCHS}
+            "cpu_seconds_per_validation": round(per_validation, 2),
+            "calibration_images": CALIBRATION_IMAGES,
+            "calibration_cpu_seconds": round(per_image * CALIBRATION_IMAGES, 1)}
+
+
+def validation_passes(epochs: int) -> int:
+    """How often ``train_seg`` computes the validation loss in ``epochs`` epochs."""
+    return sum(1 for e in range(epochs) if e == 5 or e % 10 == 0)
 
 
 def flows_of(model: Any, image: np.ndarray, diameter: float) -> tuple[np.ndarray, np.ndarray]:
