@@ -24,7 +24,7 @@ $(BIN)/.installed: $(LOCK) pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m microseg.demo --run-dir $(RUN_DIR) --ndim $(ND) $(if $(QUICK),--quick) $(if $(FULL),--full)
+	$(BIN)/python -m microseg demo --run-dir $(RUN_DIR) --ndim $(ND) $(if $(QUICK),--quick) $(if $(FULL),--full)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not container"

@@ -55,7 +55,7 @@ def trained_like_unet():
 def quick_chain(tmp_path_factory):
     """Every notebook in quick mode (2D) into one run folder, once per test session (minutes):
     ``(run_dir, [NotebookRun, ...])``. Shared by the notebook and the browser tests."""
-    from microseg.chain import run_chain
+    from microseg.notebook.chain import run_chain
 
     run_dir = tmp_path_factory.mktemp("chain") / "run"
     return run_dir, run_chain(run_dir, quick=True, html_export=False, log=lambda _: None)

@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from microseg.chain import notebooks_dir
+from microseg.notebook.chain import notebooks_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from fake_runs import make_run
-from microseg.chain import list_notebooks, run_chain
+from microseg.notebook.chain import list_notebooks, run_chain
 from microseg.runs import RunFolder
 from test_browser import CHROMIUM_FLAGS, _chromium
 
@@ -108,7 +108,7 @@ def test_partial_3d_run_report_in_a_real_browser(partial_3d_run, tmp_path):
 
 
 def test_handmade_3d_run_report_in_a_real_browser(handmade_3d_run, tmp_path):
-    from microseg.run_report import write_run_report
+    from microseg.reports.run_report import write_run_report
 
     write_run_report(handmade_3d_run)
     seen = _open_report(handmade_3d_run, _shot(tmp_path, "handmade_3d"))

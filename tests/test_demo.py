@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from microseg import demo
-from microseg.chain import NotebookRun, check_chain_parameters, list_notebooks
-from microseg.parameter_names import NOTEBOOK_PARAMETERS
+from microseg.notebook import demo
+from microseg.notebook.chain import NotebookRun, check_chain_parameters, list_notebooks
+from microseg.notebook.parameters import NOTEBOOK_PARAMETERS
 
 
 def test_the_demo_budget_only_shortens_trainings_of_notebooks_that_declare_it():

@@ -83,7 +83,7 @@ def test_in_a_notebook_each_cell_says_its_file_notes_once(tmp_path):
     import nbformat
     import papermill
 
-    from microseg.chain import _local_kernel_manager
+    from microseg.notebook.chain import _local_kernel_manager
 
     images = tmp_path / "images"
     images.mkdir()

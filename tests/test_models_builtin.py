@@ -89,11 +89,11 @@ def test_the_name_works_where_a_model_folder_does(packed, tmp_path):
 
     _, weights = packed
     run = RunFolder(tmp_path / "experiment")
-    assert run.require_model("nuclei") == weights / "nuclei"
+    assert builtin.run_model(run, "nuclei") == weights / "nuclei"
     assert RunFolder.model_key("nuclei") == "nuclei"
     assert load_pretrained("nuclei").source == str(weights / "nuclei")
     own = _model_folder(run.model_dir("nuclei"))
-    assert run.require_model("nuclei") == own, "the run's own model of that name comes first"
+    assert builtin.run_model(run, "nuclei") == own, "the run's own model of that name comes first"
     with pytest.raises(MicrosegError, match="not a built-in model.*nuclei"):
         builtin.builtin_model_dir("cyto")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from microseg.chain import notebooks_dir, run_notebook
 from microseg.data.split import load_manifest
+from microseg.notebook.chain import notebooks_dir, run_notebook
 
 MARKER = "# NBVAL_CHECK_OUTPUT"
 PREPARE = notebooks_dir() / "01_prepare_data.ipynb"

@@ -10,9 +10,9 @@ import sys
 import nbformat
 import pytest
 
-from microseg.chain import list_notebooks, run_notebook
 from microseg.errors import ConfigError, WriteError
 from microseg.notebook import PARAMETER_TYPES, coerce_parameter, start_notebook
+from microseg.notebook.chain import list_notebooks, run_notebook
 
 
 def parameters_cell(path) -> dict:
@@ -147,8 +147,8 @@ def test_a_notebook_without_run_dir_is_told_to_set_one():
 
 def test_recipes_get_the_parameters_they_take_and_forms_their_widgets():
     from microseg.notebook import arguments_for
+    from microseg.notebook.forms import AnyOf, form_fields
     from microseg.recipes.evaluate import evaluate_models
-    from microseg.widgets import AnyOf, form_fields
 
     namespace = {"run_dir": "runs/a", "model_names": None, "tta": True, "quick": True,
                  "export_formats": ["onnx"], "object_diameter": "auto", "seed": 3, "sys": 1}

@@ -7,8 +7,8 @@ import json
 import nbformat
 import pytest
 
-from microseg.chain import list_notebooks, run_notebook
-from microseg.parameter_names import NOTEBOOK_PARAMETERS
+from microseg.notebook.chain import list_notebooks, run_notebook
+from microseg.notebook.parameters import NOTEBOOK_PARAMETERS
 
 NOTEBOOKS = list_notebooks()
 
@@ -54,7 +54,7 @@ def test_committed_notebook_is_clean_and_parametrised(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_opens_with_the_current_colab_cells(path, tmp_path):
-    from microseg.colab import COLAB_CELL, refresh_colab_cells
+    from microseg.notebook.colab import COLAB_CELL, refresh_colab_cells
 
     nb = nbformat.read(path, as_version=4)
     first_code = next(c for c in nb.cells if c.cell_type == "code")
@@ -121,8 +121,8 @@ def test_every_notebook_runs_with_a_unetr(tmp_path):
     """The transformer architecture through the whole chain (quick mode, 2D): notebook 02
     trains a UNETR, which transfer learning, fine-tuning, evaluation, the diagnostics and the
     deployment then load and predict in windows of its fixed input shape."""
-    from microseg.chain import run_chain
     from microseg.models import TrainedModel
+    from microseg.notebook.chain import run_chain
 
     run_dir = tmp_path / "run"
     results = run_chain(run_dir, quick=True, parameters={"architecture": "unetr"},

@@ -1,4 +1,4 @@
-"""microseg.parameter_names: a name a notebook does not declare is refused, with the closest."""
+"""microseg.notebook.parameters: a name a notebook does not declare is refused, with the closest."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 import nbformat
 import pytest
 
-from microseg.chain import check_chain_parameters, list_notebooks, run_chain, run_notebook
 from microseg.errors import ConfigError
 from microseg.notebook import passed_parameters, start_notebook
-from microseg.parameter_names import (
+from microseg.notebook.chain import check_chain_parameters, list_notebooks, run_chain, run_notebook
+from microseg.notebook.parameters import (
     NOTEBOOK_PARAMETERS,
     check_parameter_names,
     closest_parameters,
@@ -140,7 +140,7 @@ def test_papermill_with_a_misspelt_parameter_stops_with_the_suggestion(path, tmp
 def test_docs_list_every_notebook_parameter_as_the_notebooks_declare_them():
     from pathlib import Path
 
-    from microseg.chain import parameters_markdown
+    from microseg.notebook.chain import parameters_markdown
 
     page = Path(__file__).resolve().parents[1] / "docs" / "parameters.md"
     assert page.read_text() == parameters_markdown() + "\n", (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from microseg.chain import list_notebooks
-from microseg.parameter_names import NOTEBOOK_PARAMETERS
+from microseg.notebook.chain import list_notebooks
+from microseg.notebook.parameters import NOTEBOOK_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", ROOT / "containers" / "README.md"]

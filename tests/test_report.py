@@ -8,7 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from microseg.report import METRIC_DEFINITIONS, build_report, png_data_uri, write_report
+from microseg.reports.evaluation_report import (
+    METRIC_DEFINITIONS,
+    build_report,
+    png_data_uri,
+    write_report,
+)
 
 SUMMARY = {
     "model": "unet <b>v2</b>", "task": "instance", "subset": "test", "n_images": 3,

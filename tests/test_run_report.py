@@ -20,7 +20,8 @@ from fake_runs import (
     write_json,
     write_notebook,
 )
-from microseg.run_report import (
+from microseg.reports.front_page import models_chart
+from microseg.reports.run_report import (
     gather_run_report,
     notebook_problems,
     render_run_report,
@@ -28,7 +29,6 @@ from microseg.run_report import (
     seamless_verdict,
     write_run_report,
 )
-from microseg.run_report_html import models_chart
 
 HERE = "test images of this run"
 
@@ -297,8 +297,8 @@ def test_a_missing_run_folder_is_named(tmp_path):
 def test_chain_writes_the_report_also_when_a_notebook_fails(tmp_path):
     import nbformat
 
-    from microseg.chain import run_chain
     from microseg.errors import MicrosegError
+    from microseg.notebook.chain import run_chain
 
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -352,7 +352,7 @@ def test_a_notebook_run_in_jupyterlab_is_done_once_it_finished(tmp_path):
 
 
 def test_one_verdict_line_per_model_and_evaluation(full_run):
-    from microseg.run_report import model_verdicts
+    from microseg.reports.run_report import model_verdicts
 
     report = gather_run_report(full_run)
     lines = model_verdicts(report)
@@ -367,7 +367,7 @@ def test_one_verdict_line_per_model_and_evaluation(full_run):
 def test_the_front_page_between_two_notebooks_of_a_chain(tmp_path):
     """A chain stopped after notebook 01: the page says 01 is done (not running) and what
     comes next."""
-    from microseg.chain import list_notebooks, run_chain
+    from microseg.notebook.chain import list_notebooks, run_chain
 
     class Stop(Exception):
         pass

@@ -3,9 +3,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from microseg import viz
 from microseg.data.dataset import Sample
 from microseg.data.split import SplitManifest, manifest_entry
+from microseg.reports import figures as viz
 from microseg.transforms.normalization import PercentileNormalization
 
 matplotlib.use("Agg")
@@ -109,7 +109,7 @@ def test_a_figure_that_cannot_be_written_is_named_and_leaves_nothing(tmp_path, m
     import errno
 
     from microseg.errors import WriteError
-    from microseg.viz import save_figure
+    from microseg.reports.figures import save_figure
 
     figure = plt.figure()
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgb
 
-from microseg import viz_eval
 from microseg.metrics.instance import match_instances
+from microseg.reports import evaluation_figures as viz_eval
 
 
 @pytest.fixture(autouse=True)

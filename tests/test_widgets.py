@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from microseg.widgets import AnyOf, form_value, parameter_form, saved_form_values
+from microseg.notebook.forms import AnyOf, form_value, parameter_form, saved_form_values
 
 
 def _restore_button(form):

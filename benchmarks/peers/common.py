@@ -108,6 +108,7 @@ def write_label(path: Path, labels: np.ndarray) -> Path:
     import tifffile
 
     dtype = np.uint16 if labels.max(initial=0) < 2 ** 16 else np.int32
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
     os.replace(tmp, path)

@@ -25,7 +25,7 @@ __all__ = ["main"]
 
 
 def _notebooks(names: list[str]) -> list[Path]:
-    from microseg.chain import list_notebooks
+    from microseg.notebook.chain import list_notebooks
 
     available = list_notebooks()
     if names == ["all"]:
@@ -42,7 +42,7 @@ def _notebooks(names: list[str]) -> list[Path]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from microseg.chain import run_chain
+    from microseg.notebook.chain import run_chain
 
     parameters = dict(args.parameter or [])
     results = run_chain(args.run_dir, quick=args.quick, parameters=parameters,
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _parameters(args: argparse.Namespace) -> int:
-    from microseg.chain import parameter_rows, parameters_markdown
+    from microseg.notebook.chain import parameter_rows, parameters_markdown
 
     notebooks = _notebooks(args.notebooks or ["all"])
     if args.markdown:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["demo"]:
-        from microseg.demo import main as demo
+        from microseg.notebook.demo import main as demo
 
         return demo(argv[1:])
     args = parser.parse_args(argv)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["NOTES_FILE", "PROGRESS_FROM", "FileNotes", "close_notes", "file_note", "open_notes",
-           "progress", "said_once", "summarised", "summarises"]
+           "progress", "said_once", "shorten_middle", "summarised", "summarises"]
 
 PROGRESS_FROM = 10
 """Loops over at least this many files show a progress bar with the time left."""
@@ -219,3 +219,24 @@ def progress(items: Any, desc: str, unit: str, minimum: int = PROGRESS_FROM) -> 
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, unit=unit, mininterval=1.0, dynamic_ncols=True)
+
+
+def shorten_middle(name: str, max_chars: int = 24) -> str:
+    """``name`` if it has at most ``max_chars`` characters, else its start and its end joined by
+    "…", ``max_chars`` characters in all: long file names then fit above a figure panel, and
+    the end, where names usually differ (numbers, channels), stays visible.
+
+    Raises :class:`~microseg.errors.ConfigError` if ``max_chars`` is below 3.
+
+    >>> shorten_middle("plate01_wellB07_field003_channel1", 12)
+    'plate…annel1'
+    """
+    from microseg.errors import ConfigError
+
+    if max_chars < 3:
+        raise ConfigError(f"max_chars must be at least 3 (one character, '…', one character), "
+                          f"got {max_chars}")
+    if len(name) <= max_chars:
+        return name
+    head = (max_chars - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (max_chars - 1 - head):]}"

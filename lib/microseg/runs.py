@@ -51,6 +51,8 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "save_figure",
+    "sha256_of",
     "check_outside_inputs",
     "create_output_dir",
     "environment_record",
@@ -183,15 +185,11 @@ class RunFolder:
         return Path(name).name if cls.is_model_path(name) else os.fspath(name)
 
     def require_model(self, name: str | os.PathLike) -> Path:
-        """The folder of model ``name`` — a folder under ``models/``, a path to a model
-        folder made anywhere (another run, a colleague's), or a built-in model's name
-        (``"nuclei"``, when the run has no model of that name) — holding ``best.pt``;
-        :class:`RunOrderError` naming notebook 02 if there is none."""
-        from microseg.models.builtin import builtin_model_dir, is_builtin_model
-
+        """The folder of model ``name`` — a folder under ``models/`` or a path to a model
+        folder made anywhere (another run, a colleague's) — holding ``best.pt``;
+        :class:`RunOrderError` naming notebook 02 if there is none. (Built-in models by name
+        as well: :func:`microseg.models.builtin.run_model`.)"""
         folder = Path(name) if self.is_model_path(name) else self.model_dir(os.fspath(name))
-        if not (folder / BEST_CHECKPOINT).is_file() and is_builtin_model(os.fspath(name)):
-            return builtin_model_dir(os.fspath(name))
         if self.is_model_path(name) and not (folder / BEST_CHECKPOINT).is_file():
             raise RunOrderError(f"{folder} holds no trained model (no {BEST_CHECKPOINT}): give "
                                 f"a model folder (as notebook 02 writes under run_dir/models/) "
@@ -469,3 +467,24 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Save ``figure`` as PNG (parent folders created), atomically, and return the path.
+
+    Raises :class:`~microseg.errors.WriteError` naming the file when the disk is full or the
+    folder read-only; a half-written figure is never left behind.
+    """
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi,
+                                                         bbox_inches="tight"))
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

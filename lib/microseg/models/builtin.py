@@ -20,12 +20,13 @@ weights, settings, card) and writes its checksums into ``models.json``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from microseg.errors import MicrosegError
+from microseg.runs import BEST_CHECKPOINT, RunFolder, sha256_of
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -33,21 +34,13 @@ __all__ = [
     "builtin_models",
     "is_builtin_model",
     "model_folder",
+    "run_model",
     "sha256_of",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 """Where the built-in model folders and their list (``models.json``) are."""
 MANIFEST = "models.json"
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest(weights_dir: Path) -> dict[str, Any]:
@@ -90,6 +83,16 @@ def model_folder(name: str | Path) -> Path:
     if not path.exists() and is_builtin_model(str(name)):
         return builtin_model_dir(str(name))
     return path
+
+
+def run_model(run: RunFolder, name: str | os.PathLike) -> Path:
+    """The folder of model ``name`` for ``run``: :meth:`~microseg.runs.RunFolder.require_model`
+    (a model of the run, or a model folder anywhere), or the built-in model of that name when
+    the run has none of its own (the run's model comes first)."""
+    folder = Path(name) if run.is_model_path(name) else run.model_dir(os.fspath(name))
+    if not (folder / BEST_CHECKPOINT).is_file() and is_builtin_model(os.fspath(name)):
+        return builtin_model_dir(os.fspath(name))
+    return run.require_model(name)
 
 
 def builtin_model_dir(name: str, weights_dir: Path | None = None) -> Path:

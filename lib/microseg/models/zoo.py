@@ -68,6 +68,8 @@ PREFIX = "bioimage.io:"
 TIMEOUT = 60.0
 """Seconds without an answer from a server before a download is given up."""
 RDF_FILE = "rdf.yaml"
+RDF_NAMES = (RDF_FILE, "bioimageio.yaml")
+"""Names of a package's description (format 0.4 and 0.5)."""
 SOURCE_FILE = "source.json"
 """Written into each cached package: where it came from and the files checked."""
 _DOI = re.compile(r"^(?:doi:|https://doi\.org/)?10\.5281/zenodo\.(\d+)$", re.IGNORECASE)
@@ -194,7 +196,7 @@ def _download_described(rdf_url: str, links: Mapping[str, str], staging: Path, s
 def _download_zip(url: str, staging: Path, progress: bool) -> dict[str, str]:
     """A packaged ``.zip``: downloaded, extracted safely, its weights checked against its
     own description."""
-    from microseg.transfer.loading import RDF_NAMES, safe_extract
+    from microseg.io.archives import safe_extract
 
     with tempfile.TemporaryDirectory(prefix="microseg-download-") as folder:
         archive = Path(folder) / "package.zip"
@@ -242,7 +244,7 @@ def _local_name(remote: str, source: str) -> str:
 
 def _checked(path: Path, expected: Any, url: str, source: str) -> str:
     """The sha256 of ``path``, which must be ``expected`` (the description's) when given."""
-    from microseg.models.builtin import sha256_of
+    from microseg.runs import sha256_of
 
     found = sha256_of(path)
     if expected is None:

@@ -61,6 +61,7 @@ from microseg.errors import ConfigError, DataError, MicrosegError, OutputExistsE
 from microseg.inference.scheduling import LOCAL_CLUSTER, LOCAL_SCHEDULERS
 from microseg.inference.tiling import per_axis
 from microseg.io.tables import IMAGE_SCALE_KEYS
+from microseg.models.builtin import run_model
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -280,7 +281,7 @@ def plan_deployment(run_dir: str | Path, config: DeployConfig | None = None,
 
     config = config or DeployConfig()
     run = RunFolder(run_dir)
-    model = TrainedModel.load(run.require_model(config.model_name or run.default_model_name()))
+    model = TrainedModel.load(run_model(run, config.model_name or run.default_model_name()))
     results = _results_dir(run, model.name, overwrite)
     halo, source = choose_halo(model, config.halo)
     tile = choose_tile(config.tile_shape, halo, model.ndim, model.size_divisor, config.quick)

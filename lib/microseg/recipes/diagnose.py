@@ -33,6 +33,7 @@ import numpy as np
 
 from microseg.errors import ConfigError, RunOrderError
 from microseg.logs import file_note, summarises
+from microseg.models.builtin import run_model
 from microseg.runs import RunFolder, create_output_dir, unique_name, write_summary
 
 __all__ = ["diagnose_model", "sweep_sizes"]
@@ -174,7 +175,7 @@ def _load_subject(run: RunFolder, model_name: str | None, quick: bool, device: A
 
     run.require_split()
     name = model_name or run.default_model_name()
-    model = TrainedModel.load(run.require_model(name), device=device)
+    model = TrainedModel.load(run_model(run, name), device=device)
     name = run.model_key(name)
     val = load_subset(load_manifest(run.root), "val")
     if not val:
@@ -405,7 +406,7 @@ def _figures(
 
 
 def _save_figures(figures: dict[str, Any], out_dir: Path) -> None:
-    from microseg.viz import save_figure
+    from microseg.runs import save_figure
 
     for name, figure in figures.items():
         save_figure(figure, out_dir / "figures" / f"{name}.png", dpi=110)

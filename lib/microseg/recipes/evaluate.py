@@ -8,7 +8,7 @@ thresholds, and writes, per model, into ``eval/<model>/``::
     summary.json       pooled and mean-over-images metrics, fit diagnosis, how it was predicted
     eval_config.json   the EvaluationConfig used
     figures/*.png      metric against IoU threshold, distributions, overlays, training curves
-    report.html        one self-contained QC page (microseg.report)
+    report.html        one self-contained QC page (microseg.reports.evaluation_report)
 
 and ``eval/summary.json`` comparing the models side by side (earlier comparisons are appended
 to ``eval/summary_history.jsonl`` before it is replaced). An existing ``eval/<model>/`` is never
@@ -21,7 +21,7 @@ Example
 
 Why one module of about 750 lines: it is notebook 05's whole recipe (data, prediction, metrics,
 tables, figures, reports), one function per step; the metrics themselves live in
-:mod:`microseg.metrics`, figures in :mod:`microseg.viz_eval` and the page in :mod:`microseg.report`.
+:mod:`microseg.metrics`, figures in :mod:`microseg.reports.evaluation_figures` and the page in :mod:`microseg.reports.evaluation_report`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from microseg.errors import ConfigError, DataError, RunOrderError
 from microseg.logs import progress, summarises
 from microseg.metrics.instance import DEFAULT_IOU_THRESHOLDS, InstanceMatching
 from microseg.metrics.pixel import ClassMetrics
+from microseg.models.builtin import run_model
 from microseg.runs import (
     HISTORY_FILE,
     MODEL_CONFIG_FILE,
@@ -146,7 +147,7 @@ class EvaluationData:
 
 @dataclasses.dataclass
 class ImageResult:
-    """Prediction and metrics of one image (see :func:`microseg.viz_eval.plot_overlays`).
+    """Prediction and metrics of one image (see :func:`microseg.reports.evaluation_figures.plot_overlays`).
 
     prediction : hard class map (argmax), (*spatial) int; instances : predicted object ids
     (instance task, else None); matching : object matching (instance task); pixel : per-class
@@ -512,7 +513,7 @@ def _output_dir(run: RunFolder, name: str, overwrite: bool) -> Path:
 def _figures(name: str, summary: dict[str, Any], table: Any, results: list[ImageResult],
              history: Any, task: str, config: EvaluationConfig) -> dict[str, tuple[str, Any]]:
     """File stem → (caption, Figure) of one model's evaluation (closed by the caller)."""
-    from microseg import viz_eval
+    from microseg.reports import evaluation_figures as viz_eval
 
     figures = {}
     if task == "instance":
@@ -538,7 +539,7 @@ def _write_model_outputs(out_dir: Path, summary: dict[str, Any], table: Any,
                          data: EvaluationData, config: EvaluationConfig) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
-    from microseg.report import figure_png, write_report
+    from microseg.reports.evaluation_report import figure_png, write_report
 
     files = {"metrics_csv": str(atomic_write_text(out_dir / "metrics.csv",
                                                   table.to_csv(index=False)))}
@@ -582,9 +583,9 @@ def _model_folders(run: RunFolder, names: Sequence[str]) -> dict[str, Path]:
         key = run.model_key(name)
         if key in folders:
             raise ConfigError(f"model_names: two models are called {key!r} ({folders[key]} and "
-                              f"{run.require_model(name)}); their results would share "
+                              f"{run_model(run, name)}); their results would share "
                               f"eval/{key}/ — evaluate them one at a time")
-        folders[key] = run.require_model(name)
+        folders[key] = run_model(run, name)
     return folders
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from microseg.logs import summarises
+from microseg.models.builtin import run_model
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -514,7 +515,7 @@ def validation_predictions(run_dir: str | Path, model_name: str = "unet", n: int
     from microseg.models import TrainedModel
 
     run = RunFolder(run_dir)
-    model = TrainedModel.load(run.require_model(model_name), device=device)
+    model = TrainedModel.load(run_model(run, model_name), device=device)
     samples = load_subset(split_manifest(run_dir), "val")[:n]
     return [(s.stem, s.image, s.target, model.predict(s.image, normalized=True).argmax(0))
             for s in samples]

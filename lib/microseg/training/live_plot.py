@@ -63,7 +63,7 @@ class LiveLossPlot:
             plt.close(self.figure)
         self.figure = plot_history(trainer.history, self.title)
         if self.save_to is not None:
-            from microseg.viz import save_figure
+            from microseg.runs import save_figure
 
             save_figure(self.figure, self.save_to)
         self._show()
@@ -114,7 +114,7 @@ def plot_predictions(rows: Sequence[tuple[str, Any, Any, Any]], n_classes: int) 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from microseg.viz import shorten_middle
+    from microseg.logs import shorten_middle
 
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row, (name, image, truth, prediction) in zip(axes, rows, strict=True):

@@ -31,9 +31,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import stat
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -41,7 +39,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from microseg.errors import ConfigError, DataError, MicrosegError
-from microseg.runs import BEST_CHECKPOINT, LATEST_CHECKPOINT, MODEL_CONFIG_FILE
+from microseg.io.archives import check_zip_members, safe_extract
+from microseg.runs import BEST_CHECKPOINT, LATEST_CHECKPOINT, MODEL_CONFIG_FILE, sha256_of
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 OUR_ARCHITECTURE = ("microseg.export.bioimageio_arch", "build_from_kwargs")
 _CHECKPOINT_KEYS = ("model", "state_dict", "model_state_dict")
 
@@ -278,84 +276,6 @@ def _load_torchscript(path: Path, allowed: bool, device: Any, details: dict[str,
     return PretrainedModel(model.eval(), None, "torchscript", str(path), details)
 
 
-def check_zip_members(archive: zipfile.ZipFile) -> list[str]:
-    """Problems that make extracting ``archive`` unsafe, one line per member (empty if safe).
-
-    Refused: absolute paths (``/x``, ``C:\\x``), ``..`` components, backslashes, and symbolic
-    links, any of which could write outside the extraction folder.
-    """
-    problems = []
-    for info in archive.infolist():
-        name = info.filename
-        parts = PurePosixPath(name).parts
-        if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-            problems.append(f"{name!r}: absolute path")
-        elif ".." in parts or "\\" in name:
-            problems.append(f"{name!r}: leaves the package folder ('..' or '\\')")
-        elif stat.S_ISLNK(info.external_attr >> 16):
-            problems.append(f"{name!r}: symbolic link")
-    return problems
-
-
-def safe_extract(zip_path: str | Path, destination: str | Path,
-                 max_bytes: int | None = None, max_members: int | None = None) -> Path:
-    """Extract ``zip_path`` into ``destination`` after checking every member; returns it.
-
-    Raises :class:`DataError` before anything is written: listing every unsafe member (see
-    :func:`check_zip_members`), when the archive is too large or compressed like a zip bomb
-    (see :func:`microseg.io.archives.check_zip_size`; ``max_bytes``, ``max_members``, None:
-    its defaults), when the destination's disk
-    has less free space than the extracted files need, or when the file is not a zip archive.
-    A damaged member found while extracting raises DataError too (the destination keeps what
-    was extracted; callers extract into a new temporary folder).
-    """
-    import shutil
-
-    from microseg.io.archives import (
-        MAX_PACKAGE_BYTES,
-        MAX_PACKAGE_MEMBERS,
-        check_zip_size,
-        size_text,
-    )
-    from microseg.runs import writing
-
-    zip_path, destination = Path(zip_path), Path(destination)
-    if not zipfile.is_zipfile(zip_path):
-        raise DataError(f"{zip_path} is not a zip archive; a bioimage.io package is a .zip file "
-                        f"or a folder with rdf.yaml")
-    with zipfile.ZipFile(zip_path) as archive:
-        problems = check_zip_members(archive)
-        if problems:
-            raise DataError(f"{zip_path} was not extracted: {len(problems)} member(s) would be "
-                            f"written outside the extraction folder; the package may be malicious",
-                            problems)
-        problems = check_zip_size(archive, max_bytes or MAX_PACKAGE_BYTES,
-                                  max_members or MAX_PACKAGE_MEMBERS)
-        if problems:
-            raise DataError(f"{zip_path} was not extracted: it is larger than a model package "
-                            f"should be; if you trust it, extract it yourself and give the "
-                            f"folder", problems)
-        needed = sum(info.file_size for info in archive.infolist())
-        free = shutil.disk_usage(_existing(destination)).free
-        if needed > free:
-            raise DataError(f"{zip_path} was not extracted: it needs {size_text(needed)} but "
-                            f"the disk holding {destination} has {size_text(free)} free; free space "
-                            f"there or set TMPDIR to a folder on a larger disk")
-        try:
-            with writing(destination):
-                archive.extractall(destination)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as err:
-            raise DataError(f"{zip_path}: a member is damaged or uses an unsupported "
-                            f"compression ({err}); download the package again") from None
-    return destination
-
-
-def _existing(folder: Path) -> Path:
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder
-
-
 def load_bioimageio(path: str | Path, allow_torchscript: bool = False, device: Any = "cpu") -> PretrainedModel:
     """Load a bioimage.io model package (``.zip`` or a folder holding ``rdf.yaml``).
 
@@ -382,6 +302,8 @@ def load_bioimageio(path: str | Path, allow_torchscript: bool = False, device: A
 
 
 def _rdf_file(folder: Path) -> Path | None:
+    from microseg.models.zoo import RDF_NAMES
+
     found = [folder / n for n in RDF_NAMES if (folder / n).is_file()]
     found += sorted(folder.glob("*.bioimageio.yaml"))
     return found[0] if found else None
@@ -459,18 +381,10 @@ def _package_file(folder: Path, entry: Mapping[str, Any], source: Path) -> Path:
         raise DataError(f"{source}: weights file {name!r} is missing from the package (or lies "
                         f"outside it)", [f"package files: {_listing(folder)}"])
     expected = entry.get("sha256")
-    if expected and _sha256(path) != str(expected).lower():
+    if expected and sha256_of(path) != str(expected).lower():
         raise DataError(f"{source}: weights file {name} is damaged or was changed: its sha256 "
                         f"differs from the one in the package description; download it again")
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unloadable_message(source: Path, weights: Mapping[str, Any], allow_torchscript: bool) -> str:

@@ -13,13 +13,13 @@ Organised by figure:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from microseg.errors import ConfigError
+from microseg.logs import shorten_middle
+from microseg.runs import save_figure
 
 __all__ = [
     "SUBSET_COLOURS",
@@ -39,37 +39,6 @@ SUBSET_COLOURS = MappingProxyType({"train": "tab:blue", "val": "tab:orange", "te
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def shorten_middle(name: str, max_chars: int = 24) -> str:
-    """``name`` if it has at most ``max_chars`` characters, else its start and its end joined by
-    "…", ``max_chars`` characters in all: long file names then fit above a figure panel, and
-    the end, where names usually differ (numbers, channels), stays visible.
-
-    Raises :class:`ConfigError` if ``max_chars`` is below 3.
-
-    >>> shorten_middle("plate01_wellB07_field003_channel1", 12)
-    'plate…annel1'
-    """
-    if max_chars < 3:
-        raise ConfigError(f"max_chars must be at least 3 (one character, '…', one character), "
-                          f"got {max_chars}")
-    if len(name) <= max_chars:
-        return name
-    head = (max_chars - 1) // 2
-    return f"{name[:head]}…{name[len(name) - (max_chars - 1 - head):]}"
-
-
-def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``figure`` as PNG (parent folders created), atomically, and return the path.
-
-    Raises :class:`~microseg.errors.WriteError` naming the file when the disk is full or the
-    folder read-only; a half-written figure is never left behind.
-    """
-    from microseg.runs import atomic_write
-
-    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi,
-                                                         bbox_inches="tight"))
 
 
 def display_plane(array: np.ndarray, channels: bool = True) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 This is what ``make demo`` and the notebook tests run, and what a cluster user runs instead of
 JupyterLab. Each executed notebook is saved under ``run_dir/notebooks/`` (as .ipynb and .html) and
-``run_dir/index.html`` is the run's front page (:mod:`microseg.run_report`), written again after
+``run_dir/index.html`` is the run's front page (:mod:`microseg.reports.run_report`), written again after
 the last notebook, or after the one that failed.
 
 Example
@@ -54,7 +54,7 @@ def notebooks_dir() -> Path:
     """
     if os.environ.get("MICROSEG_NOTEBOOKS"):
         return Path(os.environ["MICROSEG_NOTEBOOKS"])
-    return Path(__file__).resolve().parents[2] / "notebooks"
+    return Path(__file__).resolve().parents[3] / "notebooks"
 
 
 def list_notebooks(folder: str | Path | None = None) -> list[Path]:
@@ -110,7 +110,7 @@ def check_chain_parameters(notebooks: list[Path], parameters: dict[str, Any],
     ConfigError
         Naming each such parameter and the closest names the notebooks declare.
     """
-    from microseg.parameter_names import unknown_names_error
+    from microseg.notebook.parameters import unknown_names_error
 
     known = declared or {}
     names = set().union(*(known[p.stem] if p.stem in known else declared_parameters(p)
@@ -258,7 +258,7 @@ class _FrontPage:
                 pass
 
     def write(self) -> None:
-        from microseg.run_report import CHAIN_PLAN, write_run_report
+        from microseg.reports.run_report import CHAIN_PLAN, write_run_report
         from microseg.runs import atomic_write_json
 
         folder = self.run_dir / "notebooks"

@@ -1,4 +1,4 @@
-"""``python -m microseg.demo``: the whole notebook chain on built-in synthetic data (``make demo``).
+"""``python -m microseg demo``: the whole notebook chain on built-in synthetic data (``make demo``).
 
 Each demo gets a fresh run folder: if ``runs/demo`` already holds results, the next free name
 (``runs/demo-2`` ...) is used, so an earlier demo is never overwritten.
@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from microseg.chain import run_chain
 from microseg.errors import MicrosegError
-from microseg.run_report import gather_run_report, model_verdicts
+from microseg.notebook.chain import run_chain
+from microseg.reports.run_report import gather_run_report, model_verdicts
 from microseg.runs import unique_name
 
 __all__ = [
@@ -36,7 +36,7 @@ DEMO_BUDGET: dict[str, dict[str, object]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m microseg.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m microseg demo", description=__doc__)
     parser.add_argument("--run-dir", default="runs/demo", help="run folder (default runs/demo)")
     parser.add_argument("--ndim", type=int, choices=(2, 3), default=2, help="2D or 3D data")
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds per notebook")

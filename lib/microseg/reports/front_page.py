@@ -1,4 +1,4 @@
-"""HTML of the run's front page: a :class:`microseg.run_report.RunReport` → one page.
+"""HTML of the run's front page: a :class:`microseg.reports.run_facts.RunReport` → one page.
 
 Only rendering: every value comes from the report object, so the page can be tested without a
 run folder. Styles are inline, the chart is an embedded PNG, figures and files are linked relative
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
-if TYPE_CHECKING:  # the report's types only; microseg.run_report imports this module
-    from microseg.run_report import ModelRow, RunReport
+from microseg.reports.run_facts import ModelRow, RunReport
 
 __all__ = ["METRICS", "STAGES", "models_chart", "render"]
 
@@ -31,7 +30,7 @@ METRICS = (
                                 "the images (the Data Science Bowl 2018 score)"),
     ("panoptic_quality", "PQ", "panoptic quality at IoU 0.5, pooled over the images"),
 )
-"""Model-table columns where higher is better: key of :class:`~microseg.run_report.ModelRow`, heading, meaning."""
+"""Model-table columns where higher is better: key of :class:`~microseg.reports.run_facts.ModelRow`, heading, meaning."""
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;
@@ -284,7 +283,7 @@ def models_chart(rows: list[ModelRow]) -> Any:
 def _data_uri(figure: Any) -> str:
     import matplotlib.pyplot as plt
 
-    from microseg.report import png_data_uri
+    from microseg.reports.evaluation_report import png_data_uri
 
     try:
         return png_data_uri(figure)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from microseg.viz import save_figure
+from microseg.runs import save_figure
 
 __all__ = [
     "ERROR_COLOURS",
@@ -163,7 +163,7 @@ def plot_overlays(results: Sequence[Any], task: str, n: int = 4, threshold: floa
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from microseg.viz import shorten_middle
+    from microseg.logs import shorten_middle
 
     shown = list(results)[:n]
     fig, axes = plt.subplots(max(1, len(shown)), 4, figsize=(12, 3.1 * max(1, len(shown))),

@@ -252,14 +252,14 @@ def form_fields(namespace: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     ...              "epochs": None}, epochs=(1, 100))
     {'norm': ['batchrenorm', 'batch', 'instance', 'group', 'none'], 'quick': <class 'bool'>, 'data_dir': 'folder', 'epochs': (1, 100)}
     """
-    from microseg.notebook import notebook_parameters
+    from microseg.notebook.session import notebook_parameters
 
     return {name: overrides[name] if name in overrides else _declared_spec(name)
             for name in notebook_parameters(namespace) if name != "run_dir"}
 
 
 def _declared_spec(name: str) -> Any:
-    from microseg.notebook import MULTIPLE_CHOICES, PARAMETER_CHOICES, PARAMETER_TYPES
+    from microseg.notebook.session import MULTIPLE_CHOICES, PARAMETER_CHOICES, PARAMETER_TYPES
 
     if name in PARAMETER_CHOICES:
         return list(PARAMETER_CHOICES[name])

@@ -154,7 +154,7 @@ def refresh_colab_cells(notebook_path: str | PurePath) -> bool:
 
     Cells tagged ``colab`` are replaced, so running it again changes nothing. Returns True when
     the file changed. Run it after editing this module:
-    ``python -c "from microseg.colab import refresh_colab_cells as r; import glob;
+    ``python -c "from microseg.notebook.colab import refresh_colab_cells as r; import glob;
     [r(p) for p in glob.glob('notebooks/*.ipynb')]"``.
     """
     import nbformat

@@ -3,7 +3,7 @@ environment; write its summary with the parameters it ran with.
 
 The notebooks pass work to each other only through the run folder. ``start_notebook`` checks the
 parameters at the boundary — a name the notebook does not declare stops it with the closest
-declared names (:mod:`microseg.parameter_names`), each value has a declared type
+declared names (:mod:`microseg.notebook.parameters`), each value has a declared type
 (:data:`PARAMETER_TYPES`), and text that
 reads as that type is converted, as papermill's ``-r`` or a YAML file may give it — refuses a run
 folder inside an input folder, then makes the run folder, saves the parameters the notebook ran
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from microseg.errors import ConfigError
-from microseg.parameter_names import (
+from microseg.notebook.parameters import (
     check_parameter_names,
     declared_defaults,
     given_parameters,
@@ -144,7 +144,7 @@ def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
     """Check the parameters, prepare the run folder for notebook ``name`` and record the run.
 
     The parameters are the ones notebook ``name`` declares
-    (:data:`microseg.parameter_names.NOTEBOOK_PARAMETERS`) found in ``namespace`` — the
+    (:data:`microseg.notebook.parameters.NOTEBOOK_PARAMETERS`) found in ``namespace`` — the
     notebook's ``globals()`` after its parameters cell — so no notebook lists them twice. First
     the names: a name set in the parameters cell or passed by papermill that the notebook does
     not declare stops it (:func:`passed_parameters`), with the closest declared names. Then
@@ -199,7 +199,7 @@ def start_notebook(name: str, namespace: dict[str, Any]) -> RunFolder:
     atomic_write_json(run.root / "environment.json", environment_record())
     _configure_logging()
     _summarise_notes_per_cell(run.root)
-    from microseg.run_report import write_run_report
+    from microseg.reports.run_report import write_run_report
 
     write_run_report(run.root)  # the front page shows this notebook as started
     return run
@@ -255,7 +255,7 @@ def finish_notebook(namespace: dict[str, Any], out_dir: str | Path,
     ConfigError
         When :func:`start_notebook` has not run in ``namespace``.
     """
-    from microseg.run_report import write_run_report
+    from microseg.reports.run_report import write_run_report
 
     state = namespace.get("_microseg_notebook")
     if not isinstance(state, dict):
