@@ -54,6 +54,10 @@ Scores (:func:`score_folders`, one code path for every tool): objects matched on
 Bowl 2018 score: per image, the mean over IoU 0.5, 0.55, …, 0.95 of TP/(TP+FP+FN), then the
 mean over images.
 
+Why one module of about 860 lines: one command line that every BENCHMARKS.md row of the real
+data sets names, so a row's command is one file to read; the peers' runners are apart
+(``benchmarks/peers/``, their own environments).
+
 Usage::
 
     .venv/bin/python benchmarks/real_data.py --data ../shared/realdata/usiigaci_phase \\

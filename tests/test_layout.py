@@ -160,3 +160,29 @@ def test_a_moved_module_imports_by_its_old_name_with_a_warning(old):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert importlib.import_module(old) is new, "warned once, then the module as it is"
+
+
+LONG_MODULE = 600
+REASON = "Why one module"
+
+
+def long_modules_without_reason(paths) -> list[str]:
+    """Modules over LONG_MODULE lines whose docstring gives no reason (``Why one module …``)."""
+    found = []
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        lines = text.count("\n")
+        if lines > LONG_MODULE and REASON not in (ast.get_docstring(ast.parse(text)) or ""):
+            found.append(f"{path}: {lines} lines")
+    return found
+
+
+def test_a_long_module_says_why_it_is_one(tmp_path):
+    long = tmp_path / "long.py"
+    long.write_text('"""Many things."""\n' + "x = 1\n" * LONG_MODULE)
+    assert long_modules_without_reason([long]) == [f"{long}: {LONG_MODULE + 1} lines"]
+    long.write_text(f'"""Many things.\n\n{REASON}: they share one state."""\n' + "x = 1\n" * 700)
+    assert long_modules_without_reason([long]) == []
+    benchmarks = PACKAGE.parents[1] / "benchmarks"
+    ours = [*modules().values(), *benchmarks.glob("*.py"), *benchmarks.glob("peers/*.py")]
+    assert long_modules_without_reason(ours) == []

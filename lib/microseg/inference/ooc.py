@@ -33,6 +33,10 @@ The output folder::
     _INCOMPLETE          present until every block is written
     _progress/           one marker per finished block, label work files; removed at the end
 
+Why one module of about 620 lines: the volume plan, the output folder with its resumable
+progress record and the block tasks share one private layout (which blocks exist, where each is
+written, what a resumed run may skip); stitching and scheduling are already their own modules.
+
 Example
 -------
 >>> import tempfile, zarr

@@ -22,6 +22,11 @@ A model folder holds, besides the network's ``config.json`` and weights, ``predi
 Folders written before ``prediction.json`` existed take the task, normalization and input axes
 from the split manifest of the run folder they are in.
 
+Why one module of about 680 lines: :class:`TrainedModel` is the one object every stage
+predicts through (loading, settings, normalization, the object-size search, tiling, labels);
+the size search itself (:mod:`microseg.inference.scale_search`), tiling and post-processing
+live in their own modules, and what stays here is the glue each method needs.
+
 Example
 -------
 >>> import numpy as np

@@ -15,6 +15,10 @@ re-running a notebook, or a later notebook calling it, is harmless); anything el
 replace an existing split raises :class:`~microseg.errors.OutputExistsError` unless
 ``overwrite=True``, because models trained on the old split would silently stop matching it.
 
+Why one module of about 690 lines: it is notebook 01's whole recipe (data found, annotations
+converted, checks, split, normalization, summary, figures), one function per step, as each
+recipe module is one notebook's.
+
 Example
 -------
 >>> summary = prepare_data("runs/demo", quick=True)        # doctest: +SKIP

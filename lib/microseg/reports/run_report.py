@@ -25,10 +25,6 @@ PosixPath('runs/demo/index.html')
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +40,16 @@ from microseg.reports.run_facts import (
     RunHeader,
     RunReport,
     Thumbnail,
+)
+from microseg.reports.run_reader import (
+    CHAIN_PLAN,
+    RunReader,
+    newest_first,
+    notebook_entries,
+    notebook_problems,
+    run_header,
+    size_of,
+    walk_files,
 )
 from microseg.runs import RunFolder, atomic_write_text
 
@@ -69,205 +75,6 @@ __all__ = [
 ]
 
 _IOU_50_95 = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
-_PROBLEM_LINE = re.compile(r"^(WARNING|ERROR|CRITICAL)\b|\b[A-Z]\w*(Warning|Error):")
-_SKIPPED_DIRS = ("notebooks",)
-
-
-# ---------------------------------------------------------------- small readers
-
-
-class _Reader:
-    """Reads JSON files of one run folder; unreadable ones become problems, not exceptions."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.problems: list[Problem] = []
-
-    def json(self, path: Path) -> Any:
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            self.problems.append(Problem("warning", self.rel(path) or str(path),
-                                         f"could not be read: {err}"))
-            return None
-
-    def rel(self, path: str | Path | None) -> str | None:
-        """``path`` relative to the run folder (POSIX) if it lies inside and exists, else None.
-
-        Paths written on another machine or before the folder was moved are found by the part
-        after the run folder's name.
-        """
-        if not path:
-            return None
-        path = Path(path)
-        candidates = [path if path.is_absolute() else self.root / path]
-        if self.root.name in path.parts[:-1]:
-            last = len(path.parts) - 1 - path.parts[::-1].index(self.root.name)
-            candidates.append(self.root.joinpath(*path.parts[last + 1:]))
-        root = self.root.resolve()
-        for candidate in candidates:
-            try:
-                rel = candidate.resolve().relative_to(root)
-            except ValueError:
-                continue
-            if candidate.exists():
-                return rel.as_posix()
-        return None
-
-
-def _walk(root: Path, suffix: str) -> list[Path]:
-    """Files under ``root`` ending with ``suffix``, sorted, skipping ``notebooks/`` and Zarr."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.endswith(".zarr")
-                         and not (Path(folder) == root and d in _SKIPPED_DIRS))
-        found.extend(Path(folder) / f for f in files if f.endswith(suffix))
-    return sorted(found)
-
-
-def _size(path: Path) -> int | None:
-    """Bytes of a file, or of every file under a folder (a Zarr store); None if missing."""
-    if path.is_file():
-        return path.stat().st_size
-    if not path.is_dir():
-        return None
-    return sum((Path(folder) / f).stat().st_size
-               for folder, _, files in os.walk(path) for f in files)
-
-
-def _latest(paths: list[Path]) -> list[Path]:
-    """Newest first by modification time, then by name (``unet-2`` after ``unet``)."""
-    return sorted(paths, key=lambda p: (p.stat().st_mtime, _suffix_number(p.parent.name)),
-                  reverse=True)
-
-
-def _suffix_number(name: str) -> int:
-    match = re.search(r"-(\d+)$", name)
-    return int(match.group(1)) if match else 1
-
-
-# ---------------------------------------------------------------- header and notebooks
-
-
-def _data_sentence(data: dict[str, Any] | None) -> str:
-    if not data:
-        return "no data prepared yet (notebook 01)"
-    shape = "volumes" if data.get("ndim") == 3 else "images"
-    split = "/".join(str(data.get(k, "?")) for k in ("n_train", "n_val", "n_test"))
-    return (f"{data.get('n_images', '?')} {data.get('ndim', '?')}D {shape}, "
-            f"{data.get('task', '?')} task, split {split} (train/val/test)")
-
-
-def _header(reader: _Reader, notebooks: list[NotebookEntry]) -> RunHeader:
-    data = reader.json(reader.root / "data" / "summary.json") or {}
-    environment = reader.json(reader.root / "environment.json") or {}
-    source = ("built-in synthetic data" if data.get("synthetic")
-              else data.get("data_dir") if data else None)
-    starts = sorted(n.started for n in notebooks if n.started)
-    seconds = [n.seconds for n in notebooks if n.seconds is not None]
-    return RunHeader(
-        experiment=reader.root.resolve().name, data=_data_sentence(data), source=source,
-        ndim=data.get("ndim"), task=data.get("task"), started=starts[0] if starts else None,
-        version=(environment.get("packages") or {}).get("microseg"),
-        device=environment.get("device"), total_seconds=sum(seconds) if seconds else None,
-        written=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
-
-
-CHAIN_PLAN = "chain.json"
-"""``run_dir/notebooks/chain.json``: the notebooks a chain run will execute, in order (written
-by :func:`microseg.notebook.chain.run_chain`); those not started yet are shown as "next"."""
-
-
-def _notebook_entries(reader: _Reader) -> tuple[list[NotebookEntry], list[Problem]]:
-    folder = reader.root / "notebooks"
-    if not folder.is_dir():
-        return [], []
-    names = sorted({p.name.split(".")[0] for p in folder.glob("[0-9][0-9]_*.*")
-                    if p.suffix in (".ipynb", ".json")})
-    plan = reader.json(folder / CHAIN_PLAN) if (folder / CHAIN_PLAN).is_file() else None
-    planned = [n for n in (plan or {}).get("notebooks", []) if isinstance(n, str)]
-    entries, problems = [], []
-    for name in names:
-        params = reader.json(folder / f"{name}.params.json") or {}
-        executed = reader.json(folder / f"{name}.ipynb")
-        entries.append(_notebook_entry(reader, name, params, executed))
-        if executed is not None:
-            problems.extend(notebook_problems(executed, name, entries[-1].link))
-    failed = any(e.status == "failed" for e in entries)
-    entries += [NotebookEntry(name, "not run (an earlier one failed)" if failed else "next",
-                              None, None, None)
-                for name in planned if name not in names]
-    order = {name: k for k, name in enumerate(planned)}
-    entries.sort(key=lambda e: (order.get(e.name, len(order)), e.name))
-    return entries, problems
-
-
-def _notebook_entry(reader: _Reader, name: str, params: dict[str, Any],
-                    executed: dict[str, Any] | None) -> NotebookEntry:
-    folder = reader.root / "notebooks"
-    link = reader.rel(folder / f"{name}.html") or reader.rel(folder / f"{name}.ipynb")
-    values = params.get("parameters") or {}
-    given = {k: values.get(k) for k in params.get("given") or () if k != "run_dir"}
-    finished = bool(params.get("finished"))
-    if executed is None:
-        status = "done in JupyterLab" if finished else "started in JupyterLab"
-        return NotebookEntry(name, status, None, params.get("started"), link, given)
-    papermill = executed.get("metadata", {}).get("papermill", {})
-    # papermill saves the executed copy's end time only after the last cell; a notebook that
-    # wrote its summary (finish_notebook) is done even while that copy is being saved.
-    status = ("failed" if papermill.get("exception") else
-              "done" if papermill.get("end_time") or finished else _running(executed))
-    started = params.get("started") or papermill.get("start_time")
-    return NotebookEntry(name, status, papermill.get("duration"), started, link, given)
-
-
-def _running(executed: dict[str, Any]) -> str:
-    """"running (cell k of n)": the code cell papermill is executing, from its cell records."""
-    cells = [c for c in executed.get("cells", []) if c.get("cell_type") == "code"]
-    states = [(c.get("metadata", {}).get("papermill") or {}).get("status") for c in cells]
-    if not cells or not any(states):
-        return "running"
-    done = sum(state == "completed" for state in states)
-    return f"running (cell {min(done + 1, len(cells))} of {len(cells)})"
-
-
-def notebook_problems(notebook: dict[str, Any], name: str,
-                      link: str | None = None) -> list[Problem]:
-    """Errors and warnings in an executed notebook's outputs (a notebook as a JSON dict).
-
-    Error outputs (the exception of a failing cell), and lines of text outputs that start with
-    a log level (``WARNING microseg...``, ``ERROR ...``) or hold ``SomethingWarning:`` or
-    ``SomethingError:`` (Python warnings, messages on stderr). Repeated messages are kept once.
-    """
-    problems, seen = [], set()
-    for index, cell in enumerate(notebook.get("cells", [])):
-        where = f"{name}, cell {cell.get('execution_count') or index}"
-        for output in cell.get("outputs", []):
-            for level, message in _output_problems(output):
-                if (level, message) not in seen:
-                    seen.add((level, message))
-                    problems.append(Problem(level, where, message[:600], link))
-    return problems
-
-
-def _output_problems(output: dict[str, Any]) -> list[tuple[str, str]]:
-    if output.get("output_type") == "error":
-        return [("error", f"{output.get('ename')}: {output.get('evalue')}")]
-    if output.get("output_type") != "stream":
-        return []
-    text = output.get("text", "")
-    lines = text if isinstance(text, list) else text.splitlines()
-    found = []
-    for line in (raw.strip() for raw in lines):
-        match = _PROBLEM_LINE.search(line)
-        if match:
-            words = (match.group(1) or match.group(2) or "").lower()
-            found.append(("error" if words in ("error", "critical") else "warning", line))
-    return found
-
-
 # ---------------------------------------------------------------- models
 
 
@@ -292,7 +99,7 @@ def score_50_95(summary: dict[str, Any]) -> float | None:
     return None if any(v is None for v in picked) else sum(picked) / len(picked)
 
 
-def _model_kinds(reader: _Reader, names: list[str]) -> dict[str, str]:
+def _model_kinds(reader: RunReader, names: list[str]) -> dict[str, str]:
     """Model name → how it was trained, from the models' summaries (notebooks 02, 03, 04), in
     the order of the chain: models from scratch, then each adapted model followed by its
     baseline from scratch and its correction rounds."""
@@ -318,7 +125,7 @@ def _model_kinds(reader: _Reader, names: list[str]) -> dict[str, str]:
     return {name: kinds[name] for name in ranked}
 
 
-def _training(reader: _Reader, name: str) -> dict[str, Any]:
+def _training(reader: RunReader, name: str) -> dict[str, Any]:
     """Epochs, summed epoch seconds and fit diagnosis from ``models/<name>/history.csv``."""
     from microseg.training.diagnosis import diagnose_fit
     from microseg.training.history import read_history_csv
@@ -342,7 +149,7 @@ def _training(reader: _Reader, name: str) -> dict[str, Any]:
     return facts
 
 
-def _evaluated_on(reader: _Reader, summary: dict[str, Any]) -> str:
+def _evaluated_on(reader: RunReader, summary: dict[str, Any]) -> str:
     subset, data = summary.get("subset", "test"), str(summary.get("data", ""))
     prefix = f"{subset} split of "
     if not data.startswith(prefix):
@@ -351,11 +158,11 @@ def _evaluated_on(reader: _Reader, summary: dict[str, Any]) -> str:
     return f"{subset} images of " + ("this run" if where in (None, ".") else where)
 
 
-def _evaluations(reader: _Reader) -> dict[str, list[tuple[str, Path, dict[str, Any]]]]:
+def _evaluations(reader: RunReader) -> dict[str, list[tuple[str, Path, dict[str, Any]]]]:
     """Model → its latest evaluation per set of images: (evaluated on, folder, summary)."""
     found: dict[str, dict[str, tuple[str, Path, dict[str, Any]]]] = {}
     eval_root = reader.root / "eval"
-    paths = _latest(list(eval_root.glob("*/summary.json"))) if eval_root.is_dir() else []
+    paths = newest_first(list(eval_root.glob("*/summary.json"))) if eval_root.is_dir() else []
     for path in paths:
         summary = reader.json(path)
         if not isinstance(summary, dict) or "model" not in summary:
@@ -373,7 +180,7 @@ def _metric_values(summary: dict[str, Any]) -> dict[str, Any]:
             "panoptic_quality": at.get("panoptic_quality") if f1 is not None else None}
 
 
-def _model_rows(reader: _Reader, kinds: dict[str, str]) -> list[ModelRow]:
+def _model_rows(reader: RunReader, kinds: dict[str, str]) -> list[ModelRow]:
     evaluations = _evaluations(reader)
     rows = []
     for name in kinds:
@@ -474,10 +281,10 @@ def _comparison_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def _diagnoses(reader: _Reader, deployed: set[str]) -> list[Diagnosis]:
+def _diagnoses(reader: RunReader, deployed: set[str]) -> list[Diagnosis]:
     folder = reader.root / "diagnostics"
     latest: dict[str, tuple[Path, dict[str, Any]]] = {}
-    for path in _latest(list(folder.glob("*/summary.json"))) if folder.is_dir() else []:
+    for path in newest_first(list(folder.glob("*/summary.json"))) if folder.is_dir() else []:
         summary = reader.json(path)
         if isinstance(summary, dict) and "model_name" in summary:
             latest.setdefault(summary["model_name"], (path.parent, summary))
@@ -485,7 +292,7 @@ def _diagnoses(reader: _Reader, deployed: set[str]) -> list[Diagnosis]:
             for out, s in latest.values()]
 
 
-def _diagnosis(reader: _Reader, out: Path, s: dict[str, Any], deployed: bool) -> Diagnosis:
+def _diagnosis(reader: RunReader, out: Path, s: dict[str, Any], deployed: bool) -> Diagnosis:
     seamless, verdict = seamless_verdict(s)
     mismatch = s.get("tile_mismatch") or {}
     figures = [p for p in (reader.rel(f) for f in sorted((out / "figures").glob("*.png"))) if p]
@@ -506,7 +313,7 @@ def _diagnosis(reader: _Reader, out: Path, s: dict[str, Any], deployed: bool) ->
         comparison_figure=comparison_figure)
 
 
-def _export_checks(reader: _Reader, exports: dict[str, Any]) -> list[ExportCheck]:
+def _export_checks(reader: RunReader, exports: dict[str, Any]) -> list[ExportCheck]:
     checks = []
     for name, result in (exports or {}).items():
         path = reader.rel(result.get("path"))
@@ -514,12 +321,12 @@ def _export_checks(reader: _Reader, exports: dict[str, Any]) -> list[ExportCheck
                                          "the bioimage.io test did not pass")
         note = (f"not exported: {failed}" if failed else
                 f"reloaded and compared: largest difference {_g(result.get('max_abs_diff'))}")
-        checks.append(ExportCheck(name, path, _size(reader.root / path) if path else None,
+        checks.append(ExportCheck(name, path, size_of(reader.root / path) if path else None,
                                   result.get("max_abs_diff"), not failed, note))
     return checks
 
 
-def _deployments(reader: _Reader) -> list[Deployment]:
+def _deployments(reader: RunReader) -> list[Deployment]:
     folder = reader.root / "predictions"
     found = []
     for path in sorted(folder.glob("*/summary.json")) if folder.is_dir() else []:
@@ -529,20 +336,20 @@ def _deployments(reader: _Reader) -> list[Deployment]:
     return found
 
 
-def _shown_with_size(reader: _Reader, path: str) -> tuple[str, str | None, int | None]:
+def _shown_withsize_of(reader: RunReader, path: str) -> tuple[str, str | None, int | None]:
     """(path as shown, link if it is a file in the run folder, bytes) of a file or folder."""
     rel = reader.rel(path)
     if rel is None:
-        return str(path), None, _size(Path(path))
-    return rel, rel if (reader.root / rel).is_file() else None, _size(reader.root / rel)
+        return str(path), None, size_of(Path(path))
+    return rel, rel if (reader.root / rel).is_file() else None, size_of(reader.root / rel)
 
 
-def _deployment(reader: _Reader, out: Path, s: dict[str, Any]) -> Deployment:
-    outputs = [_shown_with_size(reader, str(w)) for w in s.get("outputs") or []]
+def _deployment(reader: RunReader, out: Path, s: dict[str, Any]) -> Deployment:
+    outputs = [_shown_withsize_of(reader, str(w)) for w in s.get("outputs") or []]
     inputs = sorted({str(p.get("input")) for p in s.get("predictions") or []} or {s.get("input")})
     return Deployment(
         model=s.get("model", out.name), folder=reader.rel(out) or str(out),
-        inputs=[_shown_with_size(reader, i)[::2] for i in inputs if i and i != "None"],
+        inputs=[_shown_withsize_of(reader, i)[::2] for i in inputs if i and i != "None"],
         input_kind=s.get("input_kind"),
         outputs=outputs, voxels=s.get("voxels"), voxels_per_second=s.get("voxels_per_second"),
         peak_memory_mb=s.get("peak_memory_mb"),
@@ -589,7 +396,7 @@ def _thumbnails(root: Path, kinds: dict[str, str]) -> list[Thumbnail]:
 
 
 def _file_lists(root: Path) -> dict[str, list[str]]:
-    lists = {heading: [p.relative_to(root).as_posix() for p in _walk(root, suffix)]
+    lists = {heading: [p.relative_to(root).as_posix() for p in walk_files(root, suffix)]
              for heading, suffix in (("summaries", "summary.json"), ("QC reports", "report.html"),
                                      ("figures", ".png"))}
     notebooks = root / "notebooks"
@@ -600,10 +407,10 @@ def _file_lists(root: Path) -> dict[str, list[str]]:
     return lists
 
 
-def _summary_problems(reader: _Reader) -> list[Problem]:
+def _summary_problems(reader: RunReader) -> list[Problem]:
     """``warnings`` and ``errors`` listed in any summary.json of the run."""
     problems = []
-    for path in _walk(reader.root, "summary.json"):
+    for path in walk_files(reader.root, "summary.json"):
         summary = reader.json(path)
         if not isinstance(summary, dict):
             continue
@@ -633,12 +440,12 @@ def gather_run_report(run_dir: str | Path) -> RunReport:
     if not root.is_dir():
         raise MissingFileError(f"{root} is not a folder: give the run folder (runs/<experiment>)"
                                f" that the notebooks wrote to")
-    reader = _Reader(root)
-    notebooks, notebook_issues = _notebook_entries(reader)
+    reader = RunReader(root)
+    notebooks, notebook_issues = notebook_entries(reader)
     deployments = _deployments(reader)
     kinds = _model_kinds(reader, RunFolder(root).model_names())
     report = RunReport(
-        header=_header(reader, notebooks), notebooks=notebooks, models=_model_rows(reader, kinds),
+        header=run_header(reader, notebooks), notebooks=notebooks, models=_model_rows(reader, kinds),
         diagnoses=_diagnoses(reader, {d.model for d in deployments}), deployments=deployments,
         thumbnails=_thumbnails(root, kinds), files=_file_lists(root))
     report.problems = notebook_issues + _summary_problems(reader) + _export_problems(deployments)

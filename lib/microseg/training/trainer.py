@@ -17,6 +17,10 @@ scheduler, scaler and schedule are saved at every epoch end. A run killed at any
 started again with ``resume=True`` continues from ``latest.pt`` and, on the CPU with the same
 thread count, ends with bitwise the same weights and history (except the timing columns).
 
+Why one module of about 700 lines: one training loop whose parts (epoch, validation,
+checkpoint, resume, early stopping, the out-of-memory back-off) share the trainer's state;
+schedules, history, losses and the fit diagnosis are in their own modules.
+
 Example
 -------
 >>> trainer = Trainer(model, TrainConfig(epochs=20), train_samples, val_samples,
