@@ -164,3 +164,46 @@ def test_transfer_from_the_built_in_model_keeps_its_head_and_object_scale(packed
                              n_target_test=1, quick=True)
     assert setup.pretrained.source == str(packed[1] / "nuclei")
     assert (setup.representation.head, setup.representation.canonical_diameter) == ("distance", 30.0)
+
+
+def _annotated_folder(folder: Path, shape: str = "disc", channels: int = 1, n: int = 4) -> Path:
+    """``images/`` + ``labels/`` of ``n`` 96² images with a few objects: discs (round, like
+    nuclei) or L-shapes (like spread cells), grey or with ``channels`` channels."""
+    import tifffile
+
+    yy, xx = np.mgrid[:96, :96]
+    for k in range(n):
+        label = np.zeros((96, 96), np.uint16)
+        for index, (y, x) in enumerate([(24, 24), (24, 70), (70, 30), (68, 70)], start=1):
+            if shape == "disc":
+                label[(yy - y - k) ** 2 + (xx - x) ** 2 <= 10 ** 2] = index
+            else:
+                label[y - 10:y + 10, x - 10:x - 4] = index
+                label[y + 4:y + 10, x - 10:x + 12] = index
+        image = (label > 0).astype(np.float32) * 200 + 20
+        image = np.repeat(image[None], channels, axis=0) if channels > 1 else image
+        for sub, array in (("images", image.astype(np.uint8)), ("labels", label)):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(folder / sub / f"img_{k}.tif", array)
+    return folder
+
+
+def test_the_built_in_model_is_suggested_for_round_objects_in_grey_images(packed, tmp_path):
+    name, why = builtin.builtin_for(_annotated_folder(tmp_path / "nuclei"))
+    assert name == "nuclei" and "median solidity 0.9" in why
+    name, why = builtin.builtin_for(_annotated_folder(tmp_path / "cells", shape="L"))
+    assert name is None and "not round like nuclei" in why
+    name, why = builtin.builtin_for(_annotated_folder(tmp_path / "two", channels=2), axes="CYX")
+    assert name is None and "2 channels" in why
+
+
+def test_notebook_03_starts_from_the_built_in_model_when_the_run_has_none(packed, tmp_path):
+    from microseg.errors import RunOrderError
+    from microseg.recipes.transfer import prepare_transfer
+
+    nuclei = _annotated_folder(tmp_path / "nuclei", n=5)
+    setup = prepare_transfer(tmp_path / "fresh", None, nuclei, n_target_train=2, n_target_val=1)
+    assert setup.pretrained.source == str(packed[1] / "nuclei")
+    cells = _annotated_folder(tmp_path / "cells", shape="L", n=5)
+    with pytest.raises(RunOrderError, match="no trained model.*no built-in model suits"):
+        prepare_transfer(tmp_path / "fresh2", None, cells, n_target_train=2, n_target_val=1)

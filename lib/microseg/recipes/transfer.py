@@ -181,7 +181,9 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     pretrained : a model folder, a built-in model's name (``"nuclei"``), a bioimage.io package
         (a local one, or ``"bioimage.io:<id>"`` / an https address, downloaded once) or a state
         dict (see :func:`microseg.transfer.loading.load_pretrained`); None: the run folder's model
-        (:meth:`microseg.runs.RunFolder.default_model_name`: the one notebook 02 trained).
+        (:meth:`microseg.runs.RunFolder.default_model_name`: the one notebook 02 trained), or,
+        when there is none, the built-in model that suits ``target_data_dir`` (``"nuclei"`` for
+        2D grey images of round objects, :func:`microseg.models.builtin.builtin_for`).
     target_data_dir : the user's target images (``images/`` + ``labels/``); None: built-in
         synthetic images of the ``"target"`` appearance (written into ``run_dir/target/data``).
     n_target_train, n_target_val : training and validation images of the target split.
@@ -206,7 +208,7 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     from microseg.transfer.loading import load_pretrained
 
     run = RunFolder(run_dir)
-    source = run.model_dir(run.default_model_name()) if pretrained is None else pretrained
+    source = _default_source(run, target_data_dir) if pretrained is None else pretrained
     loaded = load_pretrained(source, allow_torchscript=allow_torchscript, device="cpu")
     log.info("pretrained model: %s", loaded.describe())
     settings = _saved_settings(loaded)
@@ -219,6 +221,29 @@ def prepare_transfer(run_dir: str | Path, pretrained: str | Path | None = None,
     val, _ = represent(subsets["val"], plan)
     return TransferSetup(run, target, loaded, manifest, train, val, subsets["test"], quick,
                          seed, device, representation=plan, scale=facts)
+
+
+def _default_source(run: RunFolder, data_dir: str | Path | None) -> Any:
+    """The model to start from when none is named: the one notebook 02 trained in the run,
+    else the built-in model that suits the target images (the nuclei model for 2D grey images
+    of round objects, :func:`microseg.models.builtin.builtin_for`)."""
+    from microseg.errors import RunOrderError
+    from microseg.models.builtin import builtin_for
+
+    try:
+        return run.model_dir(run.default_model_name())
+    except RunOrderError as err:
+        if data_dir is None:
+            raise
+        name, why = builtin_for(data_dir)
+        if name is None:
+            raise RunOrderError(f"{err}; or give pretrained_path (a model folder, a built-in "
+                                f"model's name or a bioimage.io model): no built-in model "
+                                f"suits {data_dir}: {why}") from None
+        log.info("no model trained in %s; the images in %s look like nuclei (%s): starting "
+                 "from the built-in model %r, checked on them before any training", run.root,
+                 data_dir, why, name)
+        return name
 
 
 def _saved_settings(loaded: Any) -> Any:
