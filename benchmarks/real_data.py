@@ -25,8 +25,9 @@ Data sets (folders with ``images/<stem>.tif`` and ``labels/<stem>.tif``, read on
     BBBC038v1; CC0). No test part is given: :func:`dsb_split` draws 80 / 10 / 10 % per image,
     stratified by image shape and colour, by hashing each stem (:func:`hashed_split`; no
     random generator, so nothing can move it). ``dsb2018_grey`` is the same split restricted
-    to the 557 grey (fluorescence-like) images. Labels: every id keeps its largest 8-connected
-    piece (a few nuclei lost pixels where masks overlapped).
+    to the 557 grey (fluorescence-like) images, ``dsb2018_colour`` to the 107 colour ones
+    (H&E, bright-field). Labels: every id keeps its largest 8-connected piece (a few nuclei lost
+    pixels where masks overlapped).
 
 The validation images were drawn once with :func:`draw_validation` (seed 0, the same draw as
 ``microseg.data.split.split_pairs``) and are frozen in :data:`SPLITS`, so later changes to the
@@ -155,6 +156,9 @@ SPLITS: dict[str, DataRules] = {
     "dsb2018_grey": DataRules(
         test=None, n_val=0, val=(), labels="largest-8-connected-piece-per-id",
         draw=lambda data, stems: dsb_split(data, stems, grey_only=True)),
+    "dsb2018_colour": DataRules(
+        test=None, n_val=0, val=(), labels="largest-8-connected-piece-per-id",
+        draw=lambda data, stems: dsb_split(data, stems, colour_only=True)),
 }
 """Data set name (the data folder's name, or ``--dataset``) → split and label rules; ``val``
 from :func:`draw_validation` of the non-test stems with seed 0, or the whole split from ``draw``
@@ -204,11 +208,13 @@ def hashed_split(strata: dict[str, str], fractions: tuple[float, float] = (0.1, 
     return {key: sorted(value) for key, value in split.items()}
 
 
-def dsb_split(data: Path, stems: Sequence[str], grey_only: bool = False) -> dict[str, list[str]]:
+def dsb_split(data: Path, stems: Sequence[str], grey_only: bool = False,
+              colour_only: bool = False) -> dict[str, list[str]]:
     """The Data Science Bowl 2018 split: 80 / 10 / 10 % per image, stratified by image shape
-    and colour (``index.csv``: shape, grayscale), by :func:`hashed_split`. ``grey_only``: the
-    same split restricted to the grey (fluorescence-like) images, so its test part is a subset
-    of the full set's and no grey test image is ever trained on by either variant."""
+    and colour (``index.csv``: shape, grayscale), by :func:`hashed_split`. ``grey_only``
+    (``colour_only``): the same split restricted to the grey, fluorescence-like (the colour,
+    H&E and bright-field) images, so its test part is a subset of the full set's and no test
+    image is ever trained on by any variant."""
     import csv
 
     with open(data / "index.csv", newline="") as handle:
@@ -218,8 +224,9 @@ def dsb_split(data: Path, stems: Sequence[str], grey_only: bool = False) -> dict
         raise SystemExit(f"{data / 'index.csv'}: no row for {missing[:3]} ({len(missing)} "
                          f"images); expected one row per image (id, shape, n_nuclei, grayscale)")
     split = hashed_split({s: f"{index[s]['shape']}|{index[s]['grayscale']}" for s in stems})
-    if grey_only:
-        split = {k: [s for s in v if index[s]["grayscale"] == "True"] for k, v in split.items()}
+    if grey_only or colour_only:
+        wanted = "True" if grey_only else "False"
+        split = {k: [s for s in v if index[s]["grayscale"] == wanted] for k, v in split.items()}
     return split
 
 

@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import fine_tune_curve  # noqa: E402
 import flops  # noqa: E402
 import gpu_ceilings  # noqa: E402
 import real_data  # noqa: E402
@@ -363,15 +364,17 @@ def test_hashed_split_is_stratified_disjoint_and_independent_of_order():
     assert real_data.hashed_split(strata, salt="another") != split
 
 
-def test_dsb_split_grey_variant_is_the_same_split_restricted_to_grey_images(tmp_path):
+def test_dsb_split_grey_and_colour_variants_are_the_same_split_restricted(tmp_path):
     rows = ["id,shape,n_nuclei,grayscale"] + [
         f"img{k:03d},\"[256, 256, 3]\",5,{k % 5 != 0}" for k in range(60)]
     (tmp_path / "index.csv").write_text("\n".join(rows) + "\n")
     stems = [f"img{k:03d}" for k in range(60)]
     full = real_data.dsb_split(tmp_path, stems)
     grey = real_data.dsb_split(tmp_path, stems, grey_only=True)
+    colour = real_data.dsb_split(tmp_path, stems, colour_only=True)
     for subset in ("train", "val", "test"):
         assert grey[subset] == [s for s in full[subset] if int(s[3:]) % 5 != 0]
+        assert colour[subset] == [s for s in full[subset] if int(s[3:]) % 5 == 0]
     with pytest.raises(SystemExit, match="no row for"):
         real_data.dsb_split(tmp_path, [*stems, "unknown"])
 
@@ -434,3 +437,25 @@ def test_a_peer_is_scored_on_the_scaled_test_images(tmp_path):
     assert (image["n_true"], image["n_pred"], image["f1"]) == (2, 1, pytest.approx(2 / 3))
     with pytest.raises(SystemExit, match="no predicted labels"):
         real_data.score_peer(work, peer, 3.0)
+
+
+def test_fine_tune_curve_targets_are_grey_and_hold_n_training_images_and_the_validation_ones(
+        tmp_path):
+    rng = np.random.default_rng(0)
+    stems = [f"s{k}" for k in range(6)]
+    for stem in stems:
+        for sub, array in (("images", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)),
+                           ("labels", np.arange(256, dtype=np.uint16).reshape(16, 16))):
+            (tmp_path / "data" / "trainval" / sub).mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(tmp_path / "data" / "trainval" / sub / f"{stem}.tif", array)
+    split = {"train": stems[:4], "val": stems[4:], "test": []}
+    folder, n_val = fine_tune_curve.target_folder(tmp_path, split, 2)
+    assert n_val == 2
+    assert sorted(p.stem for p in (folder / "images").iterdir()) == ["s0", "s1", "s2", "s4", "s5"]
+    rgb = tifffile.imread(tmp_path / "data" / "trainval" / "images" / "s1.tif").astype(float)
+    luminance = rgb @ np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709, as rgb2gray
+    grey = tifffile.imread(folder / "images" / "s1.tif")
+    assert grey.dtype == np.uint8 and grey.shape == (16, 16)
+    assert np.abs(grey - luminance).max() <= 0.5 + 1e-9
+    assert np.array_equal(tifffile.imread(folder / "labels" / "s1.tif"),
+                          np.arange(256).reshape(16, 16))
