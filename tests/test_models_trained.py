@@ -440,3 +440,13 @@ def test_the_size_search_of_a_large_image_predicts_a_central_crop(monkeypatch):
     assert all(s == (96, 96) for s in shapes[:-1]), shapes
     assert info.object_diameter == pytest.approx(17.0, rel=0.1)
     assert model.labels(info.probabilities).max() == 7
+
+
+def test_a_colour_image_for_a_grey_model_says_to_make_it_grey():
+    network, config = tiny_unet()
+    model = TrainedModel.from_network(network, config)
+    rgb = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    with pytest.raises(DataError, match="(?s)3 channel.*takes 1.*make it grey first"):
+        model.predict(rgb)
+    with pytest.raises(DataError, match="(?s)2 channel.*takes 1.*check the axes"):
+        model.predict(rgb[:2])

@@ -563,8 +563,12 @@ class TrainedModel:
             problems.append(f"{source} is {ndim}D, the model is {self.ndim}D; check the axes")
         expected = _in_channels(self.network, self.config)
         if expected is not None and n_channels != expected:
+            hint = ("a colour image for a model of grey images: make it grey first (e.g. "
+                    "skimage.color.rgb2gray; stained nuclei then come out dark on bright), or "
+                    "use a model trained on colour images" if (n_channels, expected) in
+                    ((3, 1), (4, 1)) else "check the axes (a channel axis read as Z?)")
             problems.append(f"{source} has {n_channels} channel(s), the model takes {expected}; "
-                            f"check the axes (a channel axis read as Z?)")
+                            f"{hint}")
         if problems:
             raise DataError(f"{source} does not fit model {self.name!r}", problems)
 
