@@ -126,6 +126,8 @@ def test_a_zoo_model_by_id_is_downloaded_once_checked_and_loaded(server, cache, 
     server.files.clear()  # the second time needs no server
     assert _same_weights(load_pretrained("bioimage.io:tiny-nucleus").model, state)
     assert server.requests == []
+    assert [(r["source"], r["folder"]) for r in zoo.cached_packages()] == [
+        ("bioimage.io:tiny-nucleus", str(folder))]
 
 
 def test_an_address_of_a_description_or_of_a_zip_works_too(server, cache):
@@ -201,6 +203,17 @@ def test_a_description_that_is_not_a_model_is_refused(server, cache):
     server.files["/y/rdf.yaml"] = yaml.safe_dump(rdf).encode()
     with pytest.raises(DataError, match="(?s)no weights microseg can read.*formats in it: onnx"):
         zoo.fetch_package(server.url + "/y/rdf.yaml", progress=False)
+
+
+def test_the_command_line_lists_downloaded_packages(server, cache, capsys):
+    from microseg.__main__ import main
+
+    files, _ = _package(CONFIG)
+    url = _serve(server, "/models/h", files)
+    zoo.fetch_package(url, progress=False)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"downloaded packages ({cache / 'models'})" in out and url in out
 
 
 def test_remote_names_are_told_from_paths_and_built_in_names():

@@ -68,6 +68,7 @@ def _parameters(args: argparse.Namespace) -> int:
 
 def _models(_: argparse.Namespace) -> int:
     from microseg.models.builtin import builtin_models
+    from microseg.models.zoo import cache_dir, cached_packages
 
     rows = builtin_models()
     if not rows:
@@ -76,6 +77,11 @@ def _models(_: argparse.Namespace) -> int:
         scores = ", ".join(f"{k} {v}" for k, v in row["scores"].items())
         print(f"{row['name']:<12} {row['size_mb']} MB  {row['description']}\n"
               f"{'':<12} trained on: {row['data']}\n{'':<12} held-out scores: {scores}")
+    downloaded = cached_packages()
+    if downloaded:
+        print(f"\ndownloaded packages ({cache_dir()}), usable by the same name:")
+    for row in downloaded:
+        print(f"{row['source']}  {row['size_mb']} MB  {row['folder']}")
     return 0
 
 

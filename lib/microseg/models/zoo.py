@@ -51,6 +51,7 @@ __all__ = [
     "LOADABLE_FORMATS",
     "ZENODO_RECORD_URL",
     "cache_dir",
+    "cached_packages",
     "fetch_package",
     "is_remote",
 ]
@@ -90,6 +91,22 @@ def cache_dir() -> Path:
         return Path(os.environ["MICROSEG_CACHE"]).expanduser() / "models"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "microseg" / "models"
+
+
+def cached_packages(cache: str | Path | None = None) -> list[dict[str, Any]]:
+    """The packages downloaded into ``cache`` (None: :func:`cache_dir`): ``source`` (what they
+    were asked for by), ``folder`` and ``size_mb``, sorted by source."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    rows = []
+    for record in sorted(cache.glob(f"*/{SOURCE_FILE}")):
+        try:
+            source = json.loads(record.read_text(encoding="utf-8"))["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        size = sum(p.stat().st_size for p in record.parent.iterdir() if p.is_file())
+        rows.append({"source": source, "folder": str(record.parent),
+                     "size_mb": round(size / 1e6, 2)})
+    return sorted(rows, key=lambda row: row["source"])
 
 
 def fetch_package(source: str, *, cache: str | Path | None = None, progress: bool = True,
