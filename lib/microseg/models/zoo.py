@@ -54,6 +54,7 @@ __all__ = [
     "cached_packages",
     "fetch_package",
     "is_remote",
+    "read_model_description",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def _download_described(rdf_url: str, links: Mapping[str, str], staging: Path, s
 
     rdf_path = staging / RDF_FILE
     _download(rdf_url, rdf_path, source, progress=False)
-    rdf = _model_description(rdf_path, source)
+    rdf = read_model_description(rdf_path, source)
     files = {}
     for fmt, entry in rdf["weights"].items():
         if fmt not in LOADABLE_FORMATS or not isinstance(entry, dict) or not entry.get("source"):
@@ -224,7 +225,7 @@ def _download_zip(url: str, staging: Path, progress: bool) -> dict[str, str]:
         raise DataError(f"{url} is not a bioimage.io package: the .zip holds no rdf.yaml")
     if found[0].name != RDF_FILE:
         found[0].rename(staging / RDF_FILE)
-    rdf = _model_description(staging / RDF_FILE, url)
+    rdf = read_model_description(staging / RDF_FILE, url)
     files = {}
     for fmt, entry in rdf["weights"].items():
         if fmt in LOADABLE_FORMATS and isinstance(entry, dict) and entry.get("source"):
@@ -235,19 +236,22 @@ def _download_zip(url: str, staging: Path, progress: bool) -> dict[str, str]:
     return files
 
 
-def _model_description(path: Path, source: str) -> dict[str, Any]:
+def read_model_description(path: Path, source: Any) -> dict[str, Any]:
+    """The package description (``rdf.yaml``) at ``path``, read with ``yaml.safe_load``:
+    DataError naming ``source`` unless it is valid YAML describing a model with weights."""
     import yaml
 
     try:
-        rdf = yaml.safe_load(path.read_text(encoding="utf-8"))
+        rdf = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise DataError(f"{source}: the package description is not valid YAML",
+        raise DataError(f"{source}: {Path(path).name} is not valid YAML",
                         [str(err).splitlines()[0]]) from None
     if not isinstance(rdf, dict) or rdf.get("type") != "model":
         kind = rdf.get("type") if isinstance(rdf, dict) else type(rdf).__name__
-        raise DataError(f"{source} describes a {kind!r}, not a model; give a bioimage.io model")
+        raise DataError(f"{source} describes a {kind!r}, not a model; give a bioimage.io model "
+                        f"package")
     if not isinstance(rdf.get("weights"), dict):
-        raise DataError(f"{source}: the package description lists no weights")
+        raise DataError(f"{source}: {Path(path).name} lists no weights")
     return rdf
 
 

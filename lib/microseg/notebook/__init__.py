@@ -14,23 +14,5 @@ This layer sits on top: it may import every other part of microseg, and nothing 
 (``docs/architecture.md``).
 """
 
-from microseg.notebook.session import (
-    INPUT_PARAMETERS,
-    MULTIPLE_CHOICES,
-    PARAMETER_CHOICES,
-    PARAMETER_LIMITS,
-    PARAMETER_TYPES,
-    arguments_for,
-    coerce_parameter,
-    coerce_parameters,
-    finish_notebook,
-    notebook_parameters,
-    passed_parameters,
-    saved_parameters,
-    start_notebook,
-)
-
-__all__ = ["INPUT_PARAMETERS", "MULTIPLE_CHOICES", "PARAMETER_CHOICES", "PARAMETER_LIMITS",
-           "PARAMETER_TYPES", "arguments_for", "coerce_parameter", "coerce_parameters",
-           "finish_notebook", "notebook_parameters", "passed_parameters", "saved_parameters",
-           "start_notebook"]
+from microseg.notebook.session import *  # noqa: F403 (the notebooks' own import path)
+from microseg.notebook.session import __all__  # noqa: F401

@@ -328,22 +328,13 @@ def _load_package_folder(folder: Path, source: Path, allow_torchscript: bool, de
 
 
 def _read_rdf(folder: Path, source: Path) -> dict[str, Any]:
-    import yaml
+    from microseg.models.zoo import read_model_description
 
     rdf_path = _rdf_file(folder)
     if rdf_path is None:
         raise DataError(f"{source} is not a bioimage.io package: it has no rdf.yaml",
                         [f"found: {_listing(folder)}"])
-    try:
-        rdf = yaml.safe_load(rdf_path.read_text())
-    except yaml.YAMLError as err:
-        raise DataError(f"{source}: {rdf_path.name} is not valid YAML", [str(err)]) from None
-    if not isinstance(rdf, dict) or rdf.get("type") != "model":
-        kind = rdf.get("type") if isinstance(rdf, dict) else type(rdf).__name__
-        raise DataError(f"{source} describes a {kind!r}, not a model; give a bioimage.io model package")
-    if not isinstance(rdf.get("weights"), Mapping):
-        raise DataError(f"{source}: {rdf_path.name} lists no weights")
-    return rdf
+    return read_model_description(rdf_path, source)
 
 
 def _architecture(entry: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
