@@ -14,3 +14,5 @@
 Reports read run folders and draw on the domain packages; only the recipes and the notebook
 layer import them (``docs/architecture.md``).
 """
+
+__all__: list[str] = []
