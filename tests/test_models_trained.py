@@ -279,7 +279,7 @@ def test_models_trained_at_a_canonical_size_resample_the_image_and_map_back():
     assert ranged.predict_with_info(image, normalized=True, object_diameter=10.0,
                                     device="cpu").scale_factor == 1.0, "in range: kept"
     assert ranged.scale_factor(22.0) == 1.0, "within the margin: kept"
-    assert ranged.scale_factor(40.0) == 0.5, "large: shrunk to the largest trained size"
+    assert ranged.scale_factor(40.0) == 0.25, "large (above 20): shrunk to the median, 10"
     assert ranged.predict_with_info(image, normalized=True, object_diameter=4.0,
                                     device="cpu").scale_factor == 2.5, "small: enlarged"
     with pytest.raises(ConfigError, match="object_diameter"):
@@ -347,7 +347,8 @@ def test_auto_diameter_finds_the_objects_size_and_predicts_at_it():
     true_diameter = median_diameter(label)
     assert info.passes >= 2
     assert info.object_diameter == pytest.approx(true_diameter, rel=0.1)
-    assert info.scale_factor == pytest.approx(20.0 / true_diameter, rel=0.1)
+    # shrunk to the training median (15: the model's object_diameter, saved without a range)
+    assert info.scale_factor == pytest.approx(15.0 / true_diameter, rel=0.1)
     assert model.labels(info.probabilities).max() == 4
 
 

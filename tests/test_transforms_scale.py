@@ -55,8 +55,12 @@ def test_scale_factor_is_limited_and_checked():
     assert scale_factor(20.0, 30.0, smallest_diameter=10.0) == 1.0, "in range: not resampled"
     assert scale_factor(4.0, 30.0, smallest_diameter=10.0) == 2.5
     assert scale_factor(0.5, 30.0, smallest_diameter=10.0) == MAX_FACTOR
+    assert scale_factor(60.0, 30.0, smallest_diameter=10.0, shrink_to=10.0) == 10.0 / 60.0
+    assert scale_factor(25.0, 30.0, smallest_diameter=10.0, shrink_to=10.0) == 1.0, "in range"
     with pytest.raises(ConfigError, match="positive"):
         scale_factor(0.0, 30.0)
+    with pytest.raises(ConfigError, match="positive"):
+        scale_factor(60.0, 30.0, shrink_to=0.0)
 
 
 def test_resampling_halves_diameters_and_keeps_ids():

@@ -71,10 +71,10 @@ class PredictionSettings(StageConfig):
         (pixels): what new images are assumed to have unless told or estimated otherwise.
     trained_diameters : the object sizes the network was trained on (pixels, after the
         training images were resampled): the median and the 90th percentile of the images'
-        median diameters. New images whose objects are smaller than the first (by a margin) are
-        enlarged to it, those larger than the second shrunk to it; in between they are
-        predicted as they are. (Enlarging small nuclei up to the training median rather than
-        to its 10th percentile was measured better: BENCHMARKS.md, scale test.) None (models
+        median diameters. New images whose objects are smaller than the first or larger than
+        the second (by a margin) are resampled to the first; in between they are predicted as
+        they are. (Both were measured better than the alternatives — enlarging to the 10th
+        percentile, shrinking to the 90th: BENCHMARKS.md, scale test.) None (models
         saved before it was recorded): the training median up to the canonical diameter.
     """
 

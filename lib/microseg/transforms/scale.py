@@ -12,7 +12,8 @@ diameter — the diameter of a disc (sphere in 3D) of the same area (volume): ``
 (``∛(6V/π)``). :func:`object_diameters` gives one value per object, :func:`median_diameter`
 the median over one or several label images.
 
-Objects larger than the canonical size are shrunk to it; at prediction, objects smaller than
+Objects larger than the canonical size are shrunk to it in training; at prediction, objects
+larger than the largest trained size are shrunk to the training median, objects smaller than
 the training objects are enlarged (at most :data:`MAX_FACTOR` times); sizes in between keep
 their pixels (:func:`scale_factor`). Resampling
 (:func:`rescale_image`, :func:`rescale_labels`, :func:`resize_to`) keeps the pixel
@@ -89,11 +90,13 @@ def median_diameter(labels: np.ndarray | Iterable[np.ndarray]) -> float | None:
 
 
 def scale_factor(object_diameter: float | None, canonical_diameter: float | None,
-                 smallest_diameter: float | None = None, tolerance: float = 1.0) -> float:
+                 smallest_diameter: float | None = None, tolerance: float = 1.0,
+                 shrink_to: float | None = None) -> float:
     """How to resample an image whose objects have ``object_diameter`` pixels.
 
-    Objects larger than ``canonical_diameter`` (times ``tolerance``) are shrunk to it
-    (``canonical / object``, at least :data:`MIN_FACTOR`); objects smaller than
+    Objects larger than ``canonical_diameter`` (times ``tolerance``) are shrunk to
+    ``shrink_to`` (None: to ``canonical_diameter``; ``shrink_to / object``, at least
+    :data:`MIN_FACTOR`); objects smaller than
     ``smallest_diameter`` (divided by ``tolerance``), if given, are enlarged to it
     (``smallest / object``, at most :data:`MAX_FACTOR`); others are not resampled (1.0), nor is
     anything when ``object_diameter`` or ``canonical_diameter`` is None.
@@ -104,15 +107,18 @@ def scale_factor(object_diameter: float | None, canonical_diameter: float | None
     (0.5, 1.0, 2.0)
     >>> scale_factor(33, 30, tolerance=1.15), scale_factor(36, 30, tolerance=1.15)
     (1.0, 0.8333333333333334)
+    >>> scale_factor(100, 30, smallest_diameter=20, tolerance=1.15, shrink_to=20)
+    0.2
     """
     if object_diameter is None or canonical_diameter is None:
         return 1.0
-    if object_diameter <= 0 or canonical_diameter <= 0 or \
-            (smallest_diameter is not None and smallest_diameter <= 0):
+    if object_diameter <= 0 or canonical_diameter <= 0 or any(
+            d is not None and d <= 0 for d in (smallest_diameter, shrink_to)):
         raise ConfigError(f"object diameters must be positive, found {object_diameter}, "
-                          f"{canonical_diameter} and {smallest_diameter} (pixels)")
+                          f"{canonical_diameter}, {smallest_diameter} and {shrink_to} (pixels)")
     if object_diameter > canonical_diameter * tolerance:
-        return float(max(MIN_FACTOR, canonical_diameter / object_diameter))
+        target = canonical_diameter if shrink_to is None else shrink_to
+        return float(max(MIN_FACTOR, target / object_diameter))
     if smallest_diameter is not None and object_diameter * tolerance < smallest_diameter:
         return float(min(MAX_FACTOR, smallest_diameter / object_diameter))
     return 1.0
