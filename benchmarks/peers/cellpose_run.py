@@ -13,10 +13,13 @@ that diameter (no rescaling at test time). Cellpose keeps the weights of the las
 The budget is process CPU time (all threads) from the start of data loading. Cellpose's
 ``train_seg`` has no stop hook and its schedule depends on the number of epochs, so the run is
 planned: flows are computed once; a throw-away network trained on
-:data:`CALIBRATION_IMAGES` images (one short epoch, no validation) measures the CPU seconds per
-training image; the real run gets the epochs that fit into what is left, counting the
-validation passes ``train_seg`` makes at epochs 0, 5, 10, 20, … (a forward pass over the
-validation images, taken as a third of a training pass; calibration included in the budget). The flow and cell-probability thresholds are then chosen on the
+:data:`CALIBRATION_IMAGES` images (one short epoch after a warm-up one, no validation) measures
+the CPU seconds per training image; the real run gets the epochs that fit into what is left,
+counting the validation passes ``train_seg`` makes at epochs 0, 5, 10, 20, … (a forward pass
+over the validation images, taken as a third of a training pass; calibration included in the
+budget). When fewer than :data:`MIN_EPOCHS` epochs over every image would fit, each epoch draws
+fewer images (``nimg_per_epoch``, Cellpose's own option): its learning rate starts at 0 and rises
+over 10 epochs, so two epochs over 447 images (what 3600 CPU seconds hold here) barely train. The flow and cell-probability thresholds are then chosen on the
 validation images (a 3 × 3 grid around Cellpose's defaults 0.4 and 0.0, mean
 TP/(TP+FP+FN) at IoU 0.5 by ``cellpose.metrics``), as Cellpose's docs advise adjusting them.
 
@@ -47,6 +50,9 @@ FLOW_THRESHOLDS = (0.3, 0.4, 0.6)
 CELLPROB_THRESHOLDS = (-1.0, 0.0, 1.0)
 CALIBRATION_IMAGES = 32
 """Training images of the calibration run (4 batches of 8)."""
+MIN_EPOCHS = 30
+"""Fewest epochs planned: Cellpose's learning rate rises from 0 over its first 10 epochs, so a
+run of a few epochs never trains at its full rate (2 epochs: 0, then a ninth of it)."""
 FORWARD_SHARE = 1 / 3
 """CPU time of a forward pass (validation) against a training pass (forward and backward)."""
 SAFETY = 0.95
@@ -103,19 +109,29 @@ def train(model: Any, data: dict[str, Any], epochs: int, folder: Path, name: str
 
 def planned_epochs(data: dict[str, Any], clock: common.Clock, budget: float,
                    seed: int) -> dict[str, Any]:
-    """Epochs that fit into the rest of the budget, from a short timed throw-away run."""
-    before = clock.cpu()
+    """Epochs (and images per epoch) that fit into the rest of the budget, from a short timed
+    throw-away run: one warm-up epoch of 16 images, then one timed epoch of
+    :data:`CALIBRATION_IMAGES`. When fewer than :data:`MIN_EPOCHS` whole epochs fit, each epoch
+    draws fewer images (``nimg_per_epoch``, Cellpose's own option) so that they do."""
     with tempfile.TemporaryDirectory(prefix="cellpose-calibration-") as folder:
-        train(new_network(data["diameter"], seed + 1), data, 1, Path(folder), "calibration",
+        network = new_network(data["diameter"], seed + 1)
+        train(network, data, 1, Path(folder), "warm-up", images_per_epoch=16, validate=False)
+        before = clock.cpu()
+        train(network, data, 1, Path(folder), "calibration",
               images_per_epoch=CALIBRATION_IMAGES, validate=False)
     per_image = (clock.cpu() - before) / CALIBRATION_IMAGES
-    per_epoch = per_image * len(data["x_train"])
     per_validation = per_image * len(data["x_val"]) * FORWARD_SHARE
     left = SAFETY * (budget - clock.cpu())
+    n_train, batch = len(data["x_train"]), SETTINGS["batch_size"]
+    images = n_train
+    if left / (per_image * n_train) < MIN_EPOCHS:
+        images = max(batch, int(left / (MIN_EPOCHS * per_image)) // batch * batch)
+    per_epoch = per_image * images
     epochs = max(1, math.floor(left / per_epoch))
     while epochs > 1 and epochs * per_epoch + validation_passes(epochs) * per_validation > left:
         epochs -= 1
-    return {"epochs": epochs, "cpu_seconds_per_epoch": round(per_epoch, 2),
+    return {"epochs": epochs, "images_per_epoch": images,
+            "cpu_seconds_per_epoch": round(per_epoch, 2),
             "cpu_seconds_per_validation": round(per_validation, 2),
             "calibration_images": CALIBRATION_IMAGES,
             "calibration_cpu_seconds": round(per_image * CALIBRATION_IMAGES, 1)}
@@ -205,18 +221,18 @@ def run(args: Any) -> dict[str, Any]:
         data = training_data(work, split)
         plan = planned_epochs(data, clock, args.budget_cpu_seconds, args.seed)
         weights = train(new_network(data["diameter"], args.seed), data, plan["epochs"], out,
-                        "model")
+                        "model", images_per_epoch=plan["images_per_epoch"])
     training = {**clock.seconds(), "load": load.summary()}
     model = models.CellposeModel(gpu=False, pretrained_model=str(weights))
     tuning = common.Clock()
     tuned = tune_thresholds(model, data)
     tuned_seconds, predicting = tuning.seconds(), common.Clock()
     predict_test(model, work, split, out, data["diameter"], tuned["best"])
-    batches = math.ceil(len(data["x_train"]) / SETTINGS["batch_size"])
     return {"tool": "Cellpose", "versions": versions(),
             "settings": SETTINGS, "budget_cpu_seconds": args.budget_cpu_seconds,
             "diam_mean": data["diameter"], "plan": plan, "epochs": plan["epochs"],
-            "steps": plan["epochs"] * batches, "training": training,
+            "steps": plan["epochs"] * math.ceil(plan["images_per_epoch"] / SETTINGS["batch_size"]),
+            "training": training,
             "threshold_tuning": {**tuned_seconds, **tuned}, "prediction": predicting.seconds(),
             "weights": str(weights), "out": str(out)}
 
