@@ -146,7 +146,9 @@ def fetch_package(source: str, *, cache: str | Path | None = None, progress: boo
         files = _download_package(source, staging, progress)
         (staging / SOURCE_FILE).write_text(json.dumps({"source": source, "files": files},
                                                       indent=2) + "\n")
-        if folder.exists():
+        if (folder / SOURCE_FILE).is_file() and not refresh:
+            return folder  # another process finished the same download meanwhile
+        if folder.exists():  # a damaged earlier copy, or refresh
             shutil.rmtree(folder)
         os.replace(staging, folder)
     finally:
