@@ -121,9 +121,10 @@ class TrainedModel:
         """
         from microseg.models.builtin import model_folder
         from microseg.models.checkpoint import load_network
+        from microseg.models.zoo import description_file
 
         folder = model_folder(folder)
-        if folder.suffix == ".zip" or (folder / "rdf.yaml").is_file():
+        if folder.suffix == ".zip" or (folder.is_dir() and description_file(folder)):
             raise MicrosegError(
                 f"{folder} is a bioimage.io package, not a model folder: it lacks what "
                 f"prediction needs besides the weights (task, normalization, object size, "

@@ -52,6 +52,7 @@ __all__ = [
     "ZENODO_RECORD_URL",
     "cache_dir",
     "cached_packages",
+    "description_file",
     "fetch_package",
     "is_remote",
     "read_model_description",
@@ -196,9 +197,7 @@ def _download_described(rdf_url: str, links: Mapping[str, str], staging: Path, s
     _download(rdf_url, rdf_path, source, progress=False)
     rdf = read_model_description(rdf_path, source)
     files = {}
-    for fmt, entry in rdf["weights"].items():
-        if fmt not in LOADABLE_FORMATS or not isinstance(entry, dict) or not entry.get("source"):
-            continue
+    for _, entry in _loadable_weights(rdf):
         remote = str(entry["source"])
         name = _local_name(remote, source)
         url = links.get(name) or urllib.parse.urljoin(rdf_url, remote)
@@ -222,20 +221,32 @@ def _download_zip(url: str, staging: Path, progress: bool) -> dict[str, str]:
         archive = Path(folder) / "package.zip"
         _download(url, archive, url, progress)
         safe_extract(archive, staging)
-    found = [staging / n for n in RDF_NAMES if (staging / n).is_file()]
-    if not found:
+    found = description_file(staging)
+    if found is None:
         raise DataError(f"{url} is not a bioimage.io package: the .zip holds no rdf.yaml")
-    if found[0].name != RDF_FILE:
-        found[0].rename(staging / RDF_FILE)
-    rdf = read_model_description(staging / RDF_FILE, url)
+    rdf = read_model_description(found, url)
     files = {}
-    for fmt, entry in rdf["weights"].items():
-        if fmt in LOADABLE_FORMATS and isinstance(entry, dict) and entry.get("source"):
-            name = str(entry["source"])
-            path = (staging / name).resolve()
-            if path.is_relative_to(staging.resolve()) and path.is_file():
-                files[name] = _checked(path, entry.get("sha256"), url, url)
+    for _, entry in _loadable_weights(rdf):
+        name = str(entry["source"])
+        path = (staging / name).resolve()
+        if path.is_relative_to(staging.resolve()) and path.is_file():
+            files[name] = _checked(path, entry.get("sha256"), url, url)
     return files
+
+
+def description_file(folder: Path) -> Path | None:
+    """The package description in ``folder``: ``rdf.yaml``, ``bioimageio.yaml`` or a
+    ``*.bioimageio.yaml``; None when there is none (not a package)."""
+    folder = Path(folder)
+    found = [folder / n for n in RDF_NAMES if (folder / n).is_file()]
+    found += sorted(folder.glob("*.bioimageio.yaml"))
+    return found[0] if found else None
+
+
+def _loadable_weights(rdf: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(format, entry)`` of the description's weights microseg reads, with a source."""
+    return [(fmt, entry) for fmt, entry in rdf["weights"].items()
+            if fmt in LOADABLE_FORMATS and isinstance(entry, dict) and entry.get("source")]
 
 
 def read_model_description(path: Path, source: Any) -> dict[str, Any]:

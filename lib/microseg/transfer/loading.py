@@ -302,11 +302,9 @@ def load_bioimageio(path: str | Path, allow_torchscript: bool = False, device: A
 
 
 def _rdf_file(folder: Path) -> Path | None:
-    from microseg.models.zoo import RDF_NAMES
+    from microseg.models.zoo import description_file
 
-    found = [folder / n for n in RDF_NAMES if (folder / n).is_file()]
-    found += sorted(folder.glob("*.bioimageio.yaml"))
-    return found[0] if found else None
+    return description_file(folder)
 
 
 def _load_package_folder(folder: Path, source: Path, allow_torchscript: bool, device: Any) -> PretrainedModel:
