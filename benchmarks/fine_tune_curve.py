@@ -85,8 +85,8 @@ def scored(run_dir: Path, model: str | Path, test: Path, label: str) -> dict[str
 
     start = time.perf_counter()
     evaluated = evaluate_models(run_dir, model_names=[str(model)], data_dir=test, task="instance")
-    name = next(iter(evaluated["results"]))
-    predictions = real_data._write_predictions(evaluated["results"][name],
+    name = next(iter(evaluated.results))
+    predictions = real_data._write_predictions(evaluated.results[name],
                                                run_dir / "predictions" / label)
     scores = real_data.score_folders(predictions, test / "labels")
     scores.pop("per_image", None)

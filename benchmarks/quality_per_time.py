@@ -59,11 +59,11 @@ def quality_per_time(run_dir: Path, quick: bool, epochs: int | None, device: str
                           callbacks=[recorder])
     return {
         "prepare_seconds": prepare_seconds,
-        "n_train": data["n_train"], "n_val": data["n_val"],
-        "train_seconds": summary["seconds"],
-        "best_epoch": summary["best_epoch"], "best_val_dice": summary["best_val_dice"],
-        "epochs_run": summary["epochs_run"], "stopped_early": summary["stopped_early"],
-        "device": summary["device"], "parameters": summary["parameters"],
+        "n_train": data.n_train, "n_val": data.n_val,
+        "train_seconds": summary.seconds,
+        "best_epoch": summary.best_epoch, "best_val_dice": summary.best_val_dice,
+        "epochs_run": summary.epochs_run, "stopped_early": summary.stopped_early,
+        "device": summary.device, "parameters": summary.parameters,
         "epochs": recorder.rows,
     }
 

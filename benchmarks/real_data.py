@@ -573,20 +573,20 @@ def run_microseg(work: Path, layout: dict[str, Any], label: str,
             run_dir, model_name=name, callbacks=[budget], **settings["train"]))
     evaluated, eval_time = _timed(lambda: evaluate_models(
         run_dir, model_names=[name], data_dir=work / "data" / "test", **settings["eval"]))
-    predictions = _write_predictions(evaluated["results"][name], run_dir / "predictions")
+    predictions = _write_predictions(evaluated.results[name], run_dir / "predictions")
     scores = score_folders(predictions, work / "data" / "test" / "labels")
-    library = evaluated["models"][name]["at_threshold"]
-    return {"tool": "microseg", "scores": scores, "steps": trained["steps"],
-            "epochs": trained["epochs_run"], "training": {**train_time, "load": load.summary()},
+    library = evaluated.models[name].at_threshold
+    return {"tool": "microseg", "scores": scores, "steps": trained.steps,
+            "epochs": trained.epochs_run, "training": {**train_time, "load": load.summary()},
             "prepare": prepare_time, "evaluate": eval_time, "train_summary": _brief(trained),
             "budget_stop_epoch": budget.stopped_at_epoch,
             "split_adjusted": prepared["split_adjusted"], "run_dir": str(run_dir),
             "library_check": {"f1": library["f1"], "precision": library["precision"],
                               "recall": library["recall"]},
-            "postprocessing": evaluated["models"][name]["postprocessing"]}
+            "postprocessing": evaluated.models[name].postprocessing}
 
 
-def _brief(trained: dict[str, Any]) -> dict[str, Any]:
+def _brief(trained: Any) -> dict[str, Any]:
     keys = ("best_epoch", "epochs_run", "stopped_early", "best_val_loss", "best_val_dice",
             "best_val_foreground_dice", "steps", "parameters", "seconds")
     return {**{k: trained.get(k) for k in keys},
@@ -652,7 +652,7 @@ def evaluate_again(work: Path, row_label: str, label: str,
     evaluated, eval_time = _timed(lambda: evaluate_models(
         run_dir, model_names=[chosen], data_dir=test, overwrite=True, **eval_settings))
     name = RunFolder.model_key(chosen)
-    predictions = _write_predictions(evaluated["results"][name],
+    predictions = _write_predictions(evaluated.results[name],
                                      run_dir / f"predictions-{_slug(label)}")
     scores = score_folders(predictions, test / "labels")
     kept = ("tool", "steps", "epochs", "training", "prepare", "train_summary",
@@ -660,7 +660,7 @@ def evaluate_again(work: Path, row_label: str, label: str,
     return {**{k: original.get(k) for k in kept}, "scores": scores, "evaluate": eval_time,
             "evaluated_again_from": original["label"], "test_scale": test_scale,
             "model": chosen,
-            "postprocessing": evaluated["models"][name]["postprocessing"]}
+            "postprocessing": evaluated.models[name].postprocessing}
 
 
 def score_peer(work: Path, peer_dir: Path, test_scale: float = 1.0) -> dict[str, Any]:

@@ -80,8 +80,8 @@ def test_marked_cells_print_the_results_of_the_run(reproduced):
                        for o in c.outputs) for c in marked_cells(executed)]
     assert all(printed), "every marked cell prints something nbval can compare"
     shown = "\n".join(printed)
-    for key in ("n_images", "n_train", "n_val", "n_test"):
-        assert f"'{key}': {summary[key]}" in shown
+    assert (f"{summary['n_images']} images: {summary['n_train']} training, {summary['n_val']} "
+            f"validation, {summary['n_test']} test; {summary['n_classes']} classes") in shown
     assert f"{summary['n_images']} images in run/data/synthetic/images" in shown
     assert str(first.parent.parent) not in shown, "marked outputs must not hold run-specific paths"
 

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from microseg.notebook.chain import list_notebooks, run_notebook
 from microseg.notebook.parameters import NOTEBOOK_PARAMETERS
+from microseg.recipes import results
+from summary_schema import run_schemas
+
+SCHEMA = Path(__file__).parent / "data" / "summary_schema.json"
+# Each summary file of a run and the result type it is the dict of.
+SUMMARY_TYPES = {
+    "data/summary.json": results.DataSummary,
+    "target/data/summary.json": results.DataSummary,
+    "models/unet/summary.json": results.TrainingSummary,
+    "models/transfer/summary.json": results.AdaptationSummary,
+    "models/finetune/summary.json": results.AdaptationSummary,
+    "eval/summary.json": results.EvaluationSummary,
+    "eval/*/summary.json": results.ModelEvaluation,
+    "diagnostics/unet/summary.json": results.DiagnosisSummary,
+    "predictions/unet/summary.json": results.DeploymentSummary,
+}
 
 NOTEBOOKS = list_notebooks()
 
@@ -93,6 +110,34 @@ def test_each_notebook_writes_its_summary(quick_chain, path):
                                  if k in ("run_dir", "quick")]
     record = json.loads((run_dir / "notebooks" / f"{path.stem}.params.json").read_text())
     assert record["given"] == ran_with["given"] and record["finished"] >= record["started"]
+
+
+@pytest.mark.slow
+def test_summaries_keep_the_keys_they_had_before_the_typed_results(quick_chain):
+    """Every summary.json of the chain against the structure recorded before the recipes
+    returned typed results (tests/summary_schema.py): no key lost, added or of another kind."""
+    run_dir, _ = quick_chain
+    expected = json.loads(SCHEMA.read_text())
+    found = run_schemas(run_dir)
+    assert sorted(found) == sorted(expected), "the chain writes other summary files"
+    for path, keys in expected.items():
+        differences = {k: (keys.get(k), found[path].get(k))
+                       for k in set(keys) | set(found[path]) if keys.get(k) != found[path].get(k)}
+        assert not differences, f"{path}: key → (recorded, now): {differences}"
+
+
+@pytest.mark.slow
+def test_each_summary_is_a_typed_result_with_a_field_for_every_key(quick_chain):
+    run_dir, _ = quick_chain
+    written_by_the_notebook = {"notebook_parameters", "figures"}
+    for pattern, cls in SUMMARY_TYPES.items():
+        paths = [p for p in run_dir.glob(pattern) if pattern != "eval/*/summary.json"
+                 or p.parent.name != "eval"]
+        assert paths, pattern
+        for path in paths:
+            keys = set(json.loads(path.read_text())) - written_by_the_notebook
+            loose = keys - set(cls.keys_of())
+            assert not loose, f"{path.relative_to(run_dir)}: no field of {cls.__name__} for {loose}"
 
 
 @pytest.mark.slow

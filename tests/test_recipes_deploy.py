@@ -57,7 +57,7 @@ def test_summary_has_the_documented_keys_and_is_written(deployed):
                 "halo", "tile_shape", "input_kind", "predictions"):
         assert key in summary
     written = json.loads((run_dir / "predictions" / "unet" / "summary.json").read_text())
-    assert written == json.loads(json.dumps(summary))
+    assert written == json.loads(json.dumps(summary.to_dict()))
     assert summary["n_inputs"] == 1 and summary["input_kind"] == "synthetic"
     assert summary["voxels"] == np.prod(recipe.QUICK_SYNTHETIC_SHAPE[2])
     assert summary["voxels_per_second"] > 0 and summary["peak_memory_mb"] > 0

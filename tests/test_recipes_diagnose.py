@@ -75,7 +75,7 @@ def diagnosed(run_dir):
 def test_summary_holds_every_diagnostic(diagnosed):
     run_dir, result = diagnosed
     summary = json.loads((run_dir / "diagnostics" / "unet" / "summary.json").read_text())
-    assert summary == json.loads(json.dumps(result["summary"]))
+    assert summary == json.loads(json.dumps(result.summary.to_dict()))
     assert summary["model_name"] == "unet" and summary["norm"] == "batch"
     assert summary["trf"]["extent"] == [21, 21] and summary["recommended_halo"] == [12, 12]
     assert summary["halo"] == 12 and summary["halo_sufficient"] is True

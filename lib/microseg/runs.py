@@ -384,9 +384,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_summary(out_dir: str | Path, summary: dict[str, Any]) -> Path:
-    """Write ``out_dir/summary.json``, the machine-readable result every notebook ends with."""
-    return atomic_write_json(Path(out_dir) / "summary.json", summary)
+def write_summary(out_dir: str | Path, summary: Mapping[str, Any]) -> Path:
+    """Write ``out_dir/summary.json``, the machine-readable result every notebook ends with
+    (a dict, or a recipe's result: its ``to_dict()``)."""
+    plain = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
+    return atomic_write_json(Path(out_dir) / "summary.json", plain)
 
 
 def read_json(path: str | Path) -> Any:
@@ -410,6 +412,8 @@ def read_json(path: str | Path) -> Any:
 
 
 def _json_default(value: Any) -> Any:
+    if hasattr(value, "to_dict"):  # a recipe's result inside a summary
+        return value.to_dict()
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):

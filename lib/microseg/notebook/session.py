@@ -33,6 +33,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,12 @@ def _summarise_notes_per_cell(record_dir: Path) -> None:
 
 
 def finish_notebook(namespace: dict[str, Any], out_dir: str | Path,
-                    summary: dict[str, Any]) -> Path:
+                    summary: Mapping[str, Any], figures: Any = None) -> Path:
     """End a notebook: write ``out_dir/summary.json`` with the parameters it ran with, mark it
     finished in ``run_dir/notebooks/<name>.params.json`` and write the run's front page.
+
+    ``summary`` is the step's result (a recipe's result or a dict); ``figures``, when given (the
+    saved figures' paths, a list or name → path), is written under ``"figures"``.
 
     ``summary["notebook_parameters"]`` becomes ``{"notebook", "values", "given"}``: every
     declared parameter's value as used (after type conversion, and after the form, which may
@@ -263,7 +267,10 @@ def finish_notebook(namespace: dict[str, Any], out_dir: str | Path,
     name = state["name"]
     params = coerce_parameters(notebook_parameters(namespace))
     given = given_parameters(name, params, state["passed"])
-    write_summary(out_dir, {**summary, "notebook_parameters": {
+    written = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
+    if figures is not None:
+        written["figures"] = figures
+    write_summary(out_dir, {**written, "notebook_parameters": {
         "notebook": name, "values": params, "given": given}})
     run = RunFolder(params["run_dir"])
     path = run.root / "notebooks" / f"{name}.params.json"

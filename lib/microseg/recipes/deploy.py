@@ -62,6 +62,7 @@ from microseg.inference.scheduling import LOCAL_CLUSTER, LOCAL_SCHEDULERS
 from microseg.inference.tiling import per_axis
 from microseg.io.tables import IMAGE_SCALE_KEYS
 from microseg.models.builtin import run_model
+from microseg.recipes.results import DeploymentSummary, MeasuredObjects, Prediction
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -215,7 +216,7 @@ def deploy(run_dir: str | Path, model_name: str | None = None,
            synthetic_shape: Sequence[int] | None = None, batch_size: int = 4,
            device: Any = None, progress: bool = True,
            object_diameter: float | str | None = "auto", tta: bool = True,
-           label_export_formats: Sequence[str] = ()) -> dict[str, Any]:
+           label_export_formats: Sequence[str] = ()) -> DeploymentSummary:
     """Predict new data with a trained model, out of core where needed, and export the model.
 
     Parameters are those of :class:`DeployConfig`, plus ``run_dir`` (the experiment's run
@@ -248,7 +249,7 @@ def deploy(run_dir: str | Path, model_name: str | None = None,
     source = prepare_input(plan)
     prediction = predict_input(plan, source, batch_size, device, progress)
     measured = measure_objects(plan, prediction, label_export_formats)
-    exports = export_model(plan, prediction["example"])
+    exports = export_model(plan, prediction.example)
     summary = deployment_summary(plan, source, prediction, exports, measured)
     write_summary(plan.results, summary)
     return summary
@@ -439,7 +440,7 @@ def _open_first(source: DeployInput, axes: str | None = None) -> Any:
 
 
 def predict_input(plan: DeploymentPlan, source: DeployInput, batch_size: int = 4,
-                  device: Any = None, progress: bool = True) -> dict[str, Any]:
+                  device: Any = None, progress: bool = True) -> Prediction:
     """Predict the input of ``plan`` into ``plan.prediction_path``.
 
     A folder is predicted image by image into TIFF files; one file (or the synthetic input)
@@ -448,10 +449,11 @@ def predict_input(plan: DeploymentPlan, source: DeployInput, batch_size: int = 4
 
     Returns
     -------
-    dict with ``n_inputs``, ``predictions`` (per input: ``input``, ``labels``,
-    ``probabilities``), ``errors``, ``voxels``, ``voxels_per_second``, ``peak_memory_mb``,
+    :class:`~microseg.recipes.results.Prediction`: ``n_inputs``, ``predictions`` (per input:
+    ``input``, ``labels``, ``probabilities``, how it was resampled), ``errors``, ``voxels``, ``voxels_per_second``, ``peak_memory_mb``,
     ``worker_peak_memory_mb`` (cluster only), ``n_objects`` (instance labels of one volume) and
-    ``example`` (a raw crop of the first input for the export checks).
+    ``example`` (a raw crop of the first input for the export checks), ``record`` (what the
+    predictor wrote: ``predictions.json`` of a folder, the out-of-core record of a volume).
 
     Raises :class:`DataError` if the input does not fit the model or no image could be read.
     """
@@ -461,7 +463,7 @@ def predict_input(plan: DeploymentPlan, source: DeployInput, batch_size: int = 4
 
 
 def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
-                    device: Any) -> dict[str, Any]:
+                    device: Any) -> Prediction:
     from microseg.inference.folder import predict_folder
 
     if plan.config.scheduler is not None:
@@ -480,12 +482,15 @@ def _predict_folder(plan: DeploymentPlan, source: DeployInput, batch_size: int,
     voxels = sum(math.prod(o["shape"][1:]) for o in result["outputs"])
     example = _example_crop(_open_first(first, plan.model.settings.input_axes), plan.halo,
                             plan.model.size_divisor, plan.model.fixed_input_shape)
-    return {**result, "predictions": predictions, "voxels": voxels, "n_objects": None,
-            "worker_peak_memory_mb": None, "example": example}
+    return Prediction(n_inputs=result["n_inputs"], predictions=predictions,
+                      errors=result["errors"], voxels=voxels,
+                      voxels_per_second=result["voxels_per_second"],
+                      peak_memory_mb=result["peak_memory_mb"], worker_peak_memory_mb=None,
+                      n_objects=None, example=example, record=result)
 
 
 def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, device: Any,
-                    progress: bool) -> dict[str, Any]:
+                    progress: bool) -> Prediction:
     """One image or volume out of core, normalized with statistics of the whole input."""
     from microseg.inference.scheduling import dask_scheduler, progress_bar, worker_peak_memory
 
@@ -503,10 +508,14 @@ def _predict_volume(plan: DeploymentPlan, source: DeployInput, batch_size: int, 
     predictions = [{"input": str(source.path), "labels": result["labels"],
                     "probabilities": result["probabilities"],
                     **{key: result[key] for key in IMAGE_SCALE_KEYS}}]
-    return {**result, "n_inputs": 1, "predictions": predictions, "errors": [],
-            "voxels": math.prod(volume.spatial_shape), "worker_peak_memory_mb": workers,
-            "example": _example_crop(volume, plan.halo, model.size_divisor,
-                                     model.fixed_input_shape)}
+    return Prediction(n_inputs=1, predictions=predictions, errors=[],
+                      voxels=math.prod(volume.spatial_shape),
+                      voxels_per_second=result["voxels_per_second"],
+                      peak_memory_mb=result["peak_memory_mb"], worker_peak_memory_mb=workers,
+                      n_objects=result["n_objects"],
+                      example=_example_crop(volume, plan.halo, model.size_divisor,
+                                            model.fixed_input_shape),
+                      record=result)
 
 
 def _example_crop(volume: Any, halo: Sequence[int], divisor: int,
@@ -585,37 +594,40 @@ def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndar
             "test_passed": found["test_passed"]}
 
 
-def measure_objects(plan: DeploymentPlan, prediction: dict[str, Any],
-                    label_export_formats: Sequence[str] = ()) -> dict[str, Any]:
+def measure_objects(plan: DeploymentPlan, prediction: Prediction,
+                    label_export_formats: Sequence[str] = ()) -> MeasuredObjects:
     """Object tables of the predicted labels (one CSV per input: id, size in pixels and µm
     when the input's pixel size is known, centroid, bounding box, mean intensity per channel)
     into ``results/objects/``, and the labels in ``label_export_formats`` (Fiji RoiSet, QuPath
     GeoJSON, OME-Zarr with NGFF labels) into ``results/labels_export/``.
 
-    Returns ``object_tables`` (folder, or None when only probabilities were predicted),
+    Returns :class:`~microseg.recipes.results.MeasuredObjects`: ``object_tables`` (folder, or
+    None when only probabilities were predicted),
     ``n_objects_measured``, ``tables`` (per input) and ``label_exports`` (per input and format).
     """
     from microseg.io import export_prediction_labels, write_prediction_tables
 
     predictions = prediction["predictions"]
     if not predictions or predictions[0]["labels"] is None:
-        return {"object_tables": None, "n_objects_measured": None, "tables": [],
-                "label_exports": []}
+        return MeasuredObjects(object_tables=None, n_objects_measured=None, tables=[],
+                               label_exports=[])
     folder = plan.results / "objects"
     tables = write_prediction_tables(predictions, folder)
     exports = (export_prediction_labels(predictions, plan.results / "labels_export",
                                         list(label_export_formats), overwrite=plan.overwrite)
                if label_export_formats else [])
-    return {"object_tables": str(folder), "n_objects_measured": sum(t["n_objects"] for t in tables),
-            "tables": tables, "label_exports": exports}
+    return MeasuredObjects(object_tables=str(folder),
+                           n_objects_measured=sum(t["n_objects"] for t in tables),
+                           tables=tables, label_exports=exports)
 
 
-def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: dict[str, Any],
-                       exports: dict[str, Any], measured: dict[str, Any] | None = None
-                       ) -> dict[str, Any]:
-    """The machine-readable result of a deployment (what ``summary.json`` holds).
+def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: Prediction,
+                       exports: dict[str, Any], measured: MeasuredObjects | None = None
+                       ) -> DeploymentSummary:
+    """The machine-readable result of a deployment: a
+    :class:`~microseg.recipes.results.DeploymentSummary` (``summary.json`` holds its dict).
 
-    Keys: ``model``, ``model_dir``, ``input``, ``input_kind``, ``n_inputs``, ``outputs``
+    Fields: ``model``, ``model_dir``, ``input``, ``input_kind``, ``n_inputs``, ``outputs``
     (every array or file written), ``predictions`` (per input: ``input``, ``labels``,
     ``probabilities``, ``object_diameter``, ``diameter_confidence``, ``scale_factor``),
     ``errors``, ``output``,
@@ -630,9 +642,9 @@ def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: di
     """
     from microseg.models.prediction import scale_summary
 
-    predictions = prediction["predictions"]
-    measured = measured or {}
-    return {
+    predictions = prediction.predictions
+    measured = measured or MeasuredObjects(label_exports=[])
+    return DeploymentSummary.from_dict({
         "model": plan.model.name,
         "model_dir": str(plan.model.folder),
         "input": str(source.path),
@@ -657,22 +669,22 @@ def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: di
                           else None),
         **scale_summary(predictions),
         "tta": plan.config.tta,
-        "object_tables": measured.get("object_tables"),
-        "n_objects_measured": measured.get("n_objects_measured"),
-        "label_exports": measured.get("label_exports", []),
+        "object_tables": measured.object_tables,
+        "n_objects_measured": measured.n_objects_measured,
+        "label_exports": measured.label_exports,
         "quick": plan.config.quick,
         "seconds": time.perf_counter() - plan.started,
-    }
+    })
 
 
-def scale_table(prediction: dict[str, Any]) -> list[dict[str, Any]]:
+def scale_table(prediction: Prediction | DeploymentSummary) -> list[dict[str, Any]]:
     """One row per input: its name, the object diameter it was predicted for (pixels), how that
     was found (``given`` or the scale search's confidence), the factor it was resampled by and
     a sentence for the notebook. Empty for a model that works at the image's own scale."""
     from microseg.models.prediction import UNCERTAIN_DIAMETER
 
     rows = []
-    for p in prediction["predictions"]:
+    for p in prediction.predictions:
         if p.get("object_diameter") is None:
             continue
         factor = p.get("scale_factor", 1.0)
@@ -694,7 +706,8 @@ def input_preview(source: DeployInput, size: int = 256) -> np.ndarray:
     return _plane(volume, _centre_box(volume.shape[1:], size)).astype(np.float64)
 
 
-def result_preview(summary: dict[str, Any], size: int = 256) -> dict[str, np.ndarray]:
+def result_preview(summary: Prediction | DeploymentSummary, size: int = 256
+                   ) -> dict[str, np.ndarray]:
     """The same crop of the first input and of its predicted labels, for a figure.
 
     ``summary`` is a deployment summary or the result of :func:`predict_input` (both list the
@@ -704,7 +717,7 @@ def result_preview(summary: dict[str, Any], size: int = 256) -> dict[str, np.nda
     """
     from microseg.io import open_image
 
-    first = summary["predictions"][0]
+    first = summary.predictions[0]
     if first["labels"] is None:
         raise MicrosegError("this deployment wrote probabilities only (output='probabilities'); "
                             "deploy with output='labels' or 'both' to preview labels")

@@ -16,7 +16,7 @@ is never written over: a new one goes to ``diagnostics/<model>-2/`` unless ``ove
 Example
 -------
 >>> result = diagnose_model("runs/demo", quick=True)     # doctest: +SKIP
->>> result["summary"]["tile_mismatch"]["any"]             # doctest: +SKIP
+>>> result.summary.tile_mismatch["any"]                  # doctest: +SKIP
 False
 """
 
@@ -34,6 +34,7 @@ import numpy as np
 from microseg.errors import ConfigError, RunOrderError
 from microseg.logs import file_note, summarises
 from microseg.models.builtin import run_model
+from microseg.recipes.results import Diagnosis, DiagnosisSummary
 from microseg.runs import RunFolder, create_output_dir, unique_name, write_summary
 
 __all__ = ["diagnose_model", "sweep_sizes"]
@@ -88,7 +89,7 @@ def diagnose_model(
     comparison_data: str = "synthetic",
     device: Any = "auto",
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> Diagnosis:
     """Run every diagnostic on one trained model and write ``diagnostics/<name>/summary.json``.
 
     Parameters
@@ -108,7 +109,8 @@ def diagnose_model(
 
     Returns
     -------
-    dict with ``summary`` (what ``summary.json`` holds: ``trf``, ``erf``, ``recommended_halo``,
+    :class:`~microseg.recipes.results.Diagnosis` with ``summary`` (a
+    :class:`~microseg.recipes.results.DiagnosisSummary`, what ``summary.json`` holds: ``trf``, ``erf``, ``recommended_halo``,
     ``halo``, ``tile_mismatch``, ``max_abs_diff``, ``train_eval_disparity``, ``tile_sweep``,
     ``norm_comparison``, ...), ``out_dir``, ``figures`` (name → matplotlib Figure, also saved
     as PNG), ``tables`` (pandas DataFrames) and ``mismatch``: (sample, full result with its map)
@@ -134,7 +136,7 @@ def diagnose_model(
     disparity = _disparity(subject, device)
     sweep = _sweep(subject, tile, field["halo"], device)
     comparison = _comparison(run, subject, compare_norms, comparison_data, quick, device)
-    summary = {
+    summary = DiagnosisSummary.from_dict({
         "model_name": subject.name,
         "norm": subject.config.norm,
         "ndim": subject.config.ndim,
@@ -149,7 +151,7 @@ def diagnose_model(
         "n_val_images": len(subject.val),
         "quick": quick,
         "seconds": round(time.perf_counter() - started, 1),
-    }
+    })
     out_dir = _output_dir(run, subject.name, overwrite)
     write_summary(out_dir, summary)
     figures = _figures(subject, field, mismatch, sweep, comparison)
@@ -159,13 +161,8 @@ def diagnose_model(
         if comparison is None
         else {"tile_sweep": sweep, "norm_comparison": comparison.table()}
     )
-    return {
-        "summary": summary,
-        "out_dir": out_dir,
-        "figures": figures,
-        "tables": tables,
-        "mismatch": mismatch["first"],
-    }
+    return Diagnosis(summary=summary, out_dir=out_dir, figures=figures, tables=tables,
+                     mismatch=mismatch["first"])
 
 
 def _load_subject(run: RunFolder, model_name: str | None, quick: bool, device: Any) -> _Subject:

@@ -17,7 +17,7 @@ written over unless ``overwrite=True``: the new results go to ``eval/<model>-2/`
 Example
 -------
 >>> result = evaluate_models("runs/demo")                       # doctest: +SKIP
->>> result["comparison"]                                          # doctest: +SKIP
+>>> result.comparison                                            # doctest: +SKIP
 
 Why one module of about 750 lines: it is notebook 05's whole recipe (data, prediction, metrics,
 tables, figures, reports), one function per step; the metrics themselves live in
@@ -42,6 +42,7 @@ from microseg.logs import progress, summarises
 from microseg.metrics.instance import DEFAULT_IOU_THRESHOLDS, InstanceMatching
 from microseg.metrics.pixel import ClassMetrics
 from microseg.models.builtin import run_model
+from microseg.recipes.results import Evaluation, EvaluationSummary, ModelEvaluation
 from microseg.runs import (
     HISTORY_FILE,
     MODEL_CONFIG_FILE,
@@ -619,8 +620,9 @@ def _evaluate_model(run: RunFolder, name: str, model_dir: Path, data: Evaluation
     summary["files"] = _write_model_outputs(out_dir, summary, table, figures, model_info, data,
                                             config)
     summary["seconds"] = round(time.perf_counter() - start, 3)
-    write_summary(out_dir, summary)
-    return {"summary": summary, "table": table, "results": results, "history": history}
+    evaluation = ModelEvaluation.from_dict(summary)
+    write_summary(out_dir, evaluation)
+    return {"summary": evaluation, "table": table, "results": results, "history": history}
 
 
 def _scale_facts(model: Any, scales: list[dict[str, Any]], config: EvaluationConfig
@@ -636,7 +638,7 @@ def _scale_facts(model: Any, scales: list[dict[str, Any]], config: EvaluationCon
             "canonical_diameter": model.settings.canonical_diameter, "tta": config.tta}
 
 
-def _comparison(summaries: dict[str, dict[str, Any]]) -> Any:
+def _comparison(summaries: dict[str, ModelEvaluation]) -> Any:
     """Key numbers side by side: one column per model."""
     import pandas as pd
 
@@ -663,8 +665,8 @@ def _ranking_value(summary: dict[str, Any]) -> float:
     return -1.0 if value is None else float(value)
 
 
-def _write_combined(run: RunFolder, summaries: dict[str, dict[str, Any]], comparison: Any,
-                    data: EvaluationData) -> dict[str, Any]:
+def _write_combined(run: RunFolder, summaries: dict[str, ModelEvaluation], comparison: Any,
+                    data: EvaluationData) -> EvaluationSummary:
     eval_root = run.root / "eval"
     previous = eval_root / "summary.json"
     if previous.is_file():
@@ -676,7 +678,7 @@ def _write_combined(run: RunFolder, summaries: dict[str, dict[str, Any]], compar
     best = max(summaries, key=lambda n: _ranking_value(summaries[n]))
     metric = ("F1 at the report IoU threshold (pooled)" if data.task == "instance"
               else "mean class Dice (pooled)")
-    combined = {
+    combined = EvaluationSummary.from_dict({
         "task": data.task, "data": data.source, "n_images": len(data.samples),
         "models": {n: {k: s.get(k) for k in ("eval_dir", "n_images", "object_dice",
                                              "mean_class_dice", "at_threshold",
@@ -687,7 +689,7 @@ def _write_combined(run: RunFolder, summaries: dict[str, dict[str, Any]], compar
         "best_model": best, "ranked_by": metric,
         "comparison": json.loads(comparison.to_json()),
         "comparison_csv": str(atomic_write_text(eval_root / "comparison.csv", comparison.to_csv())),
-    }
+    })
     write_summary(eval_root, combined)
     return combined
 
@@ -701,7 +703,7 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
                     task: str | None = None, overwrite: bool = False,
                     split_dir: str | Path | None = None,
                     object_diameter: float | str | None = "auto",
-                    tta: bool = True) -> dict[str, Any]:
+                    tta: bool = True) -> Evaluation:
     """Evaluate trained models on held-out labelled images; write tables, figures and reports.
 
     Parameters
@@ -726,8 +728,9 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
 
     Returns
     -------
-    dict with ``summary`` (what ``eval/summary.json`` holds), ``models`` (name → per-model
-    summary), ``tables`` (name → per-image DataFrame, worst first), ``comparison`` (DataFrame,
+    :class:`~microseg.recipes.results.Evaluation` with ``summary`` (an
+    :class:`~microseg.recipes.results.EvaluationSummary`, what ``eval/summary.json`` holds),
+    ``models`` (name → :class:`~microseg.recipes.results.ModelEvaluation`), ``tables`` (name → per-image DataFrame, worst first), ``comparison`` (DataFrame,
     one column per model), ``results`` (name → list of :class:`ImageResult`, worst first),
     ``histories`` (name → training history DataFrame or None) and ``data``
     (:class:`EvaluationData`).
@@ -765,10 +768,11 @@ def evaluate_models(run_dir: str | Path, model_names: Sequence[str] | None = Non
     summaries = {n: o["summary"] for n, o in outputs.items()}
     comparison = _comparison(summaries)
     combined = _write_combined(run, summaries, comparison, data)
-    return {"summary": combined, "models": summaries, "comparison": comparison,
-            "tables": {n: o["table"] for n, o in outputs.items()},
-            "results": {n: _worst_first(o["results"], o["table"]) for n, o in outputs.items()},
-            "histories": {n: o["history"] for n, o in outputs.items()}, "data": data}
+    return Evaluation(summary=combined, models=summaries, comparison=comparison,
+                      tables={n: o["table"] for n, o in outputs.items()},
+                      results={n: _worst_first(o["results"], o["table"])
+                               for n, o in outputs.items()},
+                      histories={n: o["history"] for n, o in outputs.items()}, data=data)
 
 
 def _worst_first(results: list[ImageResult], table: Any) -> list[ImageResult]:

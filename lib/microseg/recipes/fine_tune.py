@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from microseg.errors import ConfigError, MicrosegError
+from microseg.recipes.results import AdaptationSummary, CorrectionRound
 from microseg.recipes.transfer import (
     Adapted,
     TransferSetup,
@@ -61,7 +62,7 @@ def fine_tune(run_dir: str | Path, pretrained: str | Path | None = None,
               rounds: int = 1, images_per_round: int = 2,
               unlabelled_dir: str | Path | None = None, model_name: str = "finetune",
               seed: int = 0, device: str = "auto", quick: bool = False, overwrite: bool = False,
-              callbacks: Sequence[Callable] = ()) -> dict[str, Any]:
+              callbacks: Sequence[Callable] = ()) -> AdaptationSummary:
     """Notebook 04 in one call: zero-shot, fine-tuning, scratch baseline, correction rounds.
 
     Fine-tunes every layer (``models/<model_name>/``), trains ``models/<model_name>_scratch/``
@@ -82,7 +83,7 @@ def fine_tune(run_dir: str | Path, pretrained: str | Path | None = None,
                             overwrite=overwrite)
     done = correction_rounds(setup, adapted, rounds, images_per_round, unlabelled_dir,
                              simulate=True, epochs=epochs, overwrite=overwrite)
-    summary = adaptation_summary(setup, zero, adapted, scratch, [r["record"] for r in done])
+    summary = adaptation_summary(setup, zero, adapted, scratch, [r.record for r in done])
     write_summary(adapted.model_dir, summary)
     return summary
 
@@ -91,7 +92,7 @@ def correction_rounds(setup: TransferSetup, start: Adapted, rounds: int = 1,
                       images_per_round: int = 2, unlabelled_dir: str | Path | None = None,
                       simulate: bool = True, wait: Callable[[Any], None] | None = None,
                       epochs: int | None = None, learning_rate: float | None = None,
-                      overwrite: bool = False) -> list[dict[str, Any]]:
+                      overwrite: bool = False) -> list[CorrectionRound]:
     """Human-in-the-loop rounds, each: predict → correct → add to training → fine-tune again.
 
     Round k predicts the next ``images_per_round`` unlabelled images with the current model
@@ -109,7 +110,8 @@ def correction_rounds(setup: TransferSetup, start: Adapted, rounds: int = 1,
 
     Returns
     -------
-    One dict per round: ``{"record": {...}, "round": CorrectionRound, "model": Adapted}``;
+    One :class:`~microseg.recipes.results.CorrectionRound` per round: ``record``, ``round``
+    (the correction folder) and ``model`` (:class:`~microseg.recipes.transfer.Adapted`);
     the records (``round``, ``images_added``, ``n_train``, ``changed_pixels``, ``dice_before``,
     ``dice_after``, ``model_dir``) are also written to ``run_dir/corrections/rounds.csv``.
     """
@@ -127,9 +129,9 @@ def correction_rounds(setup: TransferSetup, start: Adapted, rounds: int = 1,
         result, manifest = _one_round(setup, current, f"{start.name}_round{k}", manifest, k,
                                       images, simulate, wait, epochs, learning_rate, overwrite)
         done.append(result)
-        current = result["model"]
+        current = result.model
     if done:
-        write_rounds_csv([r["record"] for r in done],
+        write_rounds_csv([r.record for r in done],
                          setup.run.root / "corrections" / "rounds.csv")
     return done
 
@@ -176,7 +178,7 @@ def _synthetic_pool(setup: TransferSetup, needed: int) -> Path:
 def _one_round(setup: TransferSetup, current: Adapted, name: str, manifest: Any, k: int,
                images: Sequence[Path], simulate: bool, wait: Callable[[Any], None] | None,
                epochs: int | None, learning_rate: float | None,
-               overwrite: bool) -> tuple[dict[str, Any], Any]:
+               overwrite: bool) -> tuple[CorrectionRound, Any]:
     from microseg.data.dataset import load_subset
     from microseg.transfer import human_in_the_loop as hitl
     from microseg.transfer.adapt import AdaptConfig
@@ -202,7 +204,7 @@ def _one_round(setup: TransferSetup, current: Adapted, name: str, manifest: Any,
               "dice_before": current.quality.foreground_dice,
               "dice_after": after.quality.foreground_dice, "model_dir": str(after.model_dir),
               "corrections_dir": str(round_.folder), "simulated": simulate}
-    return {"record": record, "round": round_, "model": after}, manifest
+    return CorrectionRound(record=record, round=round_, model=after), manifest
 
 
 def ask_for_corrections(round_: Any) -> None:

@@ -22,7 +22,7 @@ recipe module is one notebook's.
 Example
 -------
 >>> summary = prepare_data("runs/demo", quick=True)        # doctest: +SKIP
->>> summary["n_images"], summary["n_train"]               # doctest: +SKIP
+>>> summary.n_images, summary.n_train                     # doctest: +SKIP
 (8, 6)
 """
 
@@ -41,6 +41,7 @@ import numpy as np
 
 from microseg.errors import ConfigError, DataError, MissingFileError, OutputExistsError
 from microseg.logs import file_note, progress, summarises
+from microseg.recipes.results import AnnotationImport, ConvertedImages, DataSummary, InitialLabels
 from microseg.runs import RunFolder, read_json, require_folder, write_summary
 
 __all__ = [
@@ -149,7 +150,7 @@ def import_roi_labels(run_dir: str | Path, roi_dir: str | Path, images_dir: str 
 
 def import_annotations(run_dir: str | Path, annotation_dir: str | Path,
                        images_dir: str | Path | None = None, annotation_format: str = "auto",
-                       ndim: int | None = None, axes: str | None = None) -> dict[str, Any]:
+                       ndim: int | None = None, axes: str | None = None) -> AnnotationImport:
     """Turn annotations made in another tool into label images inside the run folder.
 
     Writes ``run_dir/data/annotation_import/`` with :func:`microseg.io.import_annotations`
@@ -160,7 +161,8 @@ def import_annotations(run_dir: str | Path, annotation_dir: str | Path,
     :data:`microseg.io.ANNOTATION_FORMATS`. ``images_dir``: the images the shapes were drawn
     on (Fiji, QuPath; COCO file names). The annotation and image folders are only read.
 
-    Returns the import as a dict (:class:`microseg.io.ImportedAnnotations`: ``format``,
+    Returns an :class:`~microseg.recipes.results.AnnotationImport` (the fields of
+    :class:`microseg.io.ImportedAnnotations`: ``format``,
     ``data_dir`` to pass to :func:`prepare_data`, ``labels_dir``, ``class_labels_dir``,
     ``class_names``, ``n_images``, ``n_objects``, ``notes``) plus ``folder`` and ``reused``.
     """
@@ -185,10 +187,10 @@ def import_annotations(run_dir: str | Path, annotation_dir: str | Path,
         import_files(annotation_dir, folder, fmt, images_dir=images_dir, ndim=ndim, axes=axes)
         atomic_write_json(folder / "source.json", record)
     found = read_json(folder / "import.json")
-    return {**found, "folder": str(folder), "reused": made_before}
+    return AnnotationImport.from_dict({**found, "folder": str(folder), "reused": made_before})
 
 
-def convert_vendor_images(run_dir: str | Path, images_dir: str | Path) -> dict[str, Any] | None:
+def convert_vendor_images(run_dir: str | Path, images_dir: str | Path) -> ConvertedImages | None:
     """OME-TIFF copies of vendor files (CZI, ND2, LIF, ...) in ``images_dir``, in the run folder.
 
     None when ``images_dir`` holds no vendor file. Else writes
@@ -196,8 +198,8 @@ def convert_vendor_images(run_dir: str | Path, images_dir: str | Path) -> dict[s
     ``<stem>.ome.tif`` (pixel size and channel names kept, see
     :func:`microseg.io.vendor.convert_vendor_images`) and copies of the other images, so that
     the folder replaces ``images_dir``. Reused while the files are unchanged. Returns
-    ``{"data_dir", "images_dir", "converted" (one record per file, with the bioio reader used),
-    "reused"}``. Raises :class:`~microseg.io.vendor.FormatsExtraMissing` naming
+    :class:`~microseg.recipes.results.ConvertedImages` (``data_dir``, ``images_dir``,
+    ``converted``: one record per file, with the bioio reader used; ``reused``). Raises :class:`~microseg.io.vendor.FormatsExtraMissing` naming
     ``pip install 'microseg[formats]'`` when bioio is not installed.
     """
     from microseg.io import list_images
@@ -221,13 +223,13 @@ def convert_vendor_images(run_dir: str | Path, images_dir: str | Path) -> dict[s
                 shutil.copy2(path, folder / "images" / path.name)
         atomic_write_json(folder / "conversion.json", converted)
         atomic_write_json(folder / "source.json", record)
-    return {"data_dir": str(folder), "images_dir": str(folder / "images"),
-            "converted": read_json(folder / "conversion.json"), "reused": made_before}
+    return ConvertedImages(data_dir=str(folder), images_dir=str(folder / "images"),
+                           converted=read_json(folder / "conversion.json"), reused=made_before)
 
 
 def initial_labels_for_run(run_dir: str | Path, images_dir: str | Path, ndim: int | None = None,
                            axes: str | None = None,
-                           labels_dir: str | Path | None = None) -> dict[str, Any]:
+                           labels_dir: str | Path | None = None) -> InitialLabels:
     """Automatic initial labels of every image, written into the run folder to correct by hand.
 
     Writes ``run_dir/data/initial_labels/labels/<stem>.tif`` with
@@ -235,7 +237,8 @@ def initial_labels_for_run(run_dir: str | Path, images_dir: str | Path, ndim: in
     unchanged; else ``initial_labels-2``, ...). When ``labels_dir`` holds annotations for the
     same stems, reports how well the initial labels cover them.
 
-    Returns ``{"folder", "n_images", "reused", "foreground_dice"}``: the label folder, the
+    Returns :class:`~microseg.recipes.results.InitialLabels` (``folder``, ``n_images``,
+    ``reused``, ``foreground_dice``): the label folder, the
     number of label images, whether they were made earlier, and the mean foreground Dice
     against ``labels_dir`` (None without annotations).
     """
@@ -251,8 +254,8 @@ def initial_labels_for_run(run_dir: str | Path, images_dir: str | Path, ndim: in
         write_initial_labels(images_dir, folder / "labels", ndim=ndim, axes=axes)
         atomic_write_json(folder / "source.json", record)
     written = sorted((folder / "labels").glob("*.tif"))
-    return {"folder": str(folder / "labels"), "n_images": len(written), "reused": made_before,
-            "foreground_dice": _mean_foreground_dice(written, labels_dir, ndim)}
+    return InitialLabels(folder=str(folder / "labels"), n_images=len(written), reused=made_before,
+                         foreground_dice=_mean_foreground_dice(written, labels_dir, ndim))
 
 
 def _mean_foreground_dice(initial: list[Path], labels_dir: str | Path | None,
@@ -282,7 +285,7 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
                  split_by: str = "image",
                  pixel_size: float | Sequence[float] | None = None,
                  allow_empty_labels: bool = False,
-                 n_classes: int | None = None) -> dict[str, Any]:
+                 n_classes: int | None = None) -> DataSummary:
     """Pair, split and normalize a dataset; write the split manifest and the data summary.
 
     Parameters
@@ -312,7 +315,8 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
         values 0..n_classes-1); None: from the labels, which then must not look like instance
         labels nor leave more class ids unused than used (see :mod:`microseg.data.checks`).
 
-    Returns the summary (also in ``run_dir/data/summary.json``): ``n_images``, ``n_train``,
+    Returns a :class:`~microseg.recipes.results.DataSummary` (``run_dir/data/summary.json``
+    holds its dict): ``n_images``, ``n_train``,
     ``n_val``, ``n_test`` (entries), ``ndim``, ``task``, ``axes``, ``n_channels``,
     ``split_manifest``, ``n_classes``, ``class_names``, ``class_frequencies`` (pixel share of
     each class over all labels), ``data_dir``, ``labels_dir``, ``synthetic``, ``split_by``,
@@ -344,14 +348,14 @@ def prepare_data(run_dir: str | Path, data_dir: str | Path | None = None, ndim: 
     fingerprint = data_fingerprint(folder / "images", labels)
     if previous is not None and previous.get("data_fingerprint") == fingerprint:
         log.info("%s already holds this split; reusing it", run.split_manifest)
-        return {**previous, "reused": True}
+        return DataSummary.from_dict({**previous, "reused": True})
     if previous is not None and not overwrite:
         raise OutputExistsError(f"{run.split_manifest} was made from files that have changed "
                                 f"since in {folder}; pass overwrite=True to split again")
     summary = _split_and_save(run, folder, labels, parameters)
     summary.update(data_fingerprint=fingerprint, seconds=round(time.perf_counter() - start, 3))
     write_summary(run.data_dir, summary)
-    return {**summary, "reused": False}
+    return DataSummary.from_dict({**summary, "reused": False})
 
 
 def _parameters(given: dict[str, Any]) -> dict[str, Any]:

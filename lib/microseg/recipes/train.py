@@ -8,7 +8,7 @@ Also a command line, for headless and multi-GPU training (one process per GPU)::
 Example
 -------
 >>> summary = train_model("runs/demo", quick=True)          # doctest: +SKIP
->>> summary["fit_diagnosis"]["verdict"], summary["model_dir"]  # doctest: +SKIP
+>>> summary.fit_diagnosis["verdict"], summary.model_dir       # doctest: +SKIP
 ('too short to tell', 'runs/demo/models/unet')
 
 Why one module of about 650 lines: it is notebook 02's whole recipe (setup, estimate, training,
@@ -30,6 +30,7 @@ import numpy as np
 
 from microseg.logs import summarises
 from microseg.models.builtin import run_model
+from microseg.recipes.results import SearchResult, TimeEstimate, TrainingSummary
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -198,7 +199,7 @@ def prepare_training(run_dir: str | Path, architecture: str = "unet",
 
 def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "auto",
                 overwrite: bool = False, resume: bool = False, callbacks: Sequence[Any] = (),
-                **settings: Any) -> dict[str, Any]:
+                **settings: Any) -> TrainingSummary:
     """Train a model on the split of ``run_dir`` and write ``models/<model_name>/``.
 
     Checks the data and the first batch, trains with early stopping (within ``max_minutes``
@@ -218,7 +219,8 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
 
     Returns
     -------
-    The summary (also ``models/<model_name>/summary.json``): ``best_val_loss``,
+    A :class:`~microseg.recipes.results.TrainingSummary` (``models/<model_name>/summary.json``
+    holds its dict): ``best_val_loss``,
     ``best_val_dice``, ``best_val_foreground_dice``, ``best_epoch``, ``epochs_run``,
     ``stopped_early``, ``fit_diagnosis`` ({verdict, reason}), ``model_dir``, ``device``,
     ``seconds``, ``steps``, ``parameters``, ``class_frequencies``, ``warnings``,
@@ -230,7 +232,7 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
     ``postprocessing``: the watershed thresholds tuned on the validation images after training
     (with ``validation_f1``), which evaluation and deployment then use; ``field_of_view``:
     whether the network sees the largest training objects whole
-    (:meth:`TrainingSetup.field_of_view`).
+    (:meth:`TrainingSetup.field_of_view`); ``search``: the search folder given as ``tuned``.
 
     Raises
     ------
@@ -260,22 +262,25 @@ def train_model(run_dir: str | Path, model_name: str = "unet", device: str = "au
             fits, summary["field_of_view"] = setup.field_of_view(summary["halo"])
             if not fits:
                 log.warning("%s", summary["field_of_view"])
+        tuned = settings.get("tuned")
+        summary["search"] = None if tuned is None else str(tuned)
         summary["seconds"] = round(time.perf_counter() - started, 2)
+        result = TrainingSummary.from_dict(summary)
         if context.is_main:
-            write_summary(run.model_dir(model_name), summary)
-        return summary
+            write_summary(run.model_dir(model_name), result)
+        return result
     finally:
         close_distributed(context)
 
 
-def estimate_minutes(setup: TrainingSetup, device: str = "auto", steps: int = 3) -> dict[str, Any]:
+def estimate_minutes(setup: TrainingSetup, device: str = "auto", steps: int = 3) -> TimeEstimate:
     """How long the training of ``setup`` will take on ``device``, from ``steps`` timed training
     steps (after one untimed warm-up) on random batches of its patch and batch size.
 
     Validation is estimated at a third of a training step per batch of validation pixels. With a
     time budget (``max_minutes``) the training fills it: the estimate is the budget. Returns
-    ``minutes``,
-    ``seconds_per_step``, ``steps`` (planned optimizer steps) and ``device``.
+    a :class:`~microseg.recipes.results.TimeEstimate`: ``minutes``, ``seconds_per_step``,
+    ``steps`` (planned optimizer steps) and ``device``.
     """
     import torch
 
@@ -306,8 +311,8 @@ def estimate_minutes(setup: TrainingSetup, device: str = "auto", steps: int = 3)
     minutes = train_config.epochs * per_epoch / 60
     if train_config.max_minutes is not None:
         minutes = float(train_config.max_minutes)
-    return {"minutes": minutes, "seconds_per_step": per_step, "device": str(target_device),
-            "steps": train_config.total_steps}
+    return TimeEstimate(minutes=minutes, seconds_per_step=per_step, device=str(target_device),
+                        steps=train_config.total_steps)
 
 
 def steps_per_epoch_for(samples: Sequence[Any], batch_size: int, patch_size: Sequence[int],
@@ -469,7 +474,7 @@ def _representation_rows(setup: TrainingSetup) -> list[tuple[str, Any, str]]:
 
 def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_trials: int = 20,
                            timeout: float | None = None, quick: bool = False, seed: int = 0,
-                           device: str = "auto", **settings: Any) -> dict[str, Any]:
+                           device: str = "auto", **settings: Any) -> SearchResult:
     """Search hyperparameters on the run's split; the best configs go to a new folder.
 
     ``settings`` are :func:`prepare_training` parameters (the base of the search). Writes
@@ -479,8 +484,8 @@ def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_tria
     search (at most 2 trials of 2 steps). Pass the returned ``folder`` as ``tuned`` to
     :func:`train_model`.
 
-    Returns ``folder``, ``best_params``, ``best_value`` (validation Dice), ``n_trials`` and
-    ``table`` (a DataFrame, best first).
+    Returns a :class:`~microseg.recipes.results.SearchResult`: ``folder``, ``best_params``,
+    ``best_value`` (validation Dice), ``n_trials`` and ``table`` (a DataFrame, best first).
     """
     from microseg.runs import create_output_dir, unique_name
     from microseg.training.tuning import SearchSpace, tune_hyperparameters
@@ -500,9 +505,9 @@ def search_hyperparameters(run_dir: str | Path, model_name: str = "unet", n_tria
         setup.train, setup.val, model_config,
         train_config, space, n_trials=n_trials, timeout=timeout, seed=seed, device=device,
         augment_factory=lambda s: Augmenter(ndim=ndim, seed=s), out_dir=folder)
-    return {"folder": str(folder), "best_params": result.best_params,
-            "best_value": result.best_value, "n_trials": len(result.table),
-            "table": result.table}
+    return SearchResult(folder=str(folder), best_params=result.best_params,
+                        best_value=result.best_value, n_trials=len(result.table),
+                        table=result.table)
 
 
 def validation_predictions(run_dir: str | Path, model_name: str = "unet", n: int = 3,

@@ -35,12 +35,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from microseg.errors import MicrosegError
 from microseg.logs import summarises
+from microseg.recipes.results import AdaptationSummary, ZeroShot
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -319,18 +320,18 @@ def _user_counts(data_dir: Path, ndim: int, n_train: int, n_val: int) -> tuple[i
     return n_train, n_val, n_test
 
 
-def zero_shot(setup: TransferSetup) -> dict[str, Any]:
+def zero_shot(setup: TransferSetup) -> ZeroShot:
     """Quality of the pretrained model as it is, on the target validation and test images.
 
-    Returns ``{"val": Quality, "test": Quality}`` (:class:`~microseg.transfer.quality.Quality`,
-    predictions included for figures). The validation images are what a user checks first; the
+    Returns :class:`~microseg.recipes.results.ZeroShot` with ``val`` and ``test``, each a
+    :class:`~microseg.transfer.quality.Quality` (predictions included for figures). The validation images are what a user checks first; the
     test images give the number compared with the adapted models.
     """
     from microseg.transfer.quality import measure_quality
 
     model = setup.predictor(setup.pretrained.model, setup.pretrained.config)
-    return {subset: measure_quality(model, getattr(setup, subset), "zero-shot")
-            for subset in ("val", "test")}
+    return ZeroShot(**{subset: measure_quality(model, getattr(setup, subset), "zero-shot")
+                       for subset in ("val", "test")})
 
 
 def train_budget(quick: bool = False, epochs: int | None = None,
@@ -511,12 +512,13 @@ def comparison_table(zero_shot_quality: Any, *models: Adapted) -> Any:
     return pd.DataFrame(rows)
 
 
-def adaptation_summary(setup: TransferSetup, zero: dict[str, Any], adapted: Adapted,
-                       scratch: Adapted, rounds: Sequence[dict[str, Any]] | None = None
-                       ) -> dict[str, Any]:
-    """The ``summary.json`` of an adapted model folder (and of notebooks 03/04).
+def adaptation_summary(setup: TransferSetup, zero: ZeroShot, adapted: Adapted,
+                       scratch: Adapted, rounds: Sequence[Mapping[str, Any]] | None = None
+                       ) -> AdaptationSummary:
+    """The result of notebooks 03/04: an :class:`~microseg.recipes.results.AdaptationSummary`
+    (the adapted model folder's ``summary.json`` holds its dict).
 
-    Keys: ``zero_shot_dice``, ``adapted_dice``, ``scratch_dice`` (foreground Dice, target test
+    Fields: ``zero_shot_dice``, ``adapted_dice``, ``scratch_dice`` (foreground Dice, target test
     images), ``zero_shot_val_dice``, the object F1 of each, ``trainable_params``,
     ``total_params``, ``mode``, ``model_dir``, ``scratch_model_dir``, ``pretrained``,
     ``target_split``, ``n_target_train``/``val``/``test``, ``freeze``, ``replaced_layers``,
@@ -528,11 +530,11 @@ def adaptation_summary(setup: TransferSetup, zero: dict[str, Any], adapted: Adap
     trainable = (adapted.freeze_report.trainable_params if adapted.freeze_report
                  else count_parameters(adapted.model)[0])
     summary = {
-        "zero_shot_dice": zero["test"].foreground_dice,
+        "zero_shot_dice": zero.test.foreground_dice,
         "adapted_dice": adapted.quality.foreground_dice,
         "scratch_dice": scratch.quality.foreground_dice,
-        "zero_shot_val_dice": zero["val"].foreground_dice,
-        "zero_shot_object_f1": zero["test"].object_f1,
+        "zero_shot_val_dice": zero.val.foreground_dice,
+        "zero_shot_object_f1": zero.test.object_f1,
         "adapted_object_f1": adapted.quality.object_f1,
         "scratch_object_f1": scratch.quality.object_f1,
         "trainable_params": int(trainable),
@@ -555,7 +557,7 @@ def adaptation_summary(setup: TransferSetup, zero: dict[str, Any], adapted: Adap
     summary["adapted_beats_scratch"] = summary["adapted_dice"] > summary["scratch_dice"]
     if rounds is not None:
         summary["rounds"] = [dict(r) for r in rounds]
-    return summary
+    return AdaptationSummary.from_dict(summary)
 
 
 def transfer_learning(run_dir: str | Path, pretrained: str | Path | None = None,
@@ -564,7 +566,8 @@ def transfer_learning(run_dir: str | Path, pretrained: str | Path | None = None,
                       n_target_val: int = 2, learning_rate: float | None = None,
                       epochs: int | None = None, model_name: str = "transfer",
                       seed: int = 0, device: str = "auto", quick: bool = False,
-                      overwrite: bool = False, callbacks: Sequence[Callable] = ()) -> dict[str, Any]:
+                      overwrite: bool = False, callbacks: Sequence[Callable] = ()
+                      ) -> AdaptationSummary:
     """Notebook 03 in one call: zero-shot check, transfer learning, scratch baseline, summary.
 
     Trains ``models/<model_name>/`` (the ``freeze`` layer groups frozen, comma-separated or a

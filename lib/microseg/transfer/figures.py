@@ -5,8 +5,8 @@ Figure; the notebooks show it and save it into the model folder.
 
 Example
 -------
->>> figure = show_predictions(setup.val, [zero["val"]])        # doctest: +SKIP
->>> figure = show_comparison(comparison_table(zero["test"], adapted, scratch))  # doctest: +SKIP
+>>> figure = show_predictions(setup.val, [zero.val])           # doctest: +SKIP
+>>> figure = show_comparison(comparison_table(zero.test, adapted, scratch))  # doctest: +SKIP
 """
 
 from __future__ import annotations
