@@ -447,7 +447,7 @@ def test_a_colour_image_for_a_grey_model_says_to_make_it_grey():
     network, config = tiny_unet()
     model = TrainedModel.from_network(network, config)
     rgb = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
-    with pytest.raises(DataError, match="(?s)3 channel.*takes 1.*make it grey first"):
+    with pytest.raises(DataError, match="(?s)3 channel.*takes 1.*make it one channel first.*haematoxylin"):
         model.predict(rgb)
     with pytest.raises(DataError, match="(?s)2 channel.*takes 1.*check the axes"):
         model.predict(rgb[:2])

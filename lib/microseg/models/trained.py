@@ -570,9 +570,11 @@ class TrainedModel:
             problems.append(f"{source} is {ndim}D, the model is {self.ndim}D; check the axes")
         expected = _in_channels(self.network, self.config)
         if expected is not None and n_channels != expected:
-            hint = ("a colour image for a model of grey images: make it grey first (e.g. "
-                    "skimage.color.rgb2gray; stained nuclei then come out dark on bright), or "
-                    "use a model trained on colour images" if (n_channels, expected) in
+            hint = ("a colour image for a model of grey images: make it one channel first — "
+                    "for stained tissue (H&E) or bright-field, the haematoxylin stain "
+                    "(microseg.transforms.colour.haematoxylin: nuclei bright on dark, as in "
+                    "fluorescence; the grey value makes them dark on bright) — or use a model "
+                    "trained on colour images" if (n_channels, expected) in
                     ((3, 1), (4, 1)) else "check the axes (a channel axis read as Z?)")
             problems.append(f"{source} has {n_channels} channel(s), the model takes {expected}; "
                             f"{hint}")

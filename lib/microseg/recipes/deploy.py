@@ -62,7 +62,12 @@ from microseg.inference.scheduling import LOCAL_CLUSTER, LOCAL_SCHEDULERS
 from microseg.inference.tiling import per_axis
 from microseg.io.tables import IMAGE_SCALE_KEYS
 from microseg.models.builtin import run_model
-from microseg.recipes.results import DeploymentSummary, MeasuredObjects, Prediction
+from microseg.recipes.results import (
+    DeploymentSummary,
+    ExportedModel,
+    MeasuredObjects,
+    Prediction,
+)
 from microseg.runs import RunFolder, write_summary
 
 __all__ = [
@@ -534,16 +539,16 @@ def _example_crop(volume: Any, halo: Sequence[int], divisor: int,
     return read_window(volume, [0] * ndim, sides, "reflect").astype(np.float32)
 
 
-def export_model(plan: DeploymentPlan, example: np.ndarray) -> dict[str, dict[str, Any]]:
+def export_model(plan: DeploymentPlan, example: np.ndarray) -> dict[str, ExportedModel]:
     """Export the model in each of ``plan.config.export_formats`` into ``results/export/``.
 
     Every export is loaded back and compared with the PyTorch model: TorchScript and ONNX on
     ``example`` (a raw crop (C, *spatial)) normalized, the bioimage.io package on it raw (the
-    package normalizes). A format that cannot be exported here gets ``{"path": None,
-    "max_abs_diff": None, "error": why}`` and the others go on.
+    package normalizes). A format that cannot be exported here gets ``path`` None and the
+    ``error``, and the others go on.
 
-    Returns per format ``path``, ``max_abs_diff`` (reloaded export vs PyTorch) and, for
-    bioimage.io, ``test_passed``.
+    Returns per format an :class:`~microseg.recipes.results.ExportedModel`: ``path``,
+    ``max_abs_diff`` (reloaded export vs PyTorch) and, for bioimage.io, ``test_passed``.
     """
     from microseg.transforms.normalization import normalize, percentile_statistics
 
@@ -558,31 +563,37 @@ def export_model(plan: DeploymentPlan, example: np.ndarray) -> dict[str, dict[st
             results[name] = exporters[name](plan, batch, example)
         except (MicrosegError, ImportError) as err:
             log.warning("%s export failed: %s", name, err)
-            results[name] = {"path": None, "max_abs_diff": None, "error": str(err)}
+            results[name] = ExportedModel(path=None, max_abs_diff=None, error=str(err),
+                                          absent=frozenset({"test_passed"}))
     return results
 
 
 def _export_torchscript(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray
-                        ) -> dict[str, Any]:
+                        ) -> ExportedModel:
     from microseg.export import export_torchscript
 
     found = export_torchscript(plan.model.network, batch,
                                plan.results / "export" / "model.torchscript.pt",
                                overwrite=plan.overwrite)
-    return {"path": found["path"], "max_abs_diff": found["max_abs_diff"]}
+    return _exported(found["path"], found["max_abs_diff"])
 
 
-def _export_onnx(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray) -> dict[str, Any]:
+def _exported(path: Any, max_abs_diff: Any) -> ExportedModel:
+    return ExportedModel(path=path, max_abs_diff=max_abs_diff,
+                         absent=frozenset({"test_passed", "error"}))
+
+
+def _export_onnx(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray) -> ExportedModel:
     from microseg.export import export_onnx
 
     found = export_onnx(plan.model.network, batch,
                         plan.results / "export" / "model.onnx", overwrite=plan.overwrite,
                         dynamic_spatial=plan.model.fixed_input_shape is None)
-    return {"path": found["path"], "max_abs_diff": found["max_abs_diff"]}
+    return _exported(found["path"], found["max_abs_diff"])
 
 
 def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray
-                       ) -> dict[str, Any]:
+                       ) -> ExportedModel:
     from microseg.export.bioimageio import BioimageioMetadata, export_bioimageio
 
     model = plan.model
@@ -590,8 +601,8 @@ def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndar
                               halo=list(plan.halo),
                               metadata=BioimageioMetadata(name=f"microseg {model.name}"),
                               overwrite=plan.overwrite)
-    return {"path": found["path"], "max_abs_diff": found["torchscript_max_abs_diff"],
-            "test_passed": found["test_passed"]}
+    return ExportedModel(path=found["path"], max_abs_diff=found["torchscript_max_abs_diff"],
+                         test_passed=found["test_passed"], absent=frozenset({"error"}))
 
 
 def measure_objects(plan: DeploymentPlan, prediction: Prediction,
@@ -622,7 +633,7 @@ def measure_objects(plan: DeploymentPlan, prediction: Prediction,
 
 
 def deployment_summary(plan: DeploymentPlan, source: DeployInput, prediction: Prediction,
-                       exports: dict[str, Any], measured: MeasuredObjects | None = None
+                       exports: dict[str, ExportedModel], measured: MeasuredObjects | None = None
                        ) -> DeploymentSummary:
     """The machine-readable result of a deployment: a
     :class:`~microseg.recipes.results.DeploymentSummary` (``summary.json`` holds its dict).

@@ -46,6 +46,7 @@ __all__ = [
     "DiagnosisSummary",
     "Evaluation",
     "EvaluationSummary",
+    "ExportedModel",
     "InitialLabels",
     "MeasuredObjects",
     "ModelEvaluation",
@@ -566,6 +567,20 @@ class Prediction(Result):
     n_objects: int | None = None
     example: Any = None
     record: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class ExportedModel(Result):
+    """The model in one export format (:func:`microseg.recipes.deploy.export_model`): ``path``
+    of the file, ``max_abs_diff`` of the reloaded export against PyTorch on an example crop,
+    ``test_passed`` (bioimage.io: the package's own test; absent for the other formats), and
+    ``error`` when the format could not be exported here (``path`` is then None; absent
+    otherwise)."""
+
+    path: str | None = None
+    max_abs_diff: float | None = None
+    test_passed: bool | None = None
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
