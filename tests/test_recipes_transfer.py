@@ -75,6 +75,16 @@ def test_transfer_learning_quick(tmp_path):
     assert any(not torch.equal(saved[k], original[k]) for k in head)
     with pytest.raises(OutputExistsError):
         transfer_learning(run_dir, quick=True)
+    # Both models' watershed thresholds were tuned on the target validation images: the saved
+    # post-processing is the search's best row, whose F1 is the table's largest.
+    for name in ("transfer", "transfer_scratch"):
+        search = run.model_dir(name) / "instance_postprocessing_search.csv"
+        rows = [line.split(",") for line in search.read_text().splitlines()]
+        header, first = rows[0], dict(zip(rows[0], rows[1], strict=True))
+        f1 = [float(r[header.index("f1")]) for r in rows[1:]]
+        assert float(first["f1"]) == max(f1) and len(f1) == 2, "the quick grid: 2 seed values"
+        tuned = read_json(run.model_dir(name) / "instance_postprocessing.json")
+        assert tuned["seed_threshold"] == float(first["seed_threshold"])
 
 
 def test_fine_tune_quick_with_a_correction_round(tmp_path):

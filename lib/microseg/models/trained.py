@@ -522,6 +522,24 @@ class TrainedModel:
             self.postprocessing = InstancePostprocessing(head=self.settings.instance_head)
         return self.postprocessing
 
+    def tune_postprocessing(self, samples: Sequence[Any], quick: bool = False) -> Any:
+        """Tune the watershed thresholds on labelled ``samples`` (normalized ``image``,
+        ``label``), predicted as evaluation and deployment predict by default (object size
+        measured per image, test-time augmentation), as StarDist's ``optimize_thresholds``.
+        Sets :attr:`postprocessing`, saves it in the model folder when there is one
+        (``instance_postprocessing.json`` and the search beside it), and returns the search
+        table, best first. ``quick``: a 2-value grid."""
+        from microseg.inference.instances import tune_on_samples
+
+        def predict(image: np.ndarray) -> np.ndarray:
+            return self.predict_with_info(image, normalized=True, object_diameter="auto",
+                                          tta=True).probabilities
+
+        self.postprocessing, table = tune_on_samples(predict, samples,
+                                                     self.settings.instance_head, quick,
+                                                     save_to=self.folder)
+        return table
+
     def predict_labels(self, image: Any, **options: Any) -> np.ndarray:
         """:meth:`labels` of :meth:`predict` (same options): int32 (*spatial)."""
         return self.labels(self.predict(image, **options))

@@ -615,7 +615,6 @@ def _tune_postprocessing(model: Any, manifest: Any, quick: bool) -> dict[str, An
     augmentation), saved in the model folder (``instance_postprocessing.json``, the search in
     ``instance_postprocessing_search.csv``) for notebooks 05 and 07."""
     from microseg.data.dataset import load_subset
-    from microseg.inference.instances import tune_on_samples
 
     samples = [s for s in load_subset(manifest, "val") if s.label is not None]
     if not samples:
@@ -623,13 +622,8 @@ def _tune_postprocessing(model: Any, manifest: Any, quick: bool) -> dict[str, An
                     "defaults until notebook 05 tunes it")
         return None
     samples = samples[:TUNING_IMAGES_QUICK] if quick else samples
-
-    def predict(image: np.ndarray) -> np.ndarray:
-        return model.predict_with_info(image, normalized=True, object_diameter="auto",
-                                       tta=True).probabilities
-
-    best, table = tune_on_samples(predict, samples, model.settings.instance_head, quick,
-                                  save_to=model.folder)
+    table = model.tune_postprocessing(samples, quick)
+    best = model.postprocessing
     return {**{k: v for k, v in best.to_dict().items() if not k.startswith("config_")},
             "validation_f1": float(table["f1"].iloc[0]), "validation_images": len(samples)}
 

@@ -27,7 +27,10 @@ images, see :mod:`microseg.transfer.quality`), ``trainable_params`` and ``total_
 Example
 -------
 >>> summary = transfer_learning("runs/demo", quick=True)                 # doctest: +SKIP
->>> summary["zero_shot_dice"], summary["adapted_dice"], summary["scratch_dice"]  # doctest: +SKIP
+>>> summary.zero_shot_dice, summary.adapted_dice, summary.scratch_dice  # doctest: +SKIP
+
+Why one module of about 600 lines: it is notebook 03's whole recipe, step by step, and the steps
+notebook 04 shares; freezing, adapting and measuring live in :mod:`microseg.transfer`.
 """
 
 from __future__ import annotations
@@ -117,10 +120,10 @@ class TransferSetup:
         return list(samples) if self.representation is None else represent(
             samples, self.representation)[0]
 
-    def predictor(self, network: Any, config: Any) -> Any:
+    def predictor(self, network: Any, config: Any, postprocessing: Any = None) -> Any:
         """``network`` as a :class:`~microseg.models.TrainedModel` for the target data: its
-        task and normalization, the default instance post-processing (nothing is tuned on the
-        few target images)."""
+        task and normalization, and ``postprocessing`` (None: the default instance
+        post-processing)."""
         from microseg.inference.instances import InstancePostprocessing
         from microseg.models import TrainedModel
 
@@ -128,7 +131,8 @@ class TransferSetup:
         return TrainedModel.from_network(
             network, config, task=self.task,
             normalization=self.manifest.normalization_config(),
-            postprocessing=InstancePostprocessing(head=settings["instance_head"]),
+            postprocessing=postprocessing or InstancePostprocessing(
+                head=settings["instance_head"]),
             input_axes=self.manifest.input_axes, **settings)
 
     def representation_settings(self) -> dict[str, Any]:
@@ -482,11 +486,30 @@ def fit_model(setup: TransferSetup, model_name: str, mode: str, model: Any, conf
                                normalization=manifest.normalization_config(),
                                input_axes=manifest.input_axes, quick=setup.quick,
                                device=trainer.device, **setup.representation_settings())
-    quality = measure_quality(setup.predictor(best.network, best.config), setup.test, mode)
+    tuned = _tune_postprocessing(setup, best) if manifest.task == "instance" else None
+    quality = measure_quality(setup.predictor(best.network, best.config, tuned), setup.test,
+                              mode)
     log.info("%s (%s): foreground Dice %.3f on %d target test image(s)", model_name, mode,
              quality.foreground_dice, len(setup.test))
     return Adapted(model_name, mode, best.network, best.config, fit, quality, budget,
                    freeze_report, adapt_report)
+
+
+TUNING_IMAGES_QUICK = 2
+"""Target validation images the post-processing is tuned on in a quick run."""
+
+
+def _tune_postprocessing(setup: TransferSetup, model: Any) -> Any:
+    """The watershed thresholds of an adapted model tuned on the target validation images and
+    saved in its folder, as at the end of notebook 02's training: a network trained briefly
+    from scratch may predict few pixels at the deepest distance levels, where the default seed
+    threshold finds no object at all. None without labelled validation images."""
+    samples = [s for s in setup.val if s.label is not None]
+    if not samples:
+        return None
+    model.tune_postprocessing(samples[:TUNING_IMAGES_QUICK] if setup.quick else samples,
+                              setup.quick)
+    return model.postprocessing
 
 
 def comparison_table(zero_shot_quality: Any, *models: Adapted) -> Any:
