@@ -4,8 +4,10 @@ of another kind of nuclei image: the curve that tells a user whether to annotate
 Data: the colour images of the Data Science Bowl 2018 set (H&E and bright-field: nuclei dark on
 a bright background, unlike the fluorescence images the built-in model was trained on), on the
 fixed ``dsb2018_colour`` split of ``real_data.py`` (:func:`real_data.write_layout`). The built-in
-model reads one channel, so every image is made grey first (luminance, ``skimage.color.rgb2gray``,
-written into the work folder; the data folder is only read).
+model reads one channel, so every image is made one channel first (``--one-channel``: the
+haematoxylin stain, :func:`microseg.transforms.colour.haematoxylin`, as the message a colour image
+gets from the model recommends; or ``grey``, the luminance of ``skimage.color.rgb2gray``), written
+into the work folder (the data folder is only read).
 
 For each ``N`` of ``--images``: a target folder with ``N`` training images of the split, its
 validation images and one more image (notebook 04's recipe keeps at least one test image of its
@@ -20,8 +22,9 @@ recipe's 20 steps, batch 8, 128² patches, its early stop after 6 epochs without
     .venv/bin/python benchmarks/fine_tune_curve.py --data ../shared/realdata/dsb2018_stage1_train \\
         --work-dir /work/bench/dsb_colour --images 5 20 all --epochs 15
 
-Writes ``WORK/curve/<N>/`` (run folders) and ``WORK/results/fine_tune_curve.json`` (one entry per
-N and arm: scores, steps, seconds, machine, command), and prints a Markdown table.
+Writes ``WORK/curve-<way>/n<N>/`` (run folders) and ``WORK/results/fine_tune_curve-<way>.json``
+(one entry per N and arm: scores, steps, seconds, machine, command), and prints a Markdown
+table.
 """
 
 from __future__ import annotations
@@ -45,32 +48,45 @@ DATASET = "dsb2018_colour"
 BUILTIN = "nuclei"
 
 
-def grey_folder(work: Path, subset: str, stems: Sequence[str]) -> Path:
-    """``WORK/grey/<subset>/{images,labels}``: the layout's images as grey uint8 TIFFs (labels
-    linked); reused when present."""
+ONE_CHANNEL = ("haematoxylin", "grey")
+"""Ways of making a colour image one channel (``--one-channel``)."""
+
+
+def grey_folder(work: Path, subset: str, stems: Sequence[str], way: str = "grey") -> Path:
+    """``WORK/<way>/<subset>/{images,labels}``: the layout's images made one channel (labels
+    linked): ``grey`` as uint8 luminance, ``haematoxylin`` as the float32 stain; reused when
+    present."""
     import tifffile
     from skimage.color import rgb2gray
 
+    from microseg.transforms.colour import haematoxylin
+
     source = work / "data" / ("test" if subset == "test" else "trainval")
-    folder = work / "grey" / subset
+    folder = work / way / subset
     for stem in stems:
         image_path, label_path = folder / "images" / f"{stem}.tif", folder / "labels" / f"{stem}.tif"
         if not image_path.is_file():
             image = np.asarray(tifffile.imread(source / "images" / f"{stem}.tif"))
-            grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image / max(1, image.max())
-            real_data._write_tiff(image_path, np.round(grey * 255).astype(np.uint8))
+            if image.ndim == 2:
+                one = image / max(1, image.max())
+            else:
+                one = haematoxylin(image) if way == "haematoxylin" else rgb2gray(image[..., :3])
+            real_data._write_tiff(image_path, np.round(one * 255).astype(np.uint8)
+                                  if way == "grey" else one.astype(np.float32))
         if not label_path.exists():
             real_data._link((source / "labels" / f"{stem}.tif").resolve(), label_path)
     return folder
 
 
-def target_folder(work: Path, split: dict[str, Any], n_train: int) -> tuple[Path, int]:
-    """``WORK/targets/n<N>``: N training images (the split's order), the validation images and
-    one more training image for the recipe's own test part; (folder, number of val images)."""
+def target_folder(work: Path, split: dict[str, Any], n_train: int,
+                  way: str = "grey") -> tuple[Path, int]:
+    """``WORK/targets/n<N>`` (``<way>-n<N>`` but for grey): N training images (the split's
+    order), the validation images and one more training image for the recipe's own test part;
+    (folder, number of val images)."""
     train, val = list(split["train"]), list(split["val"])
     chosen = train[: n_train + 1] + val
-    grey = grey_folder(work, "trainval", chosen)
-    folder = work / "targets" / f"n{n_train}"
+    grey = grey_folder(work, "trainval", chosen, way)
+    folder = work / "targets" / (f"n{n_train}" if way == "grey" else f"{way}-n{n_train}")
     for stem in chosen:
         for sub in ("images", "labels"):
             link = folder / sub / f"{stem}.tif"
@@ -93,15 +109,15 @@ def scored(run_dir: Path, model: str | Path, test: Path, label: str) -> dict[str
     return {"scores": scores, "evaluate_seconds": round(time.perf_counter() - start, 1)}
 
 
-def run_curve(work: Path, n_train: int, epochs: int, seed: int) -> dict[str, Any]:
+def run_curve(work: Path, n_train: int, epochs: int, seed: int, way: str) -> dict[str, Any]:
     """Fine-tuned and from-scratch models for ``n_train`` training images; their scores."""
     from microseg.recipes.transfer import adapt_pretrained, prepare_transfer, train_scratch
     from microseg.transfer.adapt import AdaptConfig
 
     split = json.loads((work / "split.json").read_text())
-    test = grey_folder(work, "test", split["test"])
-    folder, n_val = target_folder(work, split, n_train)
-    run_dir = work / "curve" / f"n{n_train}"
+    test = grey_folder(work, "test", split["test"], way)
+    folder, n_val = target_folder(work, split, n_train, way)
+    run_dir = work / f"curve-{way}" / f"n{n_train}"
     setup = prepare_transfer(run_dir, BUILTIN, folder, n_target_train=n_train,
                              n_target_val=n_val, seed=seed)
     rows = {}
@@ -140,20 +156,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="training image counts ('all': every training image of the split)")
     parser.add_argument("--epochs", type=int, default=15, help="epochs of 20 steps, both arms")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one-channel", choices=ONE_CHANNEL, default="haematoxylin",
+                        help="how colour images are made one channel")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = args.work_dir.resolve()
     split = real_data.write_layout(args.data, work, DATASET)
     counts = [len(split["train"]) - 1 if n == "all" else int(n) for n in args.images]
-    test = grey_folder(work, "test", split["test"])
-    zero_run = work / "curve" / "zero-shot"
+    test = grey_folder(work, "test", split["test"], args.one_channel)
+    zero_run = work / f"curve-{args.one_channel}" / "zero-shot"
     zero = scored(zero_run, BUILTIN, test, "built-in")
-    rows = [run_curve(work, n, args.epochs, args.seed) for n in counts]
-    record = {"dataset": DATASET, "zero_shot": zero, "rows": rows, "epochs": args.epochs,
+    rows = [run_curve(work, n, args.epochs, args.seed, args.one_channel) for n in counts]
+    record = {"dataset": DATASET, "one_channel": args.one_channel, "zero_shot": zero,
+              "rows": rows, "epochs": args.epochs,
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": real_data._command(),
               "machine": real_data._machine(), "load_average_at_end": list(os.getloadavg())}
-    out = work / "results" / "fine_tune_curve.json"
+    out = work / "results" / f"fine_tune_curve-{args.one_channel}.json"
     real_data._atomic_json(out, record)
     print(table(rows, zero))
     print(f"written: {out}")

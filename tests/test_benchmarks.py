@@ -21,6 +21,7 @@ import real_data  # noqa: E402
 import train_throughput  # noqa: E402
 
 from microseg.models import ModelConfig, model_preset  # noqa: E402
+from microseg.transforms.colour import haematoxylin  # noqa: E402
 
 
 def test_one_convolution_counts_as_a_hand_count():
@@ -459,3 +460,8 @@ def test_fine_tune_curve_targets_are_grey_and_hold_n_training_images_and_the_val
     assert np.abs(grey - luminance).max() <= 0.5 + 1e-9
     assert np.array_equal(tifffile.imread(folder / "labels" / "s1.tif"),
                           np.arange(256).reshape(16, 16))
+    stained, _ = fine_tune_curve.target_folder(tmp_path, split, 2, "haematoxylin")
+    assert stained.name == "haematoxylin-n2"
+    found = tifffile.imread(stained / "images" / "s1.tif")
+    assert found.dtype == np.float32
+    np.testing.assert_allclose(found, haematoxylin(rgb.astype(np.uint8)), atol=1e-6)
