@@ -17,18 +17,12 @@ of runs as long, the one that agrees best). Its median is the estimate; its leng
 of the pixels every two steps), so the whole search costs about twice one prediction at the
 training scale when objects are at most that large.
 
-Two runs as long are where the search can go wrong, and both ways were seen on held-out images:
-fragments of 99-pixel nuclei agreeing at factors 0.5 and 0.35 as well as the nuclei at 0.125 and
-0.088 (the tighter run is the nuclei); clusters of dense 16-pixel nuclei merged by shrinking
-that agree at 0.125 to 0.06 (tighter) as long as the nuclei at 1 to 0.5, and touching
-phase-contrast cells merged in the same way (the run at the larger factors is right). The
-estimates alone cannot tell these apart; the shapes can. Merged clusters are concave where their
-members meet, and cuts through an object leave ragged pieces, while whole nuclei and cells are
-close to convex: of runs as long, the one whose objects are the most **solid** (area over convex
-hull area, median over the objects and the run; :data:`SOLIDITY_MARGIN`) wins, and the tighter
-run only among runs as solid. Measured on the three images above: nuclei 0.93 against clusters
-0.83 and fragments 0.86, cells 0.80 against merged cells 0.57. Objects that are concave by
-nature (neurons, branched cells) are where this is least sure; it decides ties only.
+Two runs as long are where the search can go wrong, and both ways were seen on held-out DSB
+images: fragments of 99-pixel nuclei agreeing at factors 0.5 and 0.35 as well as the nuclei at
+0.125 and 0.088 (the tighter run is the nuclei), and clusters of dense 16-pixel nuclei merged by
+shrinking that agree at 0.125 to 0.06 (tighter) as long as the nuclei at 1 to 0.5 (the run at
+the larger factors is the nuclei). The estimates alone cannot tell these apart; the tighter run
+is kept because it is right in the first, the case this search exists for.
 
 Example (estimates that a model trained on 20-pixel objects makes of 100-pixel objects: fragments
 at factors 1 to 1/2, the objects themselves from 1/2.8 on)
@@ -52,7 +46,6 @@ __all__ = [
     "CONFIDENT_RUN",
     "PLATEAU_SPREAD",
     "SEARCH_STEP",
-    "SOLIDITY_MARGIN",
     "ScaleEstimate",
     "find_plateau",
     "search_object_diameter",
@@ -62,8 +55,6 @@ SEARCH_STEP = math.sqrt(2.0)
 """Consecutive factors of the search differ by this (two steps halve the image side)."""
 PLATEAU_SPREAD = 1.3
 """Estimates of one plateau lie within this ratio of each other (largest / smallest)."""
-SOLIDITY_MARGIN = 0.03
-"""Runs whose objects' solidity is within this of the most solid run's count as equally solid."""
 CONFIDENT_RUN = 3
 """A plateau of at least this many factors is a confident estimate; shorter ones are "low"."""
 MIN_SEARCH_SIDE = 24
@@ -80,15 +71,12 @@ class ScaleEstimate:
         (shorter: the estimate rests on one or two predictions) or ``"none"`` (no objects).
     consistent : factors on the plateau.
     trials : ``(factor, estimated diameter or None)`` of every prediction, in search order.
-    solidity : the median solidity of the objects of each trial (same order; None where it was
-        not measured or nothing was found).
     """
 
     diameter: float | None
     confidence: str
     consistent: int
     trials: tuple[tuple[float, float | None], ...]
-    solidity: tuple[float | None, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """The facts for a summary: confidence, plateau length and the trials (rounded)."""
@@ -98,28 +86,24 @@ class ScaleEstimate:
 
 
 def find_plateau(trials: Sequence[tuple[float, float | None]],
-                 spread: float = PLATEAU_SPREAD,
-                 solidity: Sequence[float | None] = ()) -> ScaleEstimate:
+                 spread: float = PLATEAU_SPREAD) -> ScaleEstimate:
     """The longest run of consecutive trials (ordered by factor, largest first) whose estimates
-    agree within ``spread``; of runs as long, the one whose objects are the most solid
-    (``solidity``: per trial, in the order of ``trials``; within :data:`SOLIDITY_MARGIN`), then
-    the one whose estimates agree best. A trial without objects (None) ends a run."""
-    shapes = list(solidity) or [None] * len(trials)
-    order = sorted(range(len(trials)), key=lambda k: -trials[k][0])
-    values = [trials[k][1] for k in order]
-    run = _plateau_run(values, spread, [shapes[k] for k in order])
+    agree within ``spread``; ties go to the run whose estimates agree best. A trial without
+    objects (None) ends a run."""
+    ordered = sorted(trials, key=lambda t: -t[0])
+    run = _longest_run([d for _, d in ordered], spread)
     if run is None:
-        return ScaleEstimate(None, "none", 0, tuple(trials), tuple(shapes))
+        return ScaleEstimate(None, "none", 0, tuple(trials))
     start, stop = run
-    diameter = float(np.median(values[start:stop]))
+    diameter = float(np.median([d for _, d in ordered[start:stop]]))
     return ScaleEstimate(diameter, "high" if stop - start >= CONFIDENT_RUN else "low",
-                         stop - start, tuple(trials), tuple(shapes))
+                         stop - start, tuple(trials))
 
 
-def _plateau_run(values: Sequence[float | None], spread: float,
-                 solidity: Sequence[float | None]) -> tuple[int, int] | None:
+def _longest_run(values: Sequence[float | None], spread: float) -> tuple[int, int] | None:
     """``(start, stop)`` of the plateau of ``values``; None when every value is None."""
-    runs = []  # (length, solidity or None, tightness, start, stop) of the run from each start
+    best: tuple[int, float] | None = None
+    run: tuple[int, int] | None = None
     for start, first in enumerate(values):
         if first is None:
             continue
@@ -130,18 +114,10 @@ def _plateau_run(values: Sequence[float | None], spread: float,
             if max(high, value) / min(low, value) > spread:
                 break
             low, high, stop = min(low, value), max(high, value), stop + 1
-        shapes = [v for v in solidity[start:stop] if v is not None]
-        runs.append((stop - start, float(np.median(shapes)) if shapes else None, -high / low,
-                     start, stop))
-    if not runs:
-        return None
-    longest = max(r[0] for r in runs)
-    tied = [r for r in runs if r[0] == longest]
-    known = [r[1] for r in tied if r[1] is not None]
-    if len(known) == len(tied) > 1:
-        tied = [r for r in tied if r[1] >= max(known) - SOLIDITY_MARGIN]
-    _, _, _, start, stop = max(tied, key=lambda r: (r[2], -r[3]))
-    return start, stop
+        key = (stop - start, -high / low)
+        if best is None or key > best:
+            best, run = key, (start, stop)
+    return run
 
 
 def search_object_diameter(measure: Callable[[float], float | None], start: float,
@@ -151,8 +127,7 @@ def search_object_diameter(measure: Callable[[float], float | None], start: floa
     Parameters
     ----------
     measure : ``factor -> median object diameter found`` in the image resampled by ``factor``
-        (pixels of the resampled image; None when nothing is found), or ``(diameter,
-        solidity)`` with the median solidity of the objects found (see :func:`find_plateau`).
+        (pixels of the resampled image; None when nothing is found).
     start : the first factor (the training scale: 1.0).
     smallest : no factor below this (the image would become too small, or objects would be
         shrunk more than the model allows).
@@ -168,14 +143,11 @@ def search_object_diameter(measure: Callable[[float], float | None], start: floa
     if that finds objects (an empty image costs one prediction at twice the size).
     """
     trials: list[tuple[float, float | None]] = []
-    shapes: list[float | None] = []
 
     def trial(factor: float) -> float | None:
         found = measure(factor)
-        found, solidity = found if isinstance(found, tuple) else (found, None)
         estimate = None if found is None else found / factor
         trials.append((factor, estimate))
-        shapes.append(solidity)
         return estimate
 
     factor = start
@@ -189,4 +161,4 @@ def search_object_diameter(measure: Callable[[float], float | None], start: floa
         if trial(factor) is None:
             break
         factor *= SEARCH_STEP
-    return find_plateau(trials, solidity=shapes)
+    return find_plateau(trials)
