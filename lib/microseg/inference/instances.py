@@ -54,6 +54,7 @@ from microseg.errors import ConfigError, DataError
 __all__ = [
     "InstancePostprocessing",
     "POSTPROCESSING_FILE",
+    "TUNING_IMAGES_QUICK",
     "TUNING_SEARCH_FILE",
     "default_grid",
     "expected_distance",
@@ -267,6 +268,8 @@ def tune_postprocessing(
 
 QUICK_GRID_SIZE = 2
 """A quick tuning (smoke runs) tries every other seed threshold at the default foreground one."""
+TUNING_IMAGES_QUICK = 2
+"""Validation images a quick tuning (smoke runs) uses: the first two."""
 
 
 TUNING_SEARCH_FILE = "instance_postprocessing_search.csv"

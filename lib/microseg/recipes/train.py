@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from microseg.inference.instances import TUNING_IMAGES_QUICK
 from microseg.logs import summarises
 from microseg.models.builtin import run_model
 from microseg.recipes.results import SearchResult, TimeEstimate, TrainingSummary
@@ -603,10 +604,6 @@ def _finish_model_folder(model_dir: Path, setup: TrainingSetup, quick: bool
                                 object_diameter=facts.median_diameter, trained_diameters=facts.trained_range())
     tuned = _tune_postprocessing(model, manifest, quick) if manifest.task == "instance" else None
     return list(model.halo), tuned
-
-
-TUNING_IMAGES_QUICK = 2
-"""Validation images the post-processing is tuned on in a quick run."""
 
 
 def _tune_postprocessing(model: Any, manifest: Any, quick: bool) -> dict[str, Any] | None:

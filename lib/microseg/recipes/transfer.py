@@ -495,15 +495,13 @@ def fit_model(setup: TransferSetup, model_name: str, mode: str, model: Any, conf
                    freeze_report, adapt_report)
 
 
-TUNING_IMAGES_QUICK = 2
-"""Target validation images the post-processing is tuned on in a quick run."""
-
-
 def _tune_postprocessing(setup: TransferSetup, model: Any) -> Any:
     """The watershed thresholds of an adapted model tuned on the target validation images and
     saved in its folder, as at the end of notebook 02's training: a network trained briefly
     from scratch may predict few pixels at the deepest distance levels, where the default seed
     threshold finds no object at all. None without labelled validation images."""
+    from microseg.inference.instances import TUNING_IMAGES_QUICK
+
     samples = [s for s in setup.val if s.label is not None]
     if not samples:
         return None
