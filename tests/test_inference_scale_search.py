@@ -11,7 +11,10 @@ import pytest
 from microseg.inference.scale_search import (
     CONFIDENT_RUN,
     PLATEAU_SPREAD,
+    SOLIDITY_MARGIN,
+    Measurement,
     find_plateau,
+    measure_objects,
     search_object_diameter,
 )
 
@@ -94,6 +97,128 @@ def test_fragments_agreeing_as_long_as_the_objects_do_not_win():
               (0.177, 77.65), (0.125, 96.38), (0.088, 102.92), (0.062, 125.35), (1.414, None)]
     plateau = find_plateau(trials)
     assert plateau.consistent == 2 and plateau.diameter == pytest.approx(99.65)
+
+
+# Trials and the median solidity of their objects, measured on held-out images (the search of
+# TrainedModel without TTA): (factor, estimate, solidity).
+CLUSTERS_AT_1X = [  # DSB 1a115525: dense 16-pixel nuclei; shrunk, the clusters merge
+    (1.0, 16.0, 0.938), (0.707, 18.6, 0.933), (0.5, 20.6, 0.919), (0.354, 24.2, 0.892),
+    (0.25, 28.2, 0.854), (0.177, 40.9, 0.86), (0.125, 119.1, 0.818), (0.088, 135.7, 0.852),
+    (0.062, 132.0, 0.827)]
+NUCLEI_AT_5X = [  # DSB 8d05fb18 enlarged 5 times: 99-pixel nuclei, fragments at 0.5 and 0.35
+    (1.0, 17.0, 0.813), (0.707, 24.7, 0.811), (0.5, 38.0, 0.814), (0.354, 43.9, 0.901),
+    (0.25, 53.2, 0.924), (0.177, 77.7, 0.935), (0.125, 96.4, 0.932), (0.088, 102.9, 0.929),
+    (0.062, 125.4, 0.924), (1.414, None, None)]
+CELLS = [  # Usiigaci val_set50 (phase contrast, cells of 40 pixels; shrunk, they merge)
+    (0.618, 40.1, 0.779), (0.437, 47.4, 0.812), (0.309, 121.7, 0.49), (0.219, 122.2, 0.656),
+    (0.155, None, None), (0.874, 33.7, 0.76), (1.237, 19.6, 0.787), (1.749, 10.6, 0.776),
+    (2.473, 6.1, 0.759)]
+
+
+@pytest.mark.parametrize(("measured", "diameter"), [
+    (CLUSTERS_AT_1X, 18.6), (NUCLEI_AT_5X, 99.65), (CELLS, 43.75)])
+def test_of_runs_as_long_the_most_solid_objects_win(measured, diameter):
+    """Each image has two runs as long; the estimates alone pick the clusters in the first and
+    the third (they agree better), the solidity of the objects picks what was annotated."""
+    trials = [(f, d) for f, d, _ in measured]
+    solidity = [s for _, _, s in measured]
+    assert find_plateau(trials, solidity=solidity).diameter == pytest.approx(diameter)
+    without_shapes = find_plateau(trials).diameter
+    assert (without_shapes == pytest.approx(diameter)) == (measured is NUCLEI_AT_5X)
+
+
+def _brute_force_choice(values, shapes):
+    """The rule written out over every (start, stop): from each start the longest agreeing run;
+    the longest of those; of them the ones whose median solidity is within the margin of the
+    most solid; then the tightest, then the one at the larger factors."""
+    maximal = []
+    for start in range(len(values)):
+        stops = [stop for stop in range(start + 1, len(values) + 1)
+                 if max(values[start:stop]) / min(values[start:stop]) <= PLATEAU_SPREAD]
+        maximal.append((start, max(stops)))
+    longest = max(stop - start for start, stop in maximal)
+    tied = [(a, b) for a, b in maximal if b - a == longest]
+    solid = [float(np.median(shapes[a:b])) for a, b in tied]
+    if len(tied) > 1:
+        tied = [r for r, v in zip(tied, solid, strict=True) if v >= max(solid) - SOLIDITY_MARGIN]
+    return min(tied, key=lambda r: (max(values[r[0]:r[1]]) / min(values[r[0]:r[1]]), r[0]))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_solidity_decides_between_runs_as_long_as_a_brute_force_rule_does(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 10))
+    values = [float(np.exp(rng.normal(3, 0.3))) for _ in range(n)]
+    shapes = [float(rng.uniform(0.5, 1.0)) for _ in range(n)]
+    factors = [2 ** (-k / 2) for k in range(n)]
+    start, stop = _brute_force_choice(values, shapes)
+    plateau = find_plateau(list(zip(factors, values, strict=True)), solidity=shapes)
+    assert plateau.consistent == stop - start
+    assert plateau.diameter == pytest.approx(float(np.median(values[start:stop])))
+
+
+# An EM section (ISBI slice_25, cells of 24 pixels) searched with the default post-processing:
+# (factor, estimate, objects clear of the border). From 0.25 on, the cells merge into one object
+# filling the view, whose estimate is the view's size at every factor: the longest run.
+MERGED_FIELD = [
+    (1.0, 24.8, 65), (0.707, 23.3, 70), (0.5, 26.5, 44), (0.354, 67.4, 1), (0.25, 564.5, 0),
+    (0.177, 575.6, 0), (0.125, 576.9, 0), (0.088, 567.5, 0), (0.062, 575.5, 0)]
+
+
+def test_a_view_filled_by_one_merged_object_measures_nothing():
+    recorded = {f: (d, clear) for f, d, clear in MERGED_FIELD}
+    assert find_plateau([(f, d) for f, d, _ in MERGED_FIELD]).diameter > 500, \
+        "estimates alone take the merged field"
+    estimate = search_object_diameter(
+        lambda f: Measurement(recorded[round(f, 3)][0] * f, whole=recorded[round(f, 3)][1] > 0),
+        start=1.0, smallest=0.06, largest=4.0)
+    assert estimate.diameter == pytest.approx(24.8)
+    assert estimate.consistent == 3
+    assert [round(f, 3) for f, _ in estimate.trials] == list(recorded), \
+        "the search goes on shrinking past factors that measure nothing"
+    assert [d is None for _, d in estimate.trials] == [c == 0 for _, _, c in MERGED_FIELD]
+
+
+def test_objects_coming_clear_of_the_border_further_down_are_measured():
+    """Objects of 300 pixels in a view of 256: at 1 and 0.707 every one touches the border."""
+    def measure(factor):
+        size = 300.0 * factor
+        return Measurement(size, whole=size < 180)
+    estimate = search_object_diameter(measure, start=1.0, smallest=0.05, largest=4.0)
+    assert estimate.trials[0] == (1.0, None)
+    assert estimate.diameter == pytest.approx(300.0)
+    assert estimate.confidence == "high"
+
+
+def _brute_force_whole(labels):
+    """Whether some object has no pixel on the border, object by object."""
+    border = np.zeros(labels.shape, bool)
+    for axis in range(labels.ndim):
+        index = [slice(None)] * labels.ndim
+        for end in (0, -1):
+            index[axis] = end
+            border[tuple(index)] = True
+    return any(not border[labels == k].any() for k in np.unique(labels) if k != 0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_measure_objects_against_a_loop_over_objects(seed):
+    from microseg.transforms.scale import median_diameter
+
+    rng = np.random.default_rng(seed)
+    shape = (24, 30) if seed % 3 else (8, 12, 10)
+    labels = np.zeros(shape, np.int32)
+    for k in range(1, int(rng.integers(1, 6))):
+        corner = [int(rng.integers(0, n - 2)) for n in shape]
+        size = [int(rng.integers(2, 8)) for _ in shape]
+        labels[tuple(slice(c, c + w) for c, w in zip(corner, size, strict=True))] = k
+    found = measure_objects(labels)
+    if not labels.any():
+        assert found is None
+        return
+    assert found.whole == _brute_force_whole(labels)
+    assert found.diameter == median_diameter(labels)
+    assert (found.solidity is None) == (labels.ndim == 3)
 
 
 def test_nothing_found_at_any_scale():

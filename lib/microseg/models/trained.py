@@ -459,20 +459,25 @@ class TrainedModel:
         """Estimate the object diameter by the scale search (predictions without TTA; on a
         central crop of :data:`SEARCH_SIDE` pixels per side for larger images), then predict
         at the factor it calls for (reusing the search's prediction when it is the same)."""
-        from microseg.inference.scale_search import MIN_SEARCH_SIDE, search_object_diameter
-        from microseg.transforms.scale import MAX_FACTOR, MIN_FACTOR, median_diameter
+        from microseg.inference.scale_search import (
+            MIN_SEARCH_SIDE,
+            Measurement,
+            measure_objects,
+            search_object_diameter,
+        )
+        from microseg.transforms.scale import MAX_FACTOR, MIN_FACTOR
 
         spatial = image.shape[1:]
         crop = _central_crop(image, SEARCH_SIDE[len(spatial)])
         searched: dict[float, np.ndarray] = {}  # reused only without TTA on the whole image
 
-        def measure(factor: float) -> float | None:
+        def measure(factor: float) -> Measurement | None:
             # enlarged, a smaller crop: it has many of the small objects enlarging is for
             region = crop if factor <= 1 else _central_crop(crop, SEARCH_SIDE[len(spatial)] // 4)
             probabilities = at_scale(factor, False, region)
             if not tta and region is image:
                 searched[factor] = probabilities
-            return median_diameter(self._objects_for_scale(probabilities))
+            return measure_objects(self._objects_for_scale(probabilities))
 
         start = self.scale_factor(self.assumed_diameter(None))
         smallest = max(MIN_FACTOR / 2, MIN_SEARCH_SIDE / max(1, min(crop.shape[1:])))

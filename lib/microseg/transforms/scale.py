@@ -45,7 +45,9 @@ from microseg.errors import ConfigError, DataError
 __all__ = [
     "MAX_FACTOR",
     "MIN_FACTOR",
+    "SOLIDITY_MIN_AREA",
     "median_diameter",
+    "median_solidity",
     "object_diameters",
     "resample",
     "resample_region",
@@ -87,6 +89,33 @@ def median_diameter(labels: np.ndarray | Iterable[np.ndarray]) -> float | None:
     arrays = [labels] if isinstance(labels, np.ndarray) else list(labels)
     diameters = np.concatenate([object_diameters(a) for a in arrays]) if arrays else np.zeros(0)
     return float(np.median(diameters)) if diameters.size else None
+
+
+SOLIDITY_MIN_AREA = 10
+"""Objects smaller than this (pixels) have no meaningful solidity and are left out of it."""
+
+
+def median_solidity(label: np.ndarray) -> float | None:
+    """Median solidity (area over the area of the convex hull) of the objects of a 2D label
+    image of at least :data:`SOLIDITY_MIN_AREA` pixels; None for a volume (not measured) or
+    when there are none. Whole nuclei and cells are close to 1; merged clusters and ragged
+    pieces lower (:mod:`microseg.inference.scale_search`).
+
+    >>> label = np.zeros((20, 20), np.int32)
+    >>> label[2:8, 2:8] = 1                      # a square: solidity 1
+    >>> label[10:18, 10:18] = 2
+    >>> label[10:14, 14:18] = 0                  # an L: 48 pixels, its hull 54
+    >>> round(median_solidity(label), 3)          # the median of 1 and 48/54
+    0.944
+    """
+    from skimage.measure import regionprops
+
+    label = np.asarray(label)
+    if label.ndim != 2:
+        return None
+    values = [region.solidity for region in regionprops(label)
+              if region.area >= SOLIDITY_MIN_AREA]
+    return float(np.median(values)) if values else None
 
 
 def scale_factor(object_diameter: float | None, canonical_diameter: float | None,
