@@ -563,8 +563,8 @@ def export_model(plan: DeploymentPlan, example: np.ndarray) -> dict[str, Exporte
             results[name] = exporters[name](plan, batch, example)
         except (MicrosegError, ImportError) as err:
             log.warning("%s export failed: %s", name, err)
-            results[name] = ExportedModel(path=None, max_abs_diff=None, error=str(err),
-                                          absent=frozenset({"test_passed"}))
+            results[name] = ExportedModel.from_dict(
+                {"path": None, "max_abs_diff": None, "error": str(err)})
     return results
 
 
@@ -575,12 +575,7 @@ def _export_torchscript(plan: DeploymentPlan, batch: np.ndarray, example: np.nda
     found = export_torchscript(plan.model.network, batch,
                                plan.results / "export" / "model.torchscript.pt",
                                overwrite=plan.overwrite)
-    return _exported(found["path"], found["max_abs_diff"])
-
-
-def _exported(path: Any, max_abs_diff: Any) -> ExportedModel:
-    return ExportedModel(path=path, max_abs_diff=max_abs_diff,
-                         absent=frozenset({"test_passed", "error"}))
+    return ExportedModel.from_dict({"path": found["path"], "max_abs_diff": found["max_abs_diff"]})
 
 
 def _export_onnx(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray) -> ExportedModel:
@@ -589,7 +584,7 @@ def _export_onnx(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray) -
     found = export_onnx(plan.model.network, batch,
                         plan.results / "export" / "model.onnx", overwrite=plan.overwrite,
                         dynamic_spatial=plan.model.fixed_input_shape is None)
-    return _exported(found["path"], found["max_abs_diff"])
+    return ExportedModel.from_dict({"path": found["path"], "max_abs_diff": found["max_abs_diff"]})
 
 
 def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndarray
@@ -601,8 +596,9 @@ def _export_bioimageio(plan: DeploymentPlan, batch: np.ndarray, example: np.ndar
                               halo=list(plan.halo),
                               metadata=BioimageioMetadata(name=f"microseg {model.name}"),
                               overwrite=plan.overwrite)
-    return ExportedModel(path=found["path"], max_abs_diff=found["torchscript_max_abs_diff"],
-                         test_passed=found["test_passed"], absent=frozenset({"error"}))
+    return ExportedModel.from_dict({"path": found["path"],
+                                    "max_abs_diff": found["torchscript_max_abs_diff"],
+                                    "test_passed": found["test_passed"]})
 
 
 def measure_objects(plan: DeploymentPlan, prediction: Prediction,
