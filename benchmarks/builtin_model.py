@@ -68,6 +68,7 @@ def model_card(name: str, args: argparse.Namespace, summary: dict[str, Any],
 - instance head: {prediction.get("instance_head")}; canonical diameter: {prediction.get("canonical_diameter")} px
 - training objects' median diameter: {_rounded(prediction.get("object_diameter"))} px
 - weights: {packed["parameters"]} parameters, stored as {packed["dtype"]}
+- colour images: {_COLOUR.get(prediction.get("colour_input", "refuse"))}
 
 ## Scores on the held-out test images
 
@@ -86,6 +87,13 @@ DSB score: mean over IoU 0.5 to 0.95), measured with
 The weights are released with microseg under the BSD 3-Clause license. The training images are
 {args.data_license}.
 """
+
+
+_COLOUR = {
+    "refuse": "refused (the model reads one channel; make colour images one channel first)",
+    "nuclei": "stained tissue and bright-field are read as their haematoxylin stain "
+              "(microseg.transforms.colour.nuclei_channel); fluorescence composites are refused "
+              "(give the nuclear channel alone)"}
 
 
 def _rounded(value: Any) -> Any:
@@ -117,11 +125,15 @@ def pack(args: argparse.Namespace) -> Path:
     packed = pack_weights(source / "best.pt", target / "best.pt", half=not args.fp32)
     for file in COPIED:
         shutil.copyfile(source / file, target / file)
+    if args.colour_input:
+        settings = json.loads((target / "prediction.json").read_text())
+        settings["colour_input"] = args.colour_input
+        (target / "prediction.json").write_text(json.dumps(settings, indent=2) + "\n")
     summary = json.loads((source / "summary.json").read_text()) \
         if (source / "summary.json").is_file() else {}
     row = json.loads(args.row.read_text()) if args.row else {}
     trained = json.loads(args.train_row.read_text()) if args.train_row else row
-    prediction = json.loads((source / "prediction.json").read_text())
+    prediction = json.loads((target / "prediction.json").read_text())
     (target / "MODEL_CARD.md").write_text(
         model_card(args.name, args, summary, row, prediction, packed, trained),
         encoding="utf-8")
@@ -147,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="what the model was trained on")
     parser.add_argument("--data-license", default="CC0 (public domain)")
     parser.add_argument("--fp32", action="store_true", help="keep the weights in float32")
+    parser.add_argument("--colour-input", choices=("refuse", "nuclei"),
+                        help="the packed model's colour_input (default: the folder's)")
     parser.add_argument("--replace", action="store_true")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS,
                         help="where built-in models live (default: the package's)")

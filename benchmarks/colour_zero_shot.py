@@ -1,6 +1,7 @@
 """The built-in nuclei model (fluorescence, one channel) on colour nuclei images, three ways of
 making them one channel: the grey value, the inverted grey value, and the haematoxylin stain
-(:func:`microseg.transforms.colour.haematoxylin`).
+(:func:`microseg.transforms.colour.haematoxylin`); and the colour image given as it is, which a
+model with ``colour_input="nuclei"`` (the built-in ``"nuclei"``) converts itself.
 
 Data: the colour test images of the Data Science Bowl 2018 colour split (``real_data.py``,
 ``dsb2018_colour``: H&E and bright-field; the model never saw a colour image). Each image is
@@ -40,7 +41,8 @@ def conversions() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
     return {"grey value (rgb2gray)": lambda rgb: rgb2gray(rgb),
             "inverted grey value": lambda rgb: 1.0 - rgb2gray(rgb),
-            "haematoxylin": haematoxylin}
+            "haematoxylin": haematoxylin,
+            "the colour image as it is (the model's colour_input)": lambda rgb: rgb}
 
 
 def score_conversions(test: Path, model_name: str = "nuclei") -> dict[str, dict[str, Any]]:
@@ -56,8 +58,10 @@ def score_conversions(test: Path, model_name: str = "nuclei") -> dict[str, dict[
         rgb = np.asarray(tifffile.imread(path))[..., :3]
         truth = np.asarray(tifffile.imread(test / "labels" / path.name), np.int32)
         for name, way in ways.items():
-            grey = np.asarray(way(rgb), np.float32)
-            info = model.predict_with_info(grey, axes="YX", object_diameter="auto", tta=True)
+            given = np.asarray(way(rgb))
+            given = given.astype(np.float32) if given.ndim == 2 else given  # uint8 RGB as read
+            info = model.predict_with_info(given, axes="YX" if given.ndim == 2 else "YXC",
+                                           object_diameter="auto", tta=True)
             pairs[name].append((path.stem, model.labels(info.probabilities), truth))
     return {name: real_data.score_instances(found) for name, found in pairs.items()}
 

@@ -207,3 +207,53 @@ def test_notebook_03_starts_from_the_built_in_model_when_the_run_has_none(packed
     cells = _annotated_folder(tmp_path / "cells", shape="L", n=5)
     with pytest.raises(RunOrderError, match="no trained model.*no built-in model suits"):
         prepare_transfer(tmp_path / "fresh2", None, cells, n_target_train=2, n_target_val=1)
+
+
+def _stained_tissue(seed=0, shape=(96, 96)):
+    """An H&E-like RGB image (YXC, uint8) from known stains: purple nuclei on pink tissue."""
+    from skimage.color import hed2rgb
+
+    rng = np.random.default_rng(seed)
+    hed = np.zeros((*shape, 3))
+    hed[..., 1] = 0.02 + rng.uniform(0.0, 0.005, shape)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for y, x in rng.integers(12, shape[0] - 12, (6, 2)):
+        hed[..., 0][(yy - y) ** 2 + (xx - x) ** 2 < 36] = 0.12
+    return np.round(hed2rgb(hed) * 255).astype(np.uint8)
+
+
+def test_a_model_reading_nuclei_takes_stained_tissue_as_its_haematoxylin(packed, tmp_path):
+    """Packed with ``--colour-input nuclei``, a grey model predicts a colour image of stained
+    tissue exactly as the haematoxylin channel made by hand; without it, the image is refused
+    with the way to make it one channel."""
+    from microseg.errors import DataError
+    from microseg.transforms.colour import haematoxylin
+
+    source, weights = packed
+    _pack_script().main(["--model-dir", str(source), "--name", "nuclei", "--replace",
+                         "--description", "Nuclei.", "--data", "DSB", "--colour-input", "nuclei",
+                         "--weights-dir", str(weights)])
+    builtin._verified.cache_clear()
+    model = TrainedModel.load("nuclei")
+    assert model.settings.colour_input == "nuclei"
+    assert "haematoxylin" in (weights / "nuclei" / "MODEL_CARD.md").read_text()
+    tissue = _stained_tissue()
+    by_hand = model.predict(haematoxylin(tissue)[None])
+    np.testing.assert_array_equal(model.predict(tissue, axes="YXC"), by_hand)
+    np.testing.assert_array_equal(model.predict(np.moveaxis(tissue, -1, 0)), by_hand)
+    composite = np.zeros((64, 64, 3), np.uint8)
+    composite[20:30, 20:30, 2] = 220
+    with pytest.raises(DataError, match="dark background"):
+        model.predict(composite, axes="YXC")
+    unconverted = TrainedModel.load(source)
+    assert unconverted.settings.colour_input == "refuse"
+    with pytest.raises(DataError, match="haematoxylin"):
+        unconverted.predict(tissue, axes="YXC")
+
+
+def test_the_shipped_nuclei_model_reads_colour_images_of_stained_tissue():
+    builtin._verified.cache_clear()
+    model = TrainedModel.load("nuclei")
+    assert model.settings.colour_input == "nuclei"
+    probabilities = model.predict(_stained_tissue(seed=3), axes="YXC")
+    assert probabilities.shape[1:] == (96, 96)

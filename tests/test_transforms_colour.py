@@ -49,3 +49,42 @@ def test_nuclei_dark_on_bright_come_out_bright_on_dark():
 def test_an_image_without_colour_channels_is_refused(shape):
     with pytest.raises(DataError, match="expected RGB or RGBA"):
         haematoxylin(np.zeros(shape))
+
+
+def test_nuclei_channel_of_stained_tissue_is_the_haematoxylin(rng):
+    from microseg.transforms.colour import nuclei_channel
+
+    rgb, _ = stained(rng)
+    as_uint8 = np.round(rgb * 255).astype(np.uint8)
+    np.testing.assert_array_equal(nuclei_channel(as_uint8), haematoxylin(as_uint8))
+    np.testing.assert_array_equal(nuclei_channel(np.moveaxis(as_uint8, -1, 0), channel_axis=0),
+                                  haematoxylin(as_uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_a_fluorescence_composite_is_refused_naming_the_file(rng, dtype):
+    """Dark background, bright blue nuclei and green cytoplasm: no stain to separate."""
+    from microseg.transforms.colour import BRIGHT_BACKGROUND, nuclei_channel
+
+    full = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    image = np.zeros((40, 40, 3))
+    image[..., 1] = rng.uniform(0.0, 0.1, (40, 40))
+    image[10:20, 10:20, 2] = 0.9
+    image[5:30, 5:30, 1] += 0.3
+    assert np.median(image.mean(-1)) < BRIGHT_BACKGROUND
+    with pytest.raises(DataError, match="cells.tif is a colour image on a dark background"):
+        nuclei_channel((image * full).astype(dtype), source="cells.tif")
+
+
+def test_dense_tissue_counts_as_bright_background(rng):
+    """Tissue filling the field (purple everywhere, darker nuclei): still stained tissue."""
+    from microseg.transforms.colour import nuclei_channel
+
+    hed = np.zeros((32, 32, 3))
+    hed[..., 0] = 0.04
+    hed[8:16, 8:16, 0] = 0.15
+    hed[..., 1] = 0.03
+    rgb = np.round(hed2rgb(hed) * 255).astype(np.uint8)
+    assert 0.3 < np.median(rgb.mean(-1)) / 255 < 0.7
+    found = nuclei_channel(rgb)
+    assert found[12, 12] > found[0, 0]

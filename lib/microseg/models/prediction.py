@@ -76,6 +76,12 @@ class PredictionSettings(StageConfig):
         they are. (Both were measured better than the alternatives — enlarging to the 10th
         percentile, shrinking to the 90th: BENCHMARKS.md, scale test.) None (models
         saved before it was recorded): the training median up to the canonical diameter.
+    colour_input : what a model of one channel does with a colour (RGB/RGBA) image:
+        ``"refuse"`` (a :class:`~microseg.errors.DataError` saying how to make it one
+        channel) or ``"nuclei"`` (a model of fluorescence nuclei: stained tissue and
+        bright-field images are read as their haematoxylin stain,
+        :func:`microseg.transforms.colour.nuclei_channel`; fluorescence composites are
+        still refused). The built-in ``"nuclei"`` model has ``"nuclei"``.
     """
 
     task: Literal["binary", "semantic", "instance"] = "instance"
@@ -87,6 +93,7 @@ class PredictionSettings(StageConfig):
     canonical_diameter: float | None = None
     object_diameter: float | None = None
     trained_diameters: tuple[float, float] | None = None
+    colour_input: Literal["refuse", "nuclei"] = "refuse"
 
     def normalization_config(self) -> Any:
         """The normalization as a :class:`PercentileNormalization` object."""

@@ -103,6 +103,7 @@ class TrainedModel:
     postprocessing: Any = None
     folder: Path | None = None
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _colour_said: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, folder: str | Path, which: str = "best", device: Any = "cpu") -> TrainedModel:
@@ -614,6 +615,16 @@ class TrainedModel:
             raise DataError("cannot predict this image", [
                 f"image of shape {shape} must be channel-first (C, Y, X) or (C, Z, Y, X); "
                 f"give its axes, e.g. predict(image, axes='YX')"])
+        if (self.settings.colour_input == "nuclei" and shape[0] in (3, 4)
+                and _in_channels(self.network, self.config) == 1):
+            from microseg.transforms.colour import nuclei_channel
+
+            image = nuclei_channel(np.asarray(image), channel_axis=0)[None]
+            if not self._colour_said:
+                log.info("model %r reads colour images as their haematoxylin stain "
+                         "(colour_input='nuclei' in its %s)", self.name, PREDICTION_FILE)
+                self._colour_said = True
+            shape = (1, *shape[1:])
         self.check_fits(shape[0], len(shape) - 1)
         return image
 
