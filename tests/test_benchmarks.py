@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fine_tune_curve  # noqa: E402
 import flops  # noqa: E402
 import gpu_ceilings  # noqa: E402
+import imaging_test  # noqa: E402
 import real_data  # noqa: E402
 import train_throughput  # noqa: E402
 
@@ -465,3 +466,37 @@ def test_fine_tune_curve_targets_are_grey_and_hold_n_training_images_and_the_val
     found = tifffile.imread(stained / "images" / "s1.tif")
     assert found.dtype == np.float32
     np.testing.assert_allclose(found, haematoxylin(rgb.astype(np.uint8)), atol=1e-6)
+
+
+def test_imaging_changes_against_their_definitions():
+    """Each change of the imaging test computed another way: the dim 16-bit image is the same
+    image up to an affine map (so the same after percentile normalization), Poisson photons
+    average to the intensity times the peak, gamma and shading are pixel-wise formulas."""
+    from microseg.transforms.normalization import (
+        PercentileNormalization,
+        normalize,
+        percentile_statistics,
+    )
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(5, 200, (64, 80)).astype(np.uint8)
+    unit = (image.astype(np.float64) - image.min()) / (image.max() - image.min())
+    ways = imaging_test.changes()
+    dim = ways["16-bit, dim"](image, rng)
+    assert dim.dtype == np.uint16 and dim.min() == 100 and dim.max() == 100 + round(0.01 * 65535)
+    norm = PercentileNormalization()
+    a = normalize(image[None].astype(np.float32), *percentile_statistics(image[None], norm), False)
+    b = normalize(dim[None].astype(np.float32), *percentile_statistics(dim[None], norm), False)
+    np.testing.assert_allclose(a, b, atol=0.02)  # 656 grey levels instead of 195
+    np.testing.assert_allclose(ways["gamma 2"](image, rng), unit ** 2, rtol=1e-6)
+    np.testing.assert_allclose(ways["gamma 0.5"](image, rng), np.sqrt(unit), rtol=1e-6)
+    shaded = ways["uneven illumination"](image, rng)
+    np.testing.assert_allclose(shaded[:, 0], image[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(shaded[:, -1], 0.4 * image[:, -1], rtol=1e-6)
+    flat = np.full((300, 300), 7, np.uint8)
+    flat[0, 0], flat[0, 1] = 0, 14  # unit value 0.5 everywhere else
+    counts = imaging_test._photons(10.0)(flat, np.random.default_rng(2))
+    assert abs(counts[1:].mean() - 5.0) < 0.05 and abs(counts[1:].var() - 5.0) < 0.2
+    blurred = ways["defocus"](image, rng)
+    assert abs(float(blurred.mean()) - float(image.mean())) < 1.0
+    assert blurred.std() < image.std() / 2

@@ -127,6 +127,33 @@ def test_of_runs_as_long_the_most_solid_objects_win(measured, diameter):
     assert (without_shapes == pytest.approx(diameter)) == (measured is NUCLEI_AT_5X)
 
 
+def test_solidity_is_measured_only_for_runs_that_tie():
+    """Measuring solidity costs a convex hull per object: trials of runs that do not tie are
+    never measured, and the choice is the same as with every value given."""
+    asked = []
+
+    def lazy(k, value):
+        def measure():
+            asked.append(k)
+            return value
+        return measure
+
+    for measured in (CLUSTERS_AT_1X, NUCLEI_AT_5X, CELLS):
+        asked.clear()
+        trials = [(f, d) for f, d, _ in measured]
+        given = find_plateau(trials, solidity=[v for _, _, v in measured])
+        found = find_plateau(trials, solidity=[lazy(k, v) for k, (_, _, v) in enumerate(measured)])
+        assert found.diameter == given.diameter
+        assert len(asked) == len(set(asked)), "each trial measured once"
+        assert found.solidity == tuple(v if k in asked else None
+                                       for k, (_, _, v) in enumerate(measured))
+    asked.clear()
+    alone = [(1.0, 20.0, 0.9), (0.71, 21.0, 0.9), (0.5, 22.0, 0.9), (0.35, 60.0, 0.5)]
+    find_plateau([(f, d) for f, d, _ in alone],
+                 solidity=[lazy(k, v) for k, (_, _, v) in enumerate(alone)])
+    assert asked == [], "one longest run: nothing to measure"
+
+
 def _brute_force_choice(values, shapes):
     """The rule written out over every (start, stop): from each start the longest agreeing run;
     the longest of those; of them the ones whose median solidity is within the margin of the
@@ -218,7 +245,7 @@ def test_measure_objects_against_a_loop_over_objects(seed):
         return
     assert found.whole == _brute_force_whole(labels)
     assert found.diameter == median_diameter(labels)
-    assert (found.solidity is None) == (labels.ndim == 3)
+    assert (found.solidity() is None) == (labels.ndim == 3)
 
 
 def test_nothing_found_at_any_scale():

@@ -49,6 +49,7 @@ at factors 1 to 1/2, the objects themselves from 1/2.8 on)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -90,7 +91,7 @@ class ScaleEstimate:
     consistent : factors on the plateau.
     trials : ``(factor, estimated diameter or None)`` of every prediction, in search order.
     solidity : the median solidity of the objects of each trial (same order; None where it was
-        not measured or nothing was found).
+        not measured — only trials of runs that tie are — or nothing was found).
     """
 
     diameter: float | None
@@ -106,29 +107,45 @@ class ScaleEstimate:
                                  for f, d in self.trials]}
 
 
+Solidity = float | Callable[[], float | None] | None
+"""A trial's median solidity: a number, a function that measures it when first asked (only
+trials of runs that tie are measured: it costs a convex hull per object), or None."""
+
+
 def find_plateau(trials: Sequence[tuple[float, float | None]],
                  spread: float = PLATEAU_SPREAD,
-                 solidity: Sequence[float | None] = ()) -> ScaleEstimate:
+                 solidity: Sequence[Solidity] = ()) -> ScaleEstimate:
     """The longest run of consecutive trials (ordered by factor, largest first) whose estimates
     agree within ``spread``; of runs as long, the one whose objects are the most solid
     (``solidity``: per trial, in the order of ``trials``; within :data:`SOLIDITY_MARGIN`), then
     the one whose estimates agree best. A trial without objects (None) ends a run."""
     shapes = list(solidity) or [None] * len(trials)
+    measured: dict[int, float | None] = {}
+
+    def shape_of(k: int) -> float | None:
+        if not callable(shapes[k]):
+            return shapes[k]
+        if k not in measured:
+            measured[k] = shapes[k]()
+        return measured[k]
+
     order = sorted(range(len(trials)), key=lambda k: -trials[k][0])
     values = [trials[k][1] for k in order]
-    run = _plateau_run(values, spread, [shapes[k] for k in order])
+    run = _plateau_run(values, spread, lambda i: shape_of(order[i]))
+    known = tuple(measured.get(k) if callable(v) else v for k, v in enumerate(shapes))
     if run is None:
-        return ScaleEstimate(None, "none", 0, tuple(trials), tuple(shapes))
+        return ScaleEstimate(None, "none", 0, tuple(trials), known)
     start, stop = run
     diameter = float(np.median(values[start:stop]))
     return ScaleEstimate(diameter, "high" if stop - start >= CONFIDENT_RUN else "low",
-                         stop - start, tuple(trials), tuple(shapes))
+                         stop - start, tuple(trials), known)
 
 
 def _plateau_run(values: Sequence[float | None], spread: float,
-                 solidity: Sequence[float | None]) -> tuple[int, int] | None:
-    """``(start, stop)`` of the plateau of ``values``; None when every value is None."""
-    runs = []  # (length, solidity or None, tightness, start, stop) of the run from each start
+                 solidity: Callable[[int], float | None]) -> tuple[int, int] | None:
+    """``(start, stop)`` of the plateau of ``values``; None when every value is None.
+    ``solidity(i)``: the solidity of the ``i``-th value, asked only of runs that tie."""
+    runs = []  # (length, tightness, start, stop) of the run from each start
     for start, first in enumerate(values):
         if first is None:
             continue
@@ -139,17 +156,20 @@ def _plateau_run(values: Sequence[float | None], spread: float,
             if max(high, value) / min(low, value) > spread:
                 break
             low, high, stop = min(low, value), max(high, value), stop + 1
-        shapes = [v for v in solidity[start:stop] if v is not None]
-        runs.append((stop - start, float(np.median(shapes)) if shapes else None, -high / low,
-                     start, stop))
+        runs.append((stop - start, -high / low, start, stop))
     if not runs:
         return None
     longest = max(r[0] for r in runs)
     tied = [r for r in runs if r[0] == longest]
-    known = [r[1] for r in tied if r[1] is not None]
-    if len(known) == len(tied) > 1:
-        tied = [r for r in tied if r[1] >= max(known) - SOLIDITY_MARGIN]
-    _, _, _, start, stop = max(tied, key=lambda r: (r[2], -r[3]))
+    if len(tied) > 1:
+        shapes = []
+        for _, _, start, stop in tied:
+            found = [v for v in map(solidity, range(start, stop)) if v is not None]
+            shapes.append(float(np.median(found)) if found else None)
+        if None not in shapes:
+            best = max(shapes)
+            tied = [r for r, v in zip(tied, shapes, strict=True) if v >= best - SOLIDITY_MARGIN]
+    _, _, start, stop = max(tied, key=lambda r: (r[1], -r[2]))
     return start, stop
 
 
@@ -158,13 +178,14 @@ class Measurement:
     """What one prediction of the search found.
 
     diameter : median equivalent diameter of its objects (pixels of the prediction).
-    solidity : their median solidity (None: not measured, as for volumes).
+    solidity : their median solidity (:data:`Solidity`: a number, a function measuring it when
+        asked, or None: not measured, as for volumes).
     whole : some object lies clear of the border of the view; without one, nothing was
         measured (an object cut by the border, or one object filling the view, has no size).
     """
 
     diameter: float
-    solidity: float | None = None
+    solidity: Solidity = None
     whole: bool = True
 
 
@@ -176,18 +197,23 @@ def measure_objects(labels: np.ndarray) -> Measurement | None:
     >>> measure_objects(labels).whole
     False
     >>> labels[6:10, 6:10] = 2                      # clear of it
-    >>> measure_objects(labels).whole, measure_objects(labels).solidity
+    >>> measure_objects(labels).whole, measure_objects(labels).solidity()
     (True, 1.0)
-    """
-    from skimage.segmentation import clear_border
 
+    The solidity is a function, measured only when the search asks (runs that tie).
+    """
     from microseg.transforms.scale import median_diameter, median_solidity
 
     labels = np.asarray(labels)
     diameter = median_diameter(labels)
     if diameter is None:
         return None
-    return Measurement(diameter, median_solidity(labels), bool(clear_border(labels).any()))
+    present = np.bincount(labels.ravel().astype(np.int64)) > 0
+    present[0] = False
+    for axis in range(labels.ndim):
+        for end in (0, -1):
+            present[np.take(labels, end, axis=axis).ravel()] = False
+    return Measurement(diameter, functools.partial(median_solidity, labels), bool(present.any()))
 
 
 def search_object_diameter(measure: Callable[[float], Measurement | float | None], start: float,
