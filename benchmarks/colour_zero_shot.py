@@ -17,9 +17,7 @@ Writes ``WORK/results/colour_zero_shot.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,14 +86,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     work = args.work_dir.resolve()
     split = real_data.write_layout(args.data, work, DATASET)
     scores = score_conversions(work / "data" / "test", args.model)
-    for found in scores.values():
-        found.pop("per_image", None)
-    record = {"dataset": DATASET, "n_test": len(split["test"]), "model": args.model,
-              "scores": scores, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "command": real_data._command(), "machine": real_data._machine(),
-              "load_average_at_end": list(os.getloadavg())}
     out = work / "results" / "colour_zero_shot.json"
-    real_data._atomic_json(out, record)
+    record = real_data.write_scores(out, scores, dataset=DATASET, n_test=len(split["test"]),
+                                    model=args.model)
     print(table(scores))
     print(f"written: {out}")
     return record

@@ -24,9 +24,7 @@ Writes ``WORK/results/imaging_test-<model>.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,14 +121,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     work = args.work_dir.resolve()
     scores = score_changes(work / "data" / "test", args.model, args.only)
-    for found in scores.values():
-        found.pop("per_image", None)
-    record = {"model": args.model, "scores": scores,
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": real_data._command(),
-              "machine": real_data._machine(), "load_average_at_end": list(os.getloadavg())}
-    name = Path(args.model).name
-    out = work / "results" / f"imaging_test-{name}.json"
-    real_data._atomic_json(out, record)
+    out = work / "results" / f"imaging_test-{Path(args.model).name}.json"
+    record = real_data.write_scores(out, scores, model=args.model)
     print(table(scores))
     print(f"written: {out}")
     return record

@@ -359,6 +359,18 @@ def _place_subset(name: str, data: Path, stems: list[str], work: Path,
     return totals
 
 
+def write_scores(out: Path, scores: dict[str, dict[str, Any]], **facts: Any) -> dict[str, Any]:
+    """Write the pooled ``scores`` of a side benchmark (per-image rows dropped) with ``facts``,
+    the date, command, machine and load into ``out``; return the record."""
+    for found in scores.values():
+        found.pop("per_image", None)
+    record = {**facts, "scores": scores, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "command": _command(), "machine": _machine(),
+              "load_average_at_end": list(os.getloadavg())}
+    _atomic_json(out, record)
+    return record
+
+
 def _atomic_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -500,3 +500,12 @@ def test_imaging_changes_against_their_definitions():
     blurred = ways["defocus"](image, rng)
     assert abs(float(blurred.mean()) - float(image.mean())) < 1.0
     assert blurred.std() < image.std() / 2
+
+
+def test_side_benchmark_scores_are_written_without_per_image_rows(tmp_path):
+    scores = {"a": {"f1": 0.5, "per_image": [{"stem": "x"}]}, "b": {"f1": 0.25}}
+    record = real_data.write_scores(tmp_path / "results" / "side.json", scores, model="nuclei")
+    written = json.loads((tmp_path / "results" / "side.json").read_text())
+    assert written == record
+    assert written["scores"] == {"a": {"f1": 0.5}, "b": {"f1": 0.25}}
+    assert written["model"] == "nuclei" and {"date", "command", "machine"} <= set(written)
