@@ -291,3 +291,24 @@ def test_a_trained_model_segments_its_objects_at_three_scales(tmp_path):
         assert f1 >= at_1x - 0.1, (factor, f1, at_1x)
     assumed, _, _ = f1_and_diameters(3.0, object_diameter=None)
     assert assumed < f1 - 0.1, "predicted at the training size, 3x objects are lost"
+
+
+def test_no_enlarging_past_or_from_objects_cut_by_the_border():
+    """Enlarging only makes objects larger: once every object touches the border, looking at
+    larger factors is wasted predictions (an untrained network's blob filling the view)."""
+    calls = []
+
+    def blob(factor):
+        calls.append(factor)
+        return Measurement(200.0 * factor, whole=False)
+    estimate = search_object_diameter(blob, start=1.0, smallest=0.25, largest=4.0)
+    assert estimate.confidence == "none"
+    assert max(calls) == 1.0, "no enlargement from a start whose objects are all cut"
+
+    calls.clear()
+
+    def small_then_cut(factor):
+        calls.append(factor)
+        return Measurement(4.0 * factor, whole=factor < 1.9)   # tiny objects, one view
+    search_object_diameter(small_then_cut, start=1.0, smallest=1.0, largest=4.0)
+    assert calls == pytest.approx([1.0, 2 ** 0.5, 2.0]), "stops at the first cut factor"

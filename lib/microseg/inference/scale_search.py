@@ -239,31 +239,35 @@ def search_object_diameter(measure: Callable[[float], Measurement | float | None
     when ``start`` found nothing, it looks once at twice the size and goes on from there only
     if that finds objects (an empty image costs one prediction at twice the size). A factor
     whose objects all touch the border is a trial without an estimate (None) that does not stop
-    the search.
+    the search going down; going up, where objects only grow, it does (and the search does not
+    go up from a training scale whose objects all touch the border).
     """
     trials: list[tuple[float, float | None]] = []
     shapes: list[float | None] = []
 
-    def trial(factor: float) -> bool:
-        """Predict at ``factor``; whether anything was found."""
+    def trial(factor: float) -> str:
+        """Predict at ``factor``: ``"nothing"`` found, objects all ``"cut"`` by the border, or
+        some ``"whole"``."""
         found = measure(factor)
         if found is not None and not isinstance(found, Measurement):
             found = Measurement(float(found))
         whole = found is not None and found.whole
         trials.append((factor, found.diameter / factor if whole else None))
         shapes.append(found.solidity if whole else None)
-        return found is not None
+        return "nothing" if found is None else "whole" if whole else "cut"
 
-    found_at_start = trial(start)
+    at_start = trial(start)
     factor = start / SEARCH_STEP
-    while found_at_start and factor >= smallest * (1 - 1e-9):
-        if not trial(factor):
+    while at_start != "nothing" and factor >= smallest * (1 - 1e-9):
+        if trial(factor) == "nothing":
             break
         factor /= SEARCH_STEP
-    # upwards; nothing at the training scale: the first look is at twice the size
-    factor = start * (SEARCH_STEP if found_at_start else 2.0)
-    while factor <= largest * (1 + 1e-9) and find_plateau(trials).confidence != "high":
-        if not trial(factor):
+    # upwards, where objects only grow: not past objects all cut by the border (nor from them);
+    # nothing at the training scale: the first look is at twice the size
+    factor = start * (2.0 if at_start == "nothing" else SEARCH_STEP)
+    while (at_start != "cut" and factor <= largest * (1 + 1e-9)
+           and find_plateau(trials).confidence != "high"):
+        if trial(factor) != "whole":
             break
         factor *= SEARCH_STEP
     return find_plateau(trials, solidity=shapes)
