@@ -53,6 +53,7 @@ import numpy as np
 
 from microseg.errors import ConfigError, DataError, MicrosegError
 from microseg.inference.tiling import per_axis
+from microseg.logs import said_once
 from microseg.models.prediction import (
     DEFAULT_TILE,
     Prediction,
@@ -103,7 +104,6 @@ class TrainedModel:
     postprocessing: Any = None
     folder: Path | None = None
     checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
-    _colour_said: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, folder: str | Path, which: str = "best", device: Any = "cpu") -> TrainedModel:
@@ -620,10 +620,8 @@ class TrainedModel:
             from microseg.transforms.colour import nuclei_channel
 
             image = nuclei_channel(np.asarray(image), channel_axis=0)[None]
-            if not self._colour_said:
-                log.info("model %r reads colour images as their haematoxylin stain "
-                         "(colour_input='nuclei' in its %s)", self.name, PREDICTION_FILE)
-                self._colour_said = True
+            said_once(log, f"model {self.name!r} reads colour images as their haematoxylin "
+                           f"stain (colour_input='nuclei' in its {PREDICTION_FILE})")
             shape = (1, *shape[1:])
         self.check_fits(shape[0], len(shape) - 1)
         return image

@@ -46,11 +46,7 @@ def haematoxylin(image: np.ndarray, channel_axis: int = -1) -> np.ndarray:
     """
     from skimage.color import rgb2hed
 
-    array = np.moveaxis(np.asarray(image), channel_axis, -1)
-    if array.ndim < 3 or array.shape[-1] not in (3, 4):
-        raise DataError("cannot take the haematoxylin stain of this image", [
-            f"expected RGB or RGBA on axis {channel_axis}, found shape {np.shape(image)}"])
-    rgb = array[..., :3]
+    rgb = _rgb(image, channel_axis, "cannot take the haematoxylin stain of this image")
     if np.issubdtype(rgb.dtype, np.integer):
         rgb = rgb / float(np.iinfo(rgb.dtype).max)
     return rgb2hed(np.clip(rgb, 0.0, 1.0))[..., 0].astype(np.float32)
@@ -73,11 +69,7 @@ def nuclei_channel(image: np.ndarray, channel_axis: int = -1, source: str = "the
     fluorescence composite: the nuclei are in one of its channels, DAPI or Hoechst usually
     blue, and only the user knows which) and for one without 3 or 4 channels.
     """
-    array = np.moveaxis(np.asarray(image), channel_axis, -1)
-    if array.ndim < 3 or array.shape[-1] not in (3, 4):
-        raise DataError(f"cannot take the nuclei of {source} as one channel", [
-            f"expected RGB or RGBA on axis {channel_axis}, found shape {np.shape(image)}"])
-    rgb = array[..., :3]
+    rgb = _rgb(image, channel_axis, f"cannot take the nuclei of {source} as one channel")
     full = (float(np.iinfo(rgb.dtype).max) if np.issubdtype(rgb.dtype, np.integer)
             else max(1.0, float(np.max(rgb))))
     background = float(np.median(rgb.mean(axis=-1))) / full
@@ -88,4 +80,14 @@ def nuclei_channel(image: np.ndarray, channel_axis: int = -1, source: str = "the
             "whose nuclei are in one channel",
             "give the model that channel alone (DAPI or Hoechst, usually blue: e.g. "
             "image[..., 2] for YXC)"])
-    return haematoxylin(array)
+    return haematoxylin(rgb)
+
+
+def _rgb(image: np.ndarray, channel_axis: int, problem: str) -> np.ndarray:
+    """The red, green and blue channels of an RGB(A) image, last; :class:`DataError` with
+    ``problem`` as its title for an image without 3 or 4 channels on ``channel_axis``."""
+    array = np.moveaxis(np.asarray(image), channel_axis, -1)
+    if array.ndim < 3 or array.shape[-1] not in (3, 4):
+        raise DataError(problem, [
+            f"expected RGB or RGBA on axis {channel_axis}, found shape {np.shape(image)}"])
+    return array[..., :3]
